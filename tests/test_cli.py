@@ -1,0 +1,76 @@
+"The `llmcourse` command end to end, as a user runs it (a subprocess, outside the repository)."
+import json, subprocess
+from pathlib import Path
+
+from llmcourse.samples import SAMPLE_FILES
+
+
+def _run(exe, *args, cwd):
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_help(llmcourse_exe, tmp_path):
+    for args in [["--help"], ["run", "--help"], ["samples", "--help"]]:
+        r = _run(llmcourse_exe, *args, cwd=tmp_path)
+        assert r.returncode == 0 and "usage: llmcourse" in r.stdout, r.stderr
+    assert "samples (generate or read the sample data" in _run(llmcourse_exe, "run", "--help", cwd=tmp_path).stdout
+    assert _run(llmcourse_exe, cwd=tmp_path).returncode == 2  # a command is required
+
+
+def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
+    "The README's main job, run from an unrelated folder: every artefact of the run folder exists and adds up."
+    out = tmp_path / "run"
+    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "30", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout
+    for f in ["config.json", "summary.json", "report.md", "01_samples/inventory.json", "01_samples/rejects.jsonl",
+              "01_samples/sizes.png", "01_samples/lengths.png"]:
+        assert (out / f).exists(), f
+    assert not (out / "samples").exists()  # --data given: nothing regenerated
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"] == str(repo_root / "data_samples") and cfg["stdlib_files"] == 30
+    inv = json.loads((out / "01_samples" / "inventory.json").read_text())
+    for name in SAMPLE_FILES:
+        lines = (repo_root / "data_samples" / name).read_bytes().splitlines()
+        assert inv["files"][name]["docs"] == len(lines), name
+        assert inv["files"][name]["bytes"] == (repo_root / "data_samples" / name).stat().st_size
+    assert inv["rejected"] == 0 and (out / "01_samples" / "rejects.jsonl").read_text() == ""
+    assert inv["stdlib"]["code"]["docs"] == 30 and inv["stdlib"]["prose"]["docs"] > 30
+    assert json.loads((out / "summary.json").read_text())["samples"]["status"] == "ok"
+    report = (out / "report.md").read_text()
+    assert "## 1. samples" in report and "](01_samples/sizes.png)" in report
+
+
+def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo_root, tmp_path):
+    "Installed use, away from the repo: no --data means the samples are generated, identical to the committed ones."
+    out = tmp_path / "r1"
+    r = _run(llmcourse_exe, "run", "--out", str(out), "--stdlib-files", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in SAMPLE_FILES:
+        assert (out / "samples" / name).read_bytes() == (repo_root / "data_samples" / name).read_bytes(), name
+    r2 = _run(llmcourse_exe, "run", "--config", str(out / "config.json"), "--out", str(tmp_path / "r2"), cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["stdlib_files"] == 0
+
+
+def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
+    data = tmp_path / "data"; data.mkdir()
+    for name in SAMPLE_FILES: (data / name).write_bytes((repo_root / "data_samples" / name).read_bytes())
+    with open(data / "code.jsonl", "ab") as f: f.write(b'{"id": "broken", "text": \n' + (data / "code.jsonl").read_bytes().splitlines(True)[0])
+    r = _run(llmcourse_exe, "run", "--data", str(data), "--out", str(tmp_path / "run"), "--stdlib-files", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
+    n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())
+    assert [(x["line"], x["reason"].split(" at ")[0]) for x in rej] == [(n + 1, "invalid JSON"), (None, "duplicate id " + repr(json.loads((data / "code.jsonl").read_bytes().splitlines()[0])["id"]))]
+
+
+def test_run_errors_are_clear(llmcourse_exe, tmp_path):
+    r = _run(llmcourse_exe, "run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "lacks" in r.stderr and "llmcourse samples" in r.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["samples"]["status"] == "failed"
+    (tmp_path / "c.json").write_text('{"out": "x", "bogus": 1}')
+    r = _run(llmcourse_exe, "run", "--config", str(tmp_path / "c.json"), cwd=tmp_path)
+    assert r.returncode == 2 and "unknown config keys ['bogus']" in r.stderr
+    r = _run(llmcourse_exe, "run", "--stages", "nosuch", cwd=tmp_path)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
