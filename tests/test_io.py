@@ -19,6 +19,8 @@ CASES = [  # (bad line, expected reason fragment)
     (b'{"id": "x", "text": null}\n', "field 'text' should be str, got NoneType"),
     (b'{"id": 7, "text": "int id"}\n', "field 'id' should be str, got int"),
     (b'{"id": "x", "text": ["a", "list"]}\n', "field 'text' should be str, got list"),
+    (b'{"id": "x", "text": ""}\n', "empty document"),
+    (b'{"id": "x", "text": " \\n\\t "}\n', "empty document"),
     (b'"just a string"\n', "expected a JSON object, got str"),
     (b"[1, 2, 3]\n", "expected a JSON object, got list"),
     (b'{"id": "x", "text": "' + b"y" * 5000 + b'"}\n', "line longer than 1,000 bytes"),
