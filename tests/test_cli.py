@@ -51,6 +51,12 @@ def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo
     r2 = _run(llmcourse_exe, "run", "--config", str(out / "config.json"), "--out", str(tmp_path / "r2"), cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr
     assert json.loads((tmp_path / "r2" / "config.json").read_text())["stdlib_files"] == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r3 = _run(llmcourse_exe, "run", "--config", str(out / "config.json"), "--stages", "samples", cwd=tmp_path)
+    assert r3.returncode == 0, r3.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no --out: a new runs/<time> folder, not the old one
+    new = [p for p in (tmp_path / "runs").iterdir()]
+    assert len(new) == 1 and json.loads((new[0] / "config.json").read_text())["stdlib_files"] == 0
 
 
 def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
