@@ -144,6 +144,7 @@ def read_jsonl(
     on_error: str = "raise",           # "raise": stop at the first bad line; "skip": record it in `rejects`
     rejects: list | str | Path | None = None,  # where skipped lines go: a list, or a JSONL file to append to
     max_line_bytes: int = MAX_LINE_BYTES,      # longer lines are errors (never loaded whole)
+    with_lines: bool = False,          # yield (line number, object) pairs, for messages about a document's place
 ) -> Iterator[dict]:
     "Stream the objects of a JSONL file; a bad line raises `DataError` or is recorded with its reason."
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -160,7 +161,7 @@ def read_jsonl(
                 if on_error == "raise": raise DataError(path, n, str(e)) from None
                 sink.add(path, n, str(e), raw)
                 continue
-            yield obj
+            yield (n, obj) if with_lines else obj
 
 # %% ../nbs/00_core.ipynb #1b6644ed
 class _RejectSink:

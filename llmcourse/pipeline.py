@@ -60,9 +60,9 @@ def inventory_file(
     "Validate every line of one sample file and count what it holds."
     rej: list = []
     inv = {"docs": 0, "chars": 0, "bytes": path.stat().st_size, "by_domain": Counter(), "by_lang": Counter(), "lengths": defaultdict(list)}
-    for d in read_jsonl(path, schema=SAMPLE_SCHEMA, on_error="skip", rejects=rej):
+    for n, d in read_jsonl(path, schema=SAMPLE_SCHEMA, on_error="skip", rejects=rej, with_lines=True):
         if d["id"] in seen_ids:
-            rej.append({"file": str(path), "line": None, "reason": f"duplicate id {d['id']!r}", "raw": None}); continue
+            rej.append({"file": str(path), "line": n, "reason": f"duplicate id {d['id']!r}", "raw": None}); continue
         seen_ids.add(d["id"])
         inv["docs"] += 1; inv["chars"] += len(d["text"]); inv["lengths"][d["domain"]].append(len(d["text"]))
         inv["by_domain"][d["domain"]] += 1; inv["by_lang"][d["lang"]] += 1

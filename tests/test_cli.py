@@ -67,7 +67,7 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
     assert r.returncode == 0, r.stderr
     rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
     n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())
-    assert [(x["line"], x["reason"].split(" at ")[0]) for x in rej] == [(n + 1, "invalid JSON"), (None, "duplicate id " + repr(json.loads((data / "code.jsonl").read_bytes().splitlines()[0])["id"]))]
+    assert [(x["line"], x["reason"].split(" at ")[0]) for x in rej] == [(n + 1, "invalid JSON"), (n + 2, "duplicate id " + repr(json.loads((data / "code.jsonl").read_bytes().splitlines()[0])["id"]))]
 
 
 def test_run_errors_are_clear(llmcourse_exe, tmp_path):

@@ -67,6 +67,7 @@ def test_every_line_is_kept_or_rejected(tmp_path):
     kept = list(read_jsonl(p, on_error="skip", rejects=rej))
     assert len(kept) == 3 and [r["line"] for r in rej] == [2, 5, 6]
     assert len(kept) + len(rej) == sum(1 for l in lines if l.strip())
+    assert [n for n, _ in read_jsonl(p, on_error="skip", rejects=[], with_lines=True)] == [1, 3, 7]
 
 
 def test_long_line_does_not_break_following_lines(tmp_path):
