@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #dfd3f7ed
 from __future__ import annotations
 
-import dataclasses, gzip, io, json, os, random
+import dataclasses, gzip, json, os, random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any

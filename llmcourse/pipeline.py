@@ -5,7 +5,7 @@
 # %% ../nbs/15_pipeline.ipynb #6126ea46
 from __future__ import annotations
 
-import dataclasses, json, time
+import json, time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import (DataError, load_config, new_figure, progress, read_jsonl, save_config, save_figure,
-                            save_json, seed_everything)
+from .core import new_figure, progress, read_jsonl, save_config, save_figure, save_json, seed_everything
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 
 # %% auto #0
@@ -24,6 +23,7 @@ __all__ = ['SAMPLE_SCHEMA', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inven
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
 class RunConfig:
+    "Every setting of a pipeline run; saved as the run's config.json."
     out: str = "runs/latest"        # the run folder
     data: str | None = None         # sample folder to read; None: generate the samples into <out>/samples
     seed: int = SAMPLE_SEED         # seed for the samples and every random choice of the run
@@ -33,6 +33,7 @@ class RunConfig:
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
 @dataclass
 class RunContext:
+    "What a stage sees: the config, the folders, and what earlier stages returned."
     cfg: RunConfig
     run_dir: Path
     data_dir: Path
@@ -45,6 +46,7 @@ class RunContext:
 
 @dataclass
 class Stage:
+    "One named step of the pipeline."
     name: str                        # short name, used for folders and --stages
     run: Callable[[RunContext], dict]  # does the work; returns {"summary": {...}, "report": [markdown lines]}
     doc: str = ""                    # one line for `llmcourse run --help`

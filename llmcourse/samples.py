@@ -5,7 +5,7 @@
 # %% ../nbs/01_data_samples.ipynb #4aca8b5b
 from __future__ import annotations
 
-import ast, base64, datetime, hashlib, itertools, json, math, random, re, sysconfig
+import ast, base64, datetime, hashlib, itertools, math, random, re, sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1881,7 +1881,7 @@ def _c_sumabove(rng: random.Random) -> tuple[str, str, list[str]]:
 def _c_prefix_count(rng: random.Random) -> tuple[str, str, list[str]]:
     "Count words with a given prefix."
     noun = rng.choice(_C_NOUNS)
-    fn = rng.choice([f"count_{noun}_words", f"{noun}_prefix_count", f"words_starting_with"])
+    fn = rng.choice([f"count_{noun}_words", f"{noun}_prefix_count", "words_starting_with"])
     loop = rng.random() < 0.5
     body = ("    prefix = prefix.lower()\n    count = 0\n    for word in text.split():\n        if word.lower().startswith(prefix):\n"
             "            count += 1\n    return count\n") if loop else "    prefix = prefix.lower()\n    return sum(1 for w in text.split() if w.lower().startswith(prefix))\n"
@@ -1929,7 +1929,7 @@ def _c_counter(rng: random.Random) -> tuple[str, str, list[str]]:
     labels = [rng.choice(_C_WORDS[:6]) for _ in range(rng.randint(3, 9))]
     counts = {l: labels.count(l) for l in labels}
     best = max(sorted(counts), key=lambda k: counts[k])
-    return "class", code, [f"c = {cls}()", f"assert c.most_common() is None", f"for label in {labels}:", "    c.add(label)",
+    return "class", code, [f"c = {cls}()", "assert c.most_common() is None", f"for label in {labels}:", "    c.add(label)",
                            f"assert c.most_common() == {best!r}", f"assert sum(c.counts.values()) == {len(labels)}"]
 
 def _c_group(rng: random.Random) -> tuple[str, str, list[str]]:
