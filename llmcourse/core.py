@@ -15,8 +15,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices', 'pick_device', 'to_jsonable',
-           'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl', 'write_jsonl',
-           'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet', 'progress', 'new_figure', 'save_figure']
+           'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl', 'reject_record',
+           'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet', 'progress', 'new_figure',
+           'save_figure']
 
 # %% ../nbs/00_core.ipynb #e3c8eaed
 def seed_everything(
@@ -164,6 +165,16 @@ def read_jsonl(
             yield (n, obj) if with_lines else obj
 
 # %% ../nbs/00_core.ipynb #1b6644ed
+def reject_record(
+    path: str | Path,          # the file the document came from
+    line: int | None,          # its 1-based line number
+    reason: str,               # why it was rejected, in words a person can act on
+    raw: bytes | str | None = None,  # the line itself (kept, cut to 2,000 characters), if at hand
+) -> dict:
+    "The one shape of a rejected line, used by every stage that rejects documents."
+    if isinstance(raw, bytes): raw = raw.decode("utf-8", "replace")
+    return {"file": str(path), "line": line, "reason": reason, "raw": None if raw is None else raw[:2000]}
+
 class _RejectSink:
     "Collects rejected lines into a list, or appends them to a JSONL file."
     def __init__(self, dest): self.dest, self.f = dest, None
@@ -173,8 +184,7 @@ class _RejectSink:
             self.f = open(self.dest, "a", encoding="utf-8")
         return self
     def add(self, path, line, reason, raw):
-        rec = {"file": str(path), "line": line, "reason": reason,
-               "raw": None if raw is None else raw.decode("utf-8", "replace")[:2000]}
+        rec = reject_record(path, line, reason, raw)
         if self.f is not None: self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else: self.dest.append(rec)
     def __exit__(self, *exc):

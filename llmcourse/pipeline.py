@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import new_figure, progress, read_jsonl, save_config, save_figure, save_json, seed_everything
+from .core import (new_figure, progress, read_jsonl, reject_record, save_config, save_figure, save_json,
+                            seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 
 # %% auto #0
@@ -64,7 +65,7 @@ def inventory_file(
     inv = {"docs": 0, "chars": 0, "bytes": path.stat().st_size, "by_domain": Counter(), "by_lang": Counter(), "lengths": defaultdict(list)}
     for n, d in read_jsonl(path, schema=SAMPLE_SCHEMA, on_error="skip", rejects=rej, with_lines=True):
         if d["id"] in seen_ids:
-            rej.append({"file": str(path), "line": n, "reason": f"duplicate id {d['id']!r}", "raw": None}); continue
+            rej.append(reject_record(path, n, f"duplicate id {d['id']!r}")); continue
         seen_ids.add(d["id"])
         inv["docs"] += 1; inv["chars"] += len(d["text"]); inv["lengths"][d["domain"]].append(len(d["text"]))
         inv["by_domain"][d["domain"]] += 1; inv["by_lang"][d["lang"]] += 1
