@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default: runs/<date-time>)")
     r.add_argument("--seed", type=int, help=f"seed (default {SAMPLE_SEED})")
     r.add_argument("--stdlib-files", type=int, help="standard-library files to read as extra text (default 400; 0 for none)")
+    r.add_argument("--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)")
+    r.add_argument("--no-split-digits", action="store_true", help="keep digit runs together in the tokenizer (GPT-2 style)")
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
     r.add_argument("--config", help="a config.json from an earlier run to repeat (into a new folder); flags given here override it")
     s = sub.add_parser("samples", help="generate the sample data", description="Generate data_samples/ (deterministic: same seed, same bytes).")
@@ -43,6 +45,8 @@ def _cmd_run(a) -> int:
     for k in ("data", "out", "seed", "stages"):
         if getattr(a, k) is not None: setattr(cfg, k, getattr(a, k))
     if a.stdlib_files is not None: cfg.stdlib_files = a.stdlib_files
+    if a.vocab_size is not None: cfg.vocab_size = a.vocab_size
+    if a.no_split_digits: cfg.split_digits = False
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")

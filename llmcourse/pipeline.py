@@ -16,10 +16,12 @@ import numpy as np
 from .core import (new_figure, progress, read_jsonl, reject_record, save_config, save_figure, save_json,
                             seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
+from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
+                                 padded_vocab_size, reserved_special_tokens, tokenizer_corpus, train_bpe)
 
 # %% auto #0
-__all__ = ['SAMPLE_SCHEMA', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples', 'run_pipeline',
-           'render_report']
+__all__ = ['SAMPLE_SCHEMA', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples',
+           'stage_tokenizer', 'run_pipeline', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -30,6 +32,8 @@ class RunConfig:
     seed: int = SAMPLE_SEED         # seed for the samples and every random choice of the run
     stdlib_files: int | None = 400  # how many standard-library files to read as extra text (None: all)
     stages: list[str] = field(default_factory=list)  # run only these stages (empty: all)
+    vocab_size: int = 8192          # tokenizer: bytes + merges + special tokens
+    split_digits: bool = True       # tokenizer: one digit per pre-token (chapter 02, experiment 2)
 
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
 @dataclass
@@ -125,8 +129,57 @@ def _samples_report(s: dict, figs: list[Path], run_dir: Path) -> list[str]:
             *[f"![{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in figs]]
 
 # %% ../nbs/15_pipeline.ipynb #4a423e4f
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
+
+def stage_tokenizer(ctx: RunContext) -> dict:
+    "Train, save and check the run's tokenizer; measure its compression per group."
+    out, cfg = ctx.stage_dir("tokenizer"), ctx.cfg
+    skipped: list = []  # lines the samples stage rejected (with reasons, in its rejects.jsonl) are skipped here too
+    docs = tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped)
+    train, held = [d["text"] for d in docs if not d["heldout"]], [d for d in docs if d["heldout"]]
+    pattern = DIGITS_PATTERN if cfg.split_digits else GPT2_PATTERN
+    t0 = time.perf_counter()
+    tok = Tokenizer(*train_bpe(train, cfg.vocab_size, SPECIAL_TOKENS, pattern, show_progress=True), SPECIAL_TOKENS, pattern)
+    seconds = time.perf_counter() - t0
+    path = tok.save(out / "tokenizer.json")
+    saved = Tokenizer.load(path)
+    if bad := [d["id"] for d in held if saved.decode(saved.encode(d["text"])) != d["text"]]:
+        raise RuntimeError(f"{path}: {len(bad)} held-out documents do not round-trip, e.g. {bad[:3]}")
+    comp = compression_by_group(hf_counter(saved.to_hf()), held)
+    dirty = audit_vocabulary(saved)
+    summary = {"path": path.relative_to(ctx.run_dir).as_posix(), "vocab_size": len(saved), "merges": len(saved.merges),
+               "specials": saved.specials, "pattern": "digits" if cfg.split_digits else "gpt2",
+               "padded_vocab_size": padded_vocab_size(len(saved)), "train_docs": len(train), "train_chars": sum(map(len, train)),
+               "train_seconds": round(seconds, 2), "heldout_docs": len(held), "skipped_lines": len(skipped), "compression": comp, "dirty_tokens": dirty}
+    save_json(summary, out / "tokenizer_stats.json")
+    fig = _compression_figure(comp, out / "compression.png")
+    return {"summary": summary, "report": _tokenizer_report(summary, fig, ctx.run_dir)}
+
+# %% ../nbs/15_pipeline.ipynb #59595c8e
+def _compression_figure(comp: dict, path: Path) -> Path:
+    names = list(comp)
+    fig, ax = new_figure("characters per token (held-out)", "", "Tokenizer compression by domain/language", figsize=(7, 4))
+    ax.barh(names, [comp[g]["chars_per_token"] for g in names], color="tab:green"); ax.invert_yaxis()
+    for i, g in enumerate(names): ax.text(comp[g]["chars_per_token"], i, f" {comp[g]['bytes_per_token']:.2f} bytes/token", va="center", fontsize=8)
+    return save_figure(fig, path)
+
+def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+    rows = [f"| {g} | {c['tokens']:,} | {c['chars_per_token']:.2f} | {c['bytes_per_token']:.2f} |" for g, c in s["compression"].items()]
+    dirty = ", ".join(f"`{d['token']}`" for d in s["dirty_tokens"][:10]) or "none"
+    return [f"Trained byte-level BPE ({s['pattern']} pre-tokenisation) on {s['train_docs']:,} documents "
+            f"({s['train_chars']/1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
+            f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
+            f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
+            f"{s['heldout_docs']:,} held-out documents round-trip exactly through it."
+            + (f" {s['skipped_lines']} invalid sample lines were skipped (see the samples stage's rejects)." if s["skipped_lines"] else ""), "",
+            "| group (held out) | tokens | characters/token | bytes/token |", "|---|---:|---:|---:|", *rows, "",
+            f"Vocabulary audit: {len(s['dirty_tokens'])} entries contain a blocklisted spam term ({dirty}).", "",
+            f"![compression]({fig.relative_to(run_dir).as_posix()})"]
+
+# %% ../nbs/15_pipeline.ipynb #857fa3c5
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
+    Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
 ]
 
 # %% ../nbs/15_pipeline.ipynb #839d8447

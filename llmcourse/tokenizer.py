@@ -12,7 +12,7 @@ from pathlib import Path
 
 import regex
 
-from .core import new_figure, progress, save_figure
+from .core import progress
 from .samples import load_samples, stdlib_code_documents, stdlib_prose_documents
 
 # %% auto #0
@@ -32,10 +32,11 @@ def is_heldout(doc_id: str, frac: float = 0.1) -> bool:  # a document id; the sh
 def tokenizer_corpus(
     data_dir: str | Path = "data_samples",  # the sample folder
     stdlib_files: int | None = 60,          # standard-library files read for code and prose (None: all)
+    **read_kwargs,                          # passed to `read_jsonl`, e.g. on_error="skip", rejects=[...]
 ) -> list[dict]:                            # {"id", "text", "group", "kind", "heldout"} per document
     "Documents to train and measure tokenizers on, each tagged with its group and split."
     docs = []
-    for d in load_samples(TRAIN_FILES, data_dir):
+    for d in load_samples(TRAIN_FILES, data_dir, **read_kwargs):
         text = d.get("main_text") if d["domain"] == "web" else d["text"]
         if text: docs.append({"id": d["id"], "text": text, "group": f"{d['domain']}/{d['lang']}", "kind": d.get("kind")})
     for d in [*stdlib_code_documents(stdlib_files), *stdlib_prose_documents(stdlib_files)]:

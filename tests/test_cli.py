@@ -39,6 +39,32 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     assert json.loads((out / "summary.json").read_text())["samples"]["status"] == "ok"
     report = (out / "report.md").read_text()
     assert "## 1. samples" in report and "](01_samples/sizes.png)" in report
+    assert "## 2. tokenizer" in report and "](02_tokenizer/compression.png)" in report and (out / "02_tokenizer/compression.png").exists()
+
+
+def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
+    "The tokenizer stage's tokenizer.json: transformers and our loader give the ids our trainer's tokenizer gives."
+    from transformers import PreTrainedTokenizerFast
+    from llmcourse.tokenizer import Tokenizer, tokenizer_corpus
+    out = tmp_path / "run"
+    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "10",
+             "--vocab-size", "2000", "--stages", "tokenizer", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((out / "02_tokenizer" / "tokenizer_stats.json").read_text())
+    assert stats["vocab_size"] == 2000 and stats["pattern"] == "digits" and stats["specials"]["<|endoftext|>"] == 2000 - 10
+    path = out / "02_tokenizer" / "tokenizer.json"
+    ours, fast = Tokenizer.load(path), PreTrainedTokenizerFast(tokenizer_file=str(path))
+    held = [d["text"] for d in tokenizer_corpus(repo_root / "data_samples", 0) if d["heldout"]][:200]
+    assert [fast.encode(t, add_special_tokens=False) for t in held] == [ours.encode(t) for t in held]
+    assert all(fast.decode(ours.encode(t)) == t for t in held)
+    assert len(ours.encode("12345")) == 5  # digits split
+
+
+def test_run_tokenizer_bad_vocab_size(llmcourse_exe, repo_root, tmp_path):
+    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(tmp_path / "o"), "--stdlib-files", "0",
+             "--vocab-size", "200", "--stages", "tokenizer", cwd=tmp_path)
+    assert r.returncode == 2 and "vocab_size=200 is too small" in r.stderr, r.stderr
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["tokenizer"]["status"] == "failed"
 
 
 def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo_root, tmp_path):
@@ -67,6 +93,7 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
     assert r.returncode == 0, r.stderr
     rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
     n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())
+    assert json.loads((tmp_path / "run" / "02_tokenizer" / "tokenizer_stats.json").read_text())["skipped_lines"] == 1  # the broken line
     assert [(x["line"], x["reason"].split(" at ")[0]) for x in rej] == [(n + 1, "invalid JSON"), (n + 2, "duplicate id " + repr(json.loads((data / "code.jsonl").read_bytes().splitlines()[0])["id"]))]
 
 
