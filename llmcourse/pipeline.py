@@ -16,12 +16,13 @@ import numpy as np
 from .core import (new_figure, progress, read_jsonl, reject_record, save_config, save_figure, save_json,
                             seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
+from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
                                  padded_vocab_size, reserved_special_tokens, tokenizer_corpus, train_bpe)
 
 # %% auto #0
 __all__ = ['SAMPLE_SCHEMA', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples',
-           'stage_tokenizer', 'run_pipeline', 'render_report']
+           'stage_tokenizer', 'stage_shards', 'run_pipeline', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -34,6 +35,9 @@ class RunConfig:
     stages: list[str] = field(default_factory=list)  # run only these stages (empty: all)
     vocab_size: int = 8192          # tokenizer: bytes + merges + special tokens
     split_digits: bool = True       # tokenizer: one digit per pre-token (chapter 02, experiment 2)
+    shard_tokens: int = 1 << 22     # shards: start a new shard past this many tokens
+    workers: int = 2                # shards: tokenising processes
+    seq_len: int = 256              # shards: training row length for the packing check and the first batch
 
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
 @dataclass
@@ -177,9 +181,45 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"![compression]({fig.relative_to(run_dir).as_posix()})"]
 
 # %% ../nbs/15_pipeline.ipynb #857fa3c5
+def stage_shards(ctx: RunContext) -> dict:
+    "Tokenise the training split into token shards; check them and the loader."
+    out, cfg = ctx.stage_dir("shards"), ctx.cfg
+    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "02_tokenizer/tokenizer.json")
+    if not tok_path.exists(): raise FileNotFoundError(f"{tok_path} is missing: run the tokenizer stage first (--stages tokenizer shards)")
+    skipped: list = []
+    docs = [d for d in tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped) if not d["heldout"]]
+    t0 = time.perf_counter()
+    index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
+    seconds = time.perf_counter() - t0
+    shards = TokenShards(out)
+    if len(shards) != len(docs): raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
+    lengths = np.array([len(shards.doc(i)) + 1 for i in range(len(shards))])
+    groups: dict = defaultdict(lambda: {"docs": 0, "tokens": 0})
+    for g, n in zip(shards.groups, lengths - 1): groups[g]["docs"] += 1; groups[g]["tokens"] += int(n)
+    eos = index["specials"]["<|endoftext|>"]
+    batch = next(iter(PackedLoader(shards, cfg.seq_len, 4, eos, seed=cfg.seed)))
+    summary = {"n_docs": index["n_docs"], "n_tokens": index["n_tokens"], "shards": len(index["shards"]), "dtype": index["dtype"],
+               "seconds": round(seconds, 2), "tokens_per_second": round(index["n_tokens"] / max(seconds, 1e-9)), "groups": dict(groups),
+               "padding": padding_waste(lengths, cfg.seq_len), "seq_len": cfg.seq_len,
+               "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}, "skipped_lines": len(skipped)}
+    save_json(summary, out / "shards_stats.json")
+    return {"summary": summary, "report": _shards_report(summary)}
+
+def _shards_report(s: dict) -> list[str]:
+    rows = [f"| {g} | {v['docs']:,} | {v['tokens']:,} |" for g, v in sorted(s["groups"].items())]
+    p = s["padding"]
+    return [f"Tokenised {s['n_docs']:,} training documents into {s['n_tokens']:,} tokens ({s['dtype']}, {s['shards']} shard(s)) "
+            f"in {s['seconds']} s ({s['tokens_per_second']:,} tokens/s).", "",
+            "| group | documents | tokens |", "|---|---:|---:|", *rows, "",
+            f"At {s['seq_len']} tokens per row, one document per row would be {p['naive_padding']:.0%} padding and cut "
+            f"{p['naive_truncated']:.0%} of the text; packing wastes none. First packed batch: "
+            + ", ".join(f"`{k}` {v}" for k, v in s["first_batch"].items()) + "."]
+
+# %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
     Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
+    Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
 ]
 
 # %% ../nbs/15_pipeline.ipynb #839d8447

@@ -40,6 +40,13 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     report = (out / "report.md").read_text()
     assert "## 1. samples" in report and "](01_samples/sizes.png)" in report
     assert "## 2. tokenizer" in report and "](02_tokenizer/compression.png)" in report and (out / "02_tokenizer/compression.png").exists()
+    from llmcourse.data import PackedLoader, TokenShards
+    shards = TokenShards(out / "03_shards")
+    stats = json.loads((out / "03_shards" / "shards_stats.json").read_text())
+    assert len(shards) == stats["n_docs"] and sum(len(shards.doc(i)) for i in range(len(shards))) == stats["n_tokens"]
+    eos = json.loads((out / "02_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
+    batch = next(iter(PackedLoader(shards, 128, 2, eos)))
+    assert tuple(batch["input_ids"].shape) == (2, 128) and "## 3. shards" in report
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
