@@ -5,7 +5,7 @@
 # %% ../nbs/15a_cli.ipynb #61a88a58
 from __future__ import annotations
 
-import argparse, sys, tempfile, time
+import argparse, json, sys, tempfile, time
 from pathlib import Path
 
 import llmcourse
@@ -30,8 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stdlib-files", type=int, help="standard-library files to read as extra text (default 400; 0 for none)")
     r.add_argument("--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)")
     r.add_argument("--no-split-digits", action="store_true", help="keep digit runs together in the tokenizer (GPT-2 style)")
+    r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
     r.add_argument("--config", help="a config.json from an earlier run to repeat (into a new folder); flags given here override it")
+    t = sub.add_parser("train", help="train (or resume) a model from a TrainConfig JSON file",
+                       description="Train a model on token shards (chapter 09); resumes from the run folder's latest checkpoint.")
+    t.add_argument("--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)")
+    t.add_argument("--out", help="run folder (overrides the config's)")
+    t.add_argument("--max-steps", type=int, help="optimizer steps (overrides the config's)")
     s = sub.add_parser("samples", help="generate the sample data", description="Generate data_samples/ (deterministic: same seed, same bytes).")
     s.add_argument("--out", default="data_samples", help="folder to write (default: data_samples)")
     s.add_argument("--seed", type=int, default=SAMPLE_SEED, help=f"seed (default {SAMPLE_SEED})")
@@ -47,9 +53,18 @@ def _cmd_run(a) -> int:
     if a.stdlib_files is not None: cfg.stdlib_files = a.stdlib_files
     if a.vocab_size is not None: cfg.vocab_size = a.vocab_size
     if a.no_split_digits: cfg.split_digits = False
+    if a.train_steps is not None: cfg.train_steps = a.train_steps
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")
+    return 0
+
+def _cmd_train(a) -> int:
+    from llmcourse.training import TrainConfig, train
+    cfg = load_config(TrainConfig, a.config)
+    if a.out: cfg.out = a.out
+    if a.max_steps: cfg.max_steps = a.max_steps
+    print(json.dumps(train(cfg)))
     return 0
 
 def _cmd_samples(a) -> int:
@@ -66,7 +81,7 @@ def _cmd_samples(a) -> int:
 def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
-    try: return {"run": _cmd_run, "samples": _cmd_samples}[a.command](a)
+    try: return {"run": _cmd_run, "train": _cmd_train, "samples": _cmd_samples}[a.command](a)
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"llmcourse {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -169,7 +169,9 @@ class PackedLoader:
         if len(self.shards) == 0: raise ValueError(f"{self.shards.folder}: no documents")
         self.seq_len, self.batch_size, self.eos_id, self.seed = seq_len, batch_size, eos_id, seed
         self.rank, self.world_size, self.shuffle, self.mixture = rank, world_size, shuffle, mixture
-        self.state = {"epoch": 0, "doc": 0, "carry": [], "carry_starts": [], "row": 0, "mixture": None}
+        self.group_names = sorted(set(self.shards.groups))                 # group_ids in batches index this list
+        self._group_of = np.array([self.group_names.index(g) for g in self.shards.groups])
+        self.state = {"epoch": 0, "doc": 0, "carry": [], "carry_starts": [], "carry_groups": [], "row": 0, "mixture": None}
 
     def _order(self, epoch: int) -> np.ndarray:
         n = len(self.shards)
@@ -184,27 +186,28 @@ class PackedLoader:
         self.state = json.loads(json.dumps(state))
         if self.mixture is not None: self.mixture.load_state_dict(self.state["mixture"])
 
-    def _next_doc(self, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _next_doc(self, order: np.ndarray) -> tuple[int, np.ndarray]:  # the next document's number
         st = self.state
-        if self.mixture is not None: return self.shards.doc(self.mixture.sample()[1]), order
+        if self.mixture is not None: return self.mixture.sample()[1], order
         if st["doc"] == len(order): st["epoch"] += 1; st["doc"] = 0; order = self._order(st["epoch"])
-        d = self.shards.doc(int(order[st["doc"]])); st["doc"] += 1
-        return d, order
+        i = int(order[st["doc"]]); st["doc"] += 1
+        return i, order
 
-    def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        "Packed rows of this rank, from the current state on; the state always points just past the last row."
+    def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        "Packed rows of this rank (tokens, starts, groups), from the current state on; the state points just past the last row."
         st, need = self.state, self.seq_len + 1
-        toks, starts = list(st["carry"]), list(st["carry_starts"])
+        toks, starts, groups = list(st["carry"]), list(st["carry_starts"]), list(st["carry_groups"])
         order = self._order(st["epoch"])
         while True:
             while len(toks) < need:
-                d, order = self._next_doc(order)
-                toks += d.tolist() + [self.eos_id]; starts += [True] + [False] * len(d)
-            row, row_starts = np.array(toks[:need], dtype=np.int64), np.array(starts[:need])
-            toks, starts = toks[self.seq_len:], starts[self.seq_len:]      # the last token is the next row's first input
-            st["carry"], st["carry_starts"] = toks, starts
+                i, order = self._next_doc(order)
+                d = self.shards.doc(i)
+                toks += d.tolist() + [self.eos_id]; starts += [True] + [False] * len(d); groups += [int(self._group_of[i])] * (len(d) + 1)
+            row = (np.array(toks[:need], dtype=np.int64), np.array(starts[:need]), np.array(groups[:need], dtype=np.int64))
+            toks, starts, groups = toks[self.seq_len:], starts[self.seq_len:], groups[self.seq_len:]  # the last token is the next row's first input
+            st["carry"], st["carry_starts"], st["carry_groups"] = toks, starts, groups
             g = st["row"]; st["row"] += 1
-            if g % self.world_size == self.rank: yield row, row_starts
+            if g % self.world_size == self.rank: yield row
 
     def __iter__(self) -> Iterator[dict]:
         rows = self._rows()
@@ -218,15 +221,17 @@ def shard_mixture(shards: TokenShards, weights: dict[str, float], seed: int = 0,
     for i, g in enumerate(shards.groups): domains.setdefault(g, []).append(i)
     return MixtureSampler(domains, weights, seed, reuse_decay)
 
-def collate(rows: list[tuple[np.ndarray, np.ndarray]], seq_len: int) -> dict:  # (tokens, starts) per row
-    "Stack packed rows into model inputs, targets, position ids and varlen boundaries."
+def collate(rows: list[tuple[np.ndarray, ...]], seq_len: int) -> dict:  # (tokens, starts[, groups]) per row
+    "Stack packed rows into model inputs, targets, position ids, varlen boundaries and each target's document group."
     toks = torch.from_numpy(np.stack([r[0] for r in rows]))
     starts = np.stack([r[1][:-1] for r in rows]); starts[:, 0] = True   # every row starts a piece
     cus = [cu_seqlens_from_starts(s) for s in starts]
     flat = np.concatenate([[0]] + [c[1:] + i * seq_len for i, c in enumerate(cus)]).astype(np.int32)
-    return {"input_ids": toks[:, :-1].contiguous(), "labels": toks[:, 1:].contiguous(),
-            "position_ids": torch.from_numpy(np.stack([segment_positions(s) for s in starts])),
-            "cu_seqlens": torch.from_numpy(flat), "max_seqlen": int(max(np.diff(c).max() for c in cus))}
+    out = {"input_ids": toks[:, :-1].contiguous(), "labels": toks[:, 1:].contiguous(),
+           "position_ids": torch.from_numpy(np.stack([segment_positions(s) for s in starts])),
+           "cu_seqlens": torch.from_numpy(flat), "max_seqlen": int(max(np.diff(c).max() for c in cus))}
+    if len(rows[0]) > 2: out["group_ids"] = torch.from_numpy(np.stack([r[2][1:] for r in rows]))  # group of each target token
+    return out
 
 # %% ../nbs/06_packing.ipynb #d92d824b
 def _produce(loader: PackedLoader, q, delay: float):

@@ -17,12 +17,13 @@ from .core import (new_figure, progress, read_jsonl, reject_record, save_config,
                             seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
+from .training import TrainConfig, read_metrics, train
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
                                  padded_vocab_size, reserved_special_tokens, tokenizer_corpus, train_bpe)
 
 # %% auto #0
 __all__ = ['SAMPLE_SCHEMA', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples',
-           'stage_tokenizer', 'stage_shards', 'run_pipeline', 'render_report']
+           'stage_tokenizer', 'stage_shards', 'stage_train', 'run_pipeline', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -37,7 +38,9 @@ class RunConfig:
     split_digits: bool = True       # tokenizer: one digit per pre-token (chapter 02, experiment 2)
     shard_tokens: int = 1 << 22     # shards: start a new shard past this many tokens
     workers: int = 2                # shards: tokenising processes
-    seq_len: int = 256              # shards: training row length for the packing check and the first batch
+    seq_len: int = 256              # shards, train: tokens per training row
+    train_steps: int = 150          # train: optimizer steps of the tiny CPU run (0: skip training)
+    model: str = "tiny"             # train: a model preset (chapter 07)
 
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
 @dataclass
@@ -191,6 +194,8 @@ def stage_shards(ctx: RunContext) -> dict:
     t0 = time.perf_counter()
     index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
     seconds = time.perf_counter() - t0
+    held = [d for d in tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=[]) if d["heldout"]]
+    tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers)   # for held-out perplexity
     shards = TokenShards(out)
     if len(shards) != len(docs): raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
     lengths = np.array([len(shards.doc(i)) + 1 for i in range(len(shards))])
@@ -215,11 +220,49 @@ def _shards_report(s: dict) -> list[str]:
             f"{p['naive_truncated']:.0%} of the text; packing wastes none. First packed batch: "
             + ", ".join(f"`{k}` {v}" for k, v in s["first_batch"].items()) + "."]
 
+# %% ../nbs/15_pipeline.ipynb #1914f413
+def stage_train(ctx: RunContext) -> dict:
+    "Train the run's model on its shards; plot training and held-out losses per domain."
+    out, cfg = ctx.stage_dir("train"), ctx.cfg
+    shards = ctx.run_dir / f"{[s.name for s in STAGES].index('shards') + 1:02d}_shards"
+    if not (shards / "index.json").exists(): raise FileNotFoundError(f"{shards} holds no shards: run the shards stage first")
+    tcfg = TrainConfig(shards=str(shards), heldout_shards=str(shards / "heldout"), out=str(out), model=cfg.model, seq_len=cfg.seq_len,
+                       batch_size=8, max_steps=cfg.train_steps, warmup_steps=max(1, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 5),
+                       eval_batches=8, ckpt_every=max(1, cfg.train_steps // 3), log_every=max(1, cfg.train_steps // 10), seed=cfg.seed)
+    result = train(tcfg)
+    hist = [r for r in read_metrics(out) if "event" not in r]
+    ev = [r for r in hist if "eval_loss" in r]
+    summary = {**result, "first_loss": hist[0]["loss"], "final_loss": float(np.mean([r["loss"] for r in hist[-10:]])),
+               "final_eval_loss": ev[-1]["eval_loss"] if ev else None,
+               "final_ppl": {k[4:]: v for k, v in (ev[-1] if ev else {}).items() if k.startswith("ppl/")},
+               "tokens_per_s": float(np.median([r["tokens_per_s"] for r in hist if "tokens_per_s" in r]))}
+    save_json(summary, out / "train_summary.json")
+    fig = _train_figure(hist, out / "loss.png")
+    return {"summary": summary, "report": _train_report(summary, fig, ctx.run_dir)}
+
+def _train_figure(hist: list[dict], path: Path) -> Path:
+    fig, (a1, a2) = new_figure("step", "", "", ncols=2, figsize=(11, 3.8))
+    a1.plot([r["step"] for r in hist], [r["loss"] for r in hist], "k", lw=1, label="all")
+    for g in sorted({k for r in hist for k in r if k.startswith("loss/")}):
+        xs = [(r["step"], r[g]) for r in hist if g in r]; a1.plot(*zip(*xs), lw=0.8, alpha=0.7, label=g[5:])
+    a1.set_ylabel("training loss (nats/token)"); a1.set_title("Channel loss"); a1.legend(fontsize=7, ncol=2)
+    ev = [r for r in hist if "eval_loss" in r]
+    for g in sorted({k for r in ev for k in r if k.startswith("ppl/")}): a2.plot([r["step"] for r in ev], [r[g] for r in ev], "o-", ms=3, label=g[4:])
+    a2.set_yscale("log"); a2.set_ylabel("held-out perplexity"); a2.set_title("Held-out perplexity per domain"); a2.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+    ppl = ", ".join(f"{g} {v:.0f}" for g, v in sorted(s["final_ppl"].items()))
+    return [f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): training loss "
+            f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.", "",
+            f"Held-out perplexity per domain: {ppl}.", "", f"![loss]({fig.relative_to(run_dir).as_posix()})"]
+
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
     Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
     Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
+    Stage("train", stage_train, "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)"),
 ]
 
 # %% ../nbs/15_pipeline.ipynb #839d8447

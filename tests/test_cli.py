@@ -20,7 +20,7 @@ def test_help(llmcourse_exe, tmp_path):
 def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     "The README's main job, run from an unrelated folder: every artefact of the run folder exists and adds up."
     out = tmp_path / "run"
-    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "30", cwd=tmp_path)
+    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "30", "--train-steps", "12", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout
     for f in ["config.json", "summary.json", "report.md", "01_samples/inventory.json", "01_samples/rejects.jsonl",
@@ -47,6 +47,8 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     eos = json.loads((out / "02_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
     batch = next(iter(PackedLoader(shards, 128, 2, eos)))
     assert tuple(batch["input_ids"].shape) == (2, 128) and "## 3. shards" in report
+    ts = json.loads((out / "04_train" / "train_summary.json").read_text())
+    assert ts["steps"] == 12 and (out / "04_train" / "latest").exists() and "## 4. train" in report
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
@@ -77,7 +79,7 @@ def test_run_tokenizer_bad_vocab_size(llmcourse_exe, repo_root, tmp_path):
 def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo_root, tmp_path):
     "Installed use, away from the repo: no --data means the samples are generated, identical to the committed ones."
     out = tmp_path / "r1"
-    r = _run(llmcourse_exe, "run", "--out", str(out), "--stdlib-files", "0", cwd=tmp_path)
+    r = _run(llmcourse_exe, "run", "--out", str(out), "--stdlib-files", "0", "--train-steps", "6", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for name in SAMPLE_FILES:
         assert (out / "samples" / name).read_bytes() == (repo_root / "data_samples" / name).read_bytes(), name
@@ -96,7 +98,7 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
     data = tmp_path / "data"; data.mkdir()
     for name in SAMPLE_FILES: (data / name).write_bytes((repo_root / "data_samples" / name).read_bytes())
     with open(data / "code.jsonl", "ab") as f: f.write(b'{"id": "broken", "text": \n' + (data / "code.jsonl").read_bytes().splitlines(True)[0])
-    r = _run(llmcourse_exe, "run", "--data", str(data), "--out", str(tmp_path / "run"), "--stdlib-files", "0", cwd=tmp_path)
+    r = _run(llmcourse_exe, "run", "--data", str(data), "--out", str(tmp_path / "run"), "--stdlib-files", "0", "--train-steps", "6", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
     n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())

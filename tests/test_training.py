@@ -1,0 +1,80 @@
+"Training in a separate process: kill -9 at random moments and resume exactly; spikes and NaNs roll back."
+import json, os, random, signal, subprocess, time
+from pathlib import Path
+
+import pytest
+
+from llmcourse.core import save_config
+from llmcourse.data import tokenize_to_shards
+from llmcourse.tokenizer import Tokenizer, tokenizer_corpus, train_bpe
+from llmcourse.training import TrainConfig, read_metrics
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, repo_root):
+    "Token shards of a small slice of the sample corpus, with a 1,024-entry tokenizer."
+    work = tmp_path_factory.mktemp("data")
+    docs = [d for d in tokenizer_corpus(repo_root / "data_samples", 0) if not d["heldout"]][::4]
+    tok = Tokenizer(*train_bpe([d["text"] for d in docs], 1024, ["<|endoftext|>"]), ["<|endoftext|>"])
+    path = tok.save(work / "tokenizer.json")
+    tokenize_to_shards(docs, path, work / "train", workers=1)
+    return work / "train"
+
+
+def _config(shards, out, **kw) -> TrainConfig:
+    base = dict(shards=str(shards), out=str(out), model="tiny", model_overrides={"dim": 64, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1},
+                seq_len=64, batch_size=4, max_steps=60, lr=3e-3, warmup_steps=5, ckpt_every=5, keep_checkpoints=2, log_every=10,
+                eval_every=0, threads=1, tensorboard=False, seed=0, device="cpu")
+    return TrainConfig(**(base | kw))
+
+
+def _train_cmd(llmcourse_exe, cfg_path):
+    return [llmcourse_exe, "train", "--config", str(cfg_path)]
+
+
+def _losses(out):
+    return [(r["step"], r["loss"]) for r in read_metrics(out) if "event" not in r]
+
+
+def test_kill9_resume_equals_uninterrupted(shards, tmp_path, llmcourse_exe):
+    ref_cfg = tmp_path / "ref.json"; save_config(_config(shards, tmp_path / "ref"), ref_cfg)
+    r = subprocess.run(_train_cmd(llmcourse_exe, ref_cfg), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    reference = _losses(tmp_path / "ref")
+    assert [s for s, _ in reference] == list(range(1, 61))
+
+    cfg_path = tmp_path / "killed.json"; save_config(_config(shards, tmp_path / "killed"), cfg_path)
+    rng, kills = random.Random(0), 0
+    while kills < 3:                                    # kill -9 three times, at random moments after some progress
+        p = subprocess.Popen(_train_cmd(llmcourse_exe, cfg_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        target = rng.randint(8, 50)
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None:
+            m = tmp_path / "killed" / "metrics.jsonl"
+            done = [json.loads(l)["step"] for l in m.read_text().splitlines() if l] if m.exists() else []
+            if done and done[-1] >= target: break
+            time.sleep(0.02)
+        if p.poll() is not None: break                  # finished before we could kill it
+        os.kill(p.pid, signal.SIGKILL); p.wait(); kills += 1
+    r = subprocess.run(_train_cmd(llmcourse_exe, cfg_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert kills == 3
+    assert not list((tmp_path / "killed").glob("*.tmp"))          # no half-written checkpoint left behind as a checkpoint
+    assert _losses(tmp_path / "killed") == reference               # exactly the same curve, float for float
+
+
+def test_spike_and_nan_roll_back_and_recover(shards, tmp_path, llmcourse_exe):
+    cfg_path = tmp_path / "faulty.json"
+    save_config(_config(shards, tmp_path / "faulty", inject={"corrupt": [50], "nan": [55]}, spike_warmup=10), cfg_path)
+    r = subprocess.run(_train_cmd(llmcourse_exe, cfg_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["rollbacks"] == 2
+    events = [e for e in read_metrics(tmp_path / "faulty") if "event" in e]
+    assert [e["skipped_batches"] for e in events] == [[50], [55]]
+    assert all(e["rolled_back_to"] % 5 == 0 and e["rolled_back_to"] < e["at_step"] <= e["rolled_back_to"] + 5 for e in events)
+    assert events[1]["loss"] is None                                 # the NaN
+    losses = _losses(tmp_path / "faulty")
+    assert [s for s, _ in losses] == list(range(1, 61)) and all(l == l and l < 20 for _, l in losses)
+    import torch
+    ck = torch.load(tmp_path / "faulty" / "ckpt_0000060.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
