@@ -181,7 +181,9 @@ class _Metrics:
         self.f = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            try: from torch.utils.tensorboard import SummaryWriter
+            except ImportError:                                      # e.g. a GPU machine with only torch installed
+                import warnings; warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only"); return
             self.tb = SummaryWriter(str(out / "tensorboard"))
     def log(self, rec: dict):
         self.f.write(json.dumps(rec) + "\n"); self.f.flush()
