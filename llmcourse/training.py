@@ -333,7 +333,7 @@ def _run(self: Trainer) -> dict:
                     "mfu": flops_per_token(self.mcfg, cfg.seq_len) * tps / peak if peak else None,
                     "peak_mem_gb": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
                                     else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30}
-        if self.heldout and cfg.eval_every and self.step % cfg.eval_every == 0: rec |= self._evaluate()
+        if self.heldout and cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps): rec |= self._evaluate()
         self.metrics.log({k: v for k, v in rec.items() if k != "channel"} | {f"loss/{g}": v for g, v in rec["channel"].items()})
         if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps: self._save()
     self.metrics.close()
