@@ -37,7 +37,7 @@ from typing import Any
 
 import tiktoken, tokenizers
 
-from llmcourse.tokenizer import BASE_BYTES, Tokenizer, chars_to_bytes, tokenizer_corpus, train_bpe, train_hf_tokenizer
+from llmcourse.tokenizer import BASE_BYTES, Tokenizer, hf_merges, tokenizer_corpus, train_bpe, train_hf_tokenizer
 
 EOT = "<|endoftext|>"
 Encoder = Callable[[list[str]], list[list[int]]]  # documents -> token ids per document
@@ -105,13 +105,6 @@ def machine_info() -> dict[str, Any]:
 
 # ---------------------------------------------------------------- training
 
-def hf_merges_as_bytes(hf: tokenizers.Tokenizer) -> list[tuple[bytes, bytes]]:
-    "The merges of a trained 🤗 byte-level BPE model, as byte pairs (json holds 'a b' strings or [a, b] lists)."
-    model = json.loads(hf.to_str())["model"]
-    pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
-    return [(chars_to_bytes(a), chars_to_bytes(b)) for a, b in pairs]
-
-
 def first_difference(ours: list, theirs: list) -> int | None:
     "The first index where two sequences differ (None when equal)."
     for i, (a, b) in enumerate(zip(ours, theirs)):
@@ -125,7 +118,7 @@ def bench_training(texts: list[str], vocab_size: int) -> tuple[Tokenizer, dict[s
     hf, lib = timed(lambda: train_hf_tokenizer(texts, "bpe", vocab_size, [EOT]))
     with hf_parallelism(False):
         _, lib_1t = timed(lambda: train_hf_tokenizer(texts, "bpe", vocab_size, [EOT]))
-    theirs = hf_merges_as_bytes(hf)
+    theirs = hf_merges(hf)
     diff = first_difference(merges, theirs)
     result = {"train_docs": len(texts), "train_bytes": sum(len(t.encode("utf-8")) for t in texts),
               "ours": asdict(ours), "hf": asdict(lib), "hf_single_thread": asdict(lib_1t),

@@ -190,11 +190,11 @@ def stage_shards(ctx: RunContext) -> dict:
     tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "02_tokenizer/tokenizer.json")
     if not tok_path.exists(): raise FileNotFoundError(f"{tok_path} is missing: run the tokenizer stage first (--stages tokenizer shards)")
     skipped: list = []
-    docs = [d for d in tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped) if not d["heldout"]]
+    corpus = tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped)
+    docs, held = [d for d in corpus if not d["heldout"]], [d for d in corpus if d["heldout"]]
     t0 = time.perf_counter()
     index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
     seconds = time.perf_counter() - t0
-    held = [d for d in tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=[]) if d["heldout"]]
     tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers)   # for held-out perplexity
     shards = TokenShards(out)
     if len(shards) != len(docs): raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
@@ -224,7 +224,7 @@ def _shards_report(s: dict) -> list[str]:
 def stage_train(ctx: RunContext) -> dict:
     "Train the run's model on its shards; plot training and held-out losses per domain."
     out, cfg = ctx.stage_dir("train"), ctx.cfg
-    shards = ctx.run_dir / f"{[s.name for s in STAGES].index('shards') + 1:02d}_shards"
+    shards = ctx.stage_dir("shards")
     if not (shards / "index.json").exists(): raise FileNotFoundError(f"{shards} holds no shards: run the shards stage first")
     tcfg = TrainConfig(shards=str(shards), heldout_shards=str(shards / "heldout"), out=str(out), model=cfg.model, seq_len=cfg.seq_len,
                        batch_size=8, max_steps=cfg.train_steps, warmup_steps=max(1, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 5),

@@ -19,8 +19,8 @@ from .samples import load_samples, stdlib_code_documents, stdlib_prose_documents
 __all__ = ['TRAIN_FILES', 'BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'BASE_BYTES', 'GPT2_PATTERN', 'DIGITS_PATTERN', 'SPAM_BLOCKLIST',
            'is_heldout', 'tokenizer_corpus', 'bytes_to_unicode', 'bytes_to_chars', 'chars_to_bytes', 'pretokenize',
            'special_splitter', 'count_words', 'merge_word', 'train_bpe', 'Tokenizer', 'hf_pre_tokenizer',
-           'train_hf_tokenizer', 'compression_by_group', 'hf_counter', 'reserved_special_tokens', 'padded_vocab_size',
-           'audit_vocabulary']
+           'train_hf_tokenizer', 'hf_merges', 'compression_by_group', 'hf_counter', 'reserved_special_tokens',
+           'padded_vocab_size', 'audit_vocabulary']
 
 # %% ../nbs/02_tokenizer.ipynb #2e7f87b5
 TRAIN_FILES = ["web_en.jsonl", "web_zh.jsonl", "knowledge_en.jsonl", "knowledge_zh.jsonl", "math.jsonl", "code.jsonl"]
@@ -361,6 +361,10 @@ def train_hf_tokenizer(
     tk.train_from_iterator(texts, tr)
     return tk
 
+def hf_merges(hf) -> list[tuple[bytes, bytes]]:  # a byte-level BPE `tokenizers.Tokenizer`
+    "The library model's merges as byte pairs (its JSON holds 'a b' strings or [a, b] lists)."
+    return [tuple(chars_to_bytes(x) for x in (m.split(" ") if isinstance(m, str) else m)) for m in json.loads(hf.to_str())["model"]["merges"]]
+
 # %% ../nbs/02_tokenizer.ipynb #b89c99e2
 def _to_hf(self: Tokenizer):  # a `tokenizers.Tokenizer` with the same ids
     "This tokenizer as a 🤗 tokenizers object (ids preserved)."
@@ -391,8 +395,7 @@ def _from_hf(hf) -> Tokenizer:  # a byte-level BPE `tokenizers.Tokenizer`
     splits = [p for p in pre.get("pretokenizers", [pre]) if p["type"] == "Split"]
     pattern = splits[0]["pattern"]["Regex"] if splits else GPT2_PATTERN
     vocab = {i: s.encode("utf-8") if s in added else chars_to_bytes(s) for s, i in j["model"]["vocab"].items()}
-    merges = [tuple(chars_to_bytes(x) for x in (m.split(" ") if isinstance(m, str) else m)) for m in j["model"]["merges"]]
-    tok = Tokenizer(vocab, merges, [a["content"] for a in j["added_tokens"] if a["special"]], pattern)
+    tok = Tokenizer(vocab, hf_merges(hf), [a["content"] for a in j["added_tokens"] if a["special"]], pattern)
     for a in sorted((a for a in j["added_tokens"] if not a["special"]), key=lambda a: a["id"]):
         if tok.add_tokens([a["content"]], allow_shadowing=True) != [a["id"]]: raise ValueError(f"added token {a['content']!r} would change id")
     return tok
