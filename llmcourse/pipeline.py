@@ -16,14 +16,16 @@ import numpy as np
 from .core import (new_figure, progress, read_jsonl, reject_record, save_config, save_figure, save_json,
                             seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
+from .cleaning import CleanConfig, clean_corpus, read_documents
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .training import TrainConfig, read_metrics, train
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
-                                 padded_vocab_size, reserved_special_tokens, tokenizer_corpus, train_bpe)
+                                 padded_vocab_size, reserved_special_tokens, TRAIN_FILES, is_heldout, train_bpe)
 
 # %% auto #0
 __all__ = ['SAMPLE_SCHEMA', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples',
-           'stage_tokenizer', 'stage_shards', 'stage_train', 'run_pipeline', 'render_report']
+           'stage_clean', 'clean_documents', 'stage_tokenizer', 'stage_shards', 'stage_train', 'run_pipeline',
+           'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -136,13 +138,55 @@ def _samples_report(s: dict, figs: list[Path], run_dir: Path) -> list[str]:
             *[f"![{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in figs]]
 
 # %% ../nbs/15_pipeline.ipynb #4a423e4f
+def _stage_inputs(ctx: RunContext, unreadable: list):
+    for d in read_documents([ctx.data_dir / f for f in TRAIN_FILES], unreadable):
+        yield d | {"group": f"{d.get('domain', 'unknown')}/{d.get('lang', 'und')}"}
+    for i, d in enumerate(stdlib_code_documents(ctx.cfg.stdlib_files)): yield d | {"group": "code/stdlib", "_file": "<stdlib code>", "_line": i + 1}
+    for i, d in enumerate(stdlib_prose_documents(ctx.cfg.stdlib_files)): yield d | {"group": f"prose/{d['lang']}", "_file": "<stdlib prose>", "_line": i + 1}
+
+def stage_clean(ctx: RunContext) -> dict:
+    "Clean the training text: extraction, normalisation, rules, PII; kept.jsonl + rejected.jsonl."
+    out, unreadable = ctx.stage_dir("clean"), []
+    stats = clean_corpus(_stage_inputs(ctx, unreadable), out, CleanConfig(workers=ctx.cfg.workers), unreadable=unreadable)
+    fig = _clean_figure(stats, out / "clean.png")
+    return {"summary": {k: v for k, v in stats.items() if k != "examples"}, "report": _clean_report(stats, fig, ctx.run_dir)}
+
+def clean_documents(ctx: RunContext) -> list[dict]:  # the run
+    "The clean stage's kept documents as dicts with id, text, group and heldout, for the stages after it."
+    path = ctx.stage_dir("clean") / "kept.jsonl"
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run the clean stage first (--stages clean ...)")
+    return [{"id": d["id"], "text": d["text"], "group": d["group"], "heldout": is_heldout(d["id"])}
+            for d in read_jsonl(path, schema={"id": str, "text": str, "group": str})]
+
+# %% ../nbs/15_pipeline.ipynb #59595c8e
+def _clean_figure(s: dict, path: Path) -> Path:
+    names = [n for n in s["by_source"]]
+    fig, ax = new_figure("documents (log scale)", "", "Cleaning: kept and rejected per input", figsize=(8, 4))
+    ax.barh([Path(n).name for n in names], [s["by_source"][n].get("kept", 0) for n in names], color="tab:green", label="kept")
+    ax.barh([Path(n).name for n in names], [s["by_source"][n].get("rejected", 0) for n in names],
+            left=[s["by_source"][n].get("kept", 0) for n in names], color="tab:red", label="rejected")
+    ax.set_xscale("log"); ax.invert_yaxis(); ax.legend()
+    return save_figure(fig, path)
+
+def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+    rows = [f"| `{Path(n).name}` | {c.get('read', 0):,} | {c.get('kept', 0):,} | {c.get('rejected', 0):,} |" for n, c in s["by_source"].items()]
+    rules = ", ".join(f"{r} {n}" for r, n in sorted(s["by_rule"].items(), key=lambda kv: -kv[1]))
+    pii = ", ".join(f"{k} {v}" for k, v in sorted(s["pii"].items())) or "none"
+    return [f"Read {s['read']:,} documents ({s['chars_in']/1e6:.1f} M characters) in {s['seconds']} s; kept {s['kept']:,} "
+            f"({s['chars_out']/1e6:.1f} M characters), rejected {s['rejected']:,}, each with its reason in `rejected.jsonl`.", "",
+            "| input | read | kept | rejected |", "|---|---:|---:|---:|", *rows, "",
+            f"Rejections by rule: {rules}.", "", f"PII masked in kept documents: {pii}. "
+            f"Web pages extracted: {', '.join(f'{k} {v}' for k, v in s['extraction'].items()) or 'none'}; "
+            f"{s['template_lines']} site-template lines found.", "",
+            f"![clean]({fig.relative_to(run_dir).as_posix()})"]
+
+# %% ../nbs/15_pipeline.ipynb #857fa3c5
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
 
 def stage_tokenizer(ctx: RunContext) -> dict:
     "Train, save and check the run's tokenizer; measure its compression per group."
     out, cfg = ctx.stage_dir("tokenizer"), ctx.cfg
-    skipped: list = []  # lines the samples stage rejected (with reasons, in its rejects.jsonl) are skipped here too
-    docs = tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped)
+    docs = clean_documents(ctx)
     train, held = [d["text"] for d in docs if not d["heldout"]], [d for d in docs if d["heldout"]]
     pattern = DIGITS_PATTERN if cfg.split_digits else GPT2_PATTERN
     t0 = time.perf_counter()
@@ -157,12 +201,12 @@ def stage_tokenizer(ctx: RunContext) -> dict:
     summary = {"path": path.relative_to(ctx.run_dir).as_posix(), "vocab_size": len(saved), "merges": len(saved.merges),
                "specials": saved.specials, "pattern": "digits" if cfg.split_digits else "gpt2",
                "padded_vocab_size": padded_vocab_size(len(saved)), "train_docs": len(train), "train_chars": sum(map(len, train)),
-               "train_seconds": round(seconds, 2), "heldout_docs": len(held), "skipped_lines": len(skipped), "compression": comp, "dirty_tokens": dirty}
+               "train_seconds": round(seconds, 2), "heldout_docs": len(held), "compression": comp, "dirty_tokens": dirty}
     save_json(summary, out / "tokenizer_stats.json")
     fig = _compression_figure(comp, out / "compression.png")
     return {"summary": summary, "report": _tokenizer_report(summary, fig, ctx.run_dir)}
 
-# %% ../nbs/15_pipeline.ipynb #59595c8e
+# %% ../nbs/15_pipeline.ipynb #47044d0e
 def _compression_figure(comp: dict, path: Path) -> Path:
     names = list(comp)
     fig, ax = new_figure("characters per token (held-out)", "", "Tokenizer compression by domain/language", figsize=(7, 4))
@@ -177,20 +221,18 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"({s['train_chars']/1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
             f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
             f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
-            f"{s['heldout_docs']:,} held-out documents round-trip exactly through it."
-            + (f" {s['skipped_lines']} invalid sample lines were skipped (see the samples stage's rejects)." if s["skipped_lines"] else ""), "",
+            f"{s['heldout_docs']:,} held-out documents round-trip exactly through it.", "",
             "| group (held out) | tokens | characters/token | bytes/token |", "|---|---:|---:|---:|", *rows, "",
             f"Vocabulary audit: {len(s['dirty_tokens'])} entries contain a blocklisted spam term ({dirty}).", "",
             f"![compression]({fig.relative_to(run_dir).as_posix()})"]
 
-# %% ../nbs/15_pipeline.ipynb #857fa3c5
+# %% ../nbs/15_pipeline.ipynb #7e1d1425
 def stage_shards(ctx: RunContext) -> dict:
     "Tokenise the training split into token shards; check them and the loader."
     out, cfg = ctx.stage_dir("shards"), ctx.cfg
-    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "02_tokenizer/tokenizer.json")
+    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "03_tokenizer/tokenizer.json")
     if not tok_path.exists(): raise FileNotFoundError(f"{tok_path} is missing: run the tokenizer stage first (--stages tokenizer shards)")
-    skipped: list = []
-    corpus = tokenizer_corpus(ctx.data_dir, cfg.stdlib_files, on_error="skip", rejects=skipped)
+    corpus = clean_documents(ctx)
     docs, held = [d for d in corpus if not d["heldout"]], [d for d in corpus if d["heldout"]]
     t0 = time.perf_counter()
     index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
@@ -206,7 +248,7 @@ def stage_shards(ctx: RunContext) -> dict:
     summary = {"n_docs": index["n_docs"], "n_tokens": index["n_tokens"], "shards": len(index["shards"]), "dtype": index["dtype"],
                "seconds": round(seconds, 2), "tokens_per_second": round(index["n_tokens"] / max(seconds, 1e-9)), "groups": dict(groups),
                "padding": padding_waste(lengths, cfg.seq_len), "seq_len": cfg.seq_len,
-               "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}, "skipped_lines": len(skipped)}
+               "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}}
     save_json(summary, out / "shards_stats.json")
     return {"summary": summary, "report": _shards_report(summary)}
 
@@ -260,6 +302,7 @@ def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
+    Stage("clean", stage_clean, "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)"),
     Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
     Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
     Stage("train", stage_train, "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)"),

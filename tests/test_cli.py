@@ -39,16 +39,19 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     assert json.loads((out / "summary.json").read_text())["samples"]["status"] == "ok"
     report = (out / "report.md").read_text()
     assert "## 1. samples" in report and "](01_samples/sizes.png)" in report
-    assert "## 2. tokenizer" in report and "](02_tokenizer/compression.png)" in report and (out / "02_tokenizer/compression.png").exists()
+    assert "## 2. clean" in report and "](02_clean/clean.png)" in report
+    cs = json.loads((out / "02_clean" / "clean_stats.json").read_text())
+    assert cs["read"] == cs["kept"] + cs["rejected"] and cs["kept"] == len((out / "02_clean" / "kept.jsonl").read_text().splitlines())
+    assert "## 3. tokenizer" in report and "](03_tokenizer/compression.png)" in report and (out / "03_tokenizer/compression.png").exists()
     from llmcourse.data import PackedLoader, TokenShards
-    shards = TokenShards(out / "03_shards")
-    stats = json.loads((out / "03_shards" / "shards_stats.json").read_text())
+    shards = TokenShards(out / "04_shards")
+    stats = json.loads((out / "04_shards" / "shards_stats.json").read_text())
     assert len(shards) == stats["n_docs"] and sum(len(shards.doc(i)) for i in range(len(shards))) == stats["n_tokens"]
-    eos = json.loads((out / "02_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
+    eos = json.loads((out / "03_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
     batch = next(iter(PackedLoader(shards, 128, 2, eos)))
-    assert tuple(batch["input_ids"].shape) == (2, 128) and "## 3. shards" in report
-    ts = json.loads((out / "04_train" / "train_summary.json").read_text())
-    assert ts["steps"] == 12 and (out / "04_train" / "latest").exists() and "## 4. train" in report
+    assert tuple(batch["input_ids"].shape) == (2, 128) and "## 4. shards" in report
+    ts = json.loads((out / "05_train" / "train_summary.json").read_text())
+    assert ts["steps"] == 12 and (out / "05_train" / "latest").exists() and "## 5. train" in report
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
@@ -57,11 +60,11 @@ def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path)
     from llmcourse.tokenizer import Tokenizer, tokenizer_corpus
     out = tmp_path / "run"
     r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "10",
-             "--vocab-size", "2000", "--stages", "tokenizer", cwd=tmp_path)
+             "--vocab-size", "2000", "--stages", "clean", "tokenizer", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    stats = json.loads((out / "02_tokenizer" / "tokenizer_stats.json").read_text())
+    stats = json.loads((out / "03_tokenizer" / "tokenizer_stats.json").read_text())
     assert stats["vocab_size"] == 2000 and stats["pattern"] == "digits" and stats["specials"]["<|endoftext|>"] == 2000 - 10
-    path = out / "02_tokenizer" / "tokenizer.json"
+    path = out / "03_tokenizer" / "tokenizer.json"
     ours, fast = Tokenizer.load(path), PreTrainedTokenizerFast(tokenizer_file=str(path))
     held = [d["text"] for d in tokenizer_corpus(repo_root / "data_samples", 0) if d["heldout"]][:200]
     assert [fast.encode(t, add_special_tokens=False) for t in held] == [ours.encode(t) for t in held]
@@ -71,7 +74,7 @@ def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path)
 
 def test_run_tokenizer_bad_vocab_size(llmcourse_exe, repo_root, tmp_path):
     r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(tmp_path / "o"), "--stdlib-files", "0",
-             "--vocab-size", "200", "--stages", "tokenizer", cwd=tmp_path)
+             "--vocab-size", "200", "--stages", "clean", "tokenizer", cwd=tmp_path)
     assert r.returncode == 2 and "vocab_size=200 is too small" in r.stderr, r.stderr
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["tokenizer"]["status"] == "failed"
 
@@ -102,7 +105,9 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
     assert r.returncode == 0, r.stderr
     rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
     n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())
-    assert json.loads((tmp_path / "run" / "02_tokenizer" / "tokenizer_stats.json").read_text())["skipped_lines"] == 1  # the broken line
+    clean_rej = [json.loads(l) for l in (tmp_path / "run" / "02_clean" / "rejected.jsonl").read_text().splitlines()]
+    mine = sorted((x["line"], x["rule"]) for x in clean_rej if x["file"].endswith("code.jsonl"))
+    assert mine == [(n + 1, "unreadable"), (n + 2, "duplicate_id")]  # the clean stage rejects both bad lines again, with reasons
     assert [(x["line"], x["reason"].split(" at ")[0]) for x in rej] == [(n + 1, "invalid JSON"), (n + 2, "duplicate id " + repr(json.loads((data / "code.jsonl").read_bytes().splitlines()[0])["id"]))]
 
 
