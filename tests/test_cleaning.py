@@ -87,3 +87,11 @@ def test_pii_exact_cases():
     assert mask_pii("Mail mia@example.com, call 138-1234-5678 or (779) 555-0173; host 2001:db8::7334:1; id 11010519491231002X.")[0] == \
         "Mail <EMAIL>, call <PHONE> or <PHONE>; host <IP>; id <ID_NUMBER>."
     assert find_pii("version 3.12.1.4.5, 2010–2024, 12:30:45, a[::2], 110105194912310021") == []
+
+
+def test_documents_from_python_without_id_or_text_are_rejected(tmp_path):
+    docs = [{"id": "a", "text": "A perfectly ordinary sentence about the weather, long enough.", "domain": "prose", "lang": "en"},
+            {"text": "no id here"}, {"id": "b"}, {"id": 3, "text": "numeric id"}, "not a dict"]
+    stats = clean_corpus(iter(docs), tmp_path, CleanConfig(workers=1))
+    assert (stats["read"], stats["kept"], stats["rejected"]) == (5, 1, 4)
+    assert stats["by_rule"] == {"bad_document": 4}
