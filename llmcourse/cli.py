@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stdlib-files", type=int, help="standard-library files to read as extra text (default 400; 0 for none)")
     r.add_argument("--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)")
     r.add_argument("--no-split-digits", action="store_true", help="keep digit runs together in the tokenizer (GPT-2 style)")
+    r.add_argument("--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)")
     r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
     r.add_argument("--config", help="a config.json from an earlier run to repeat (into a new folder); flags given here override it")
@@ -53,6 +54,7 @@ def _cmd_run(a) -> int:
     if a.stdlib_files is not None: cfg.stdlib_files = a.stdlib_files
     if a.vocab_size is not None: cfg.vocab_size = a.vocab_size
     if a.no_split_digits: cfg.split_digits = False
+    if a.dedup_threshold is not None: cfg.dedup_threshold = a.dedup_threshold
     if a.train_steps is not None: cfg.train_steps = a.train_steps
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg)

@@ -17,15 +17,16 @@ from .core import (new_figure, progress, read_jsonl, reject_record, save_config,
                             seed_everything)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 from .cleaning import CleanConfig, clean_corpus, read_documents
+from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .training import TrainConfig, read_metrics, train
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
                                  padded_vocab_size, reserved_special_tokens, TRAIN_FILES, is_heldout, train_bpe)
 
 # %% auto #0
-__all__ = ['SAMPLE_SCHEMA', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file', 'stage_samples',
-           'stage_clean', 'clean_documents', 'stage_tokenizer', 'stage_shards', 'stage_train', 'run_pipeline',
-           'render_report']
+__all__ = ['SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file',
+           'stage_samples', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
+           'stage_train', 'run_pipeline', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -43,6 +44,7 @@ class RunConfig:
     seq_len: int = 256              # shards, train: tokens per training row
     train_steps: int = 150          # train: optimizer steps of the tiny CPU run (0: skip training)
     model: str = "tiny"             # train: a model preset (chapter 07)
+    dedup_threshold: float = 0.7    # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
 
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
 @dataclass
@@ -151,10 +153,10 @@ def stage_clean(ctx: RunContext) -> dict:
     fig = _clean_figure(stats, out / "clean.png")
     return {"summary": {k: v for k, v in stats.items() if k != "examples"}, "report": _clean_report(stats, fig, ctx.run_dir)}
 
-def clean_documents(ctx: RunContext) -> list[dict]:  # the run
-    "The clean stage's kept documents as dicts with id, text, group and heldout, for the stages after it."
-    path = ctx.stage_dir("clean") / "kept.jsonl"
-    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run the clean stage first (--stages clean ...)")
+def training_documents(ctx: RunContext) -> list[dict]:  # the run
+    "The dedup stage's kept documents as dicts with id, text, group and heldout, for the stages after it."
+    path = ctx.stage_dir("dedup") / "kept.jsonl"
+    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run the clean and dedup stages first (--stages clean dedup ...)")
     return [{"id": d["id"], "text": d["text"], "group": d["group"], "heldout": is_heldout(d["id"])}
             for d in read_jsonl(path, schema={"id": str, "text": str, "group": str})]
 
@@ -181,12 +183,47 @@ def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"![clean]({fig.relative_to(run_dir).as_posix()})"]
 
 # %% ../nbs/15_pipeline.ipynb #857fa3c5
+EVAL_FILES = ["eval_probes.jsonl", "eval_mcq.jsonl"]
+
+def stage_dedup(ctx: RunContext) -> dict:
+    "Decontaminate, then remove exact and near duplicates from the cleaned documents."
+    out, cfg = ctx.stage_dir("dedup"), ctx.cfg
+    src = ctx.stage_dir("clean") / "kept.jsonl"
+    if not src.exists(): raise FileNotFoundError(f"{src} is missing: run the clean stage first (--stages clean dedup)")
+    stats = dedup_corpus(src, out, DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers), [ctx.data_dir / f for f in EVAL_FILES])
+    fig = _dedup_figure(stats, out / "dedup.png")
+    return {"summary": stats, "report": _dedup_report(stats, fig, ctx.run_dir)}
+
+def _dedup_figure(s: dict, path: Path) -> Path:
+    fig, (a1, a2) = new_figure("", "", "", ncols=2, figsize=(11, 3.8))
+    doms = sorted(s["by_domain"]); left = np.zeros(len(doms))
+    for reason in ("contamination", "exact_duplicate", "near_duplicate"):
+        v = np.array([s["by_domain"][d].get(reason, 0) for d in doms], float); a1.barh(doms, v, left=left, label=reason); left += v
+    a1.set_xlabel("documents removed"); a1.set_title("Removed, by domain and reason"); a1.legend(fontsize=8); a1.invert_yaxis()
+    x = np.linspace(0, 1, 201); b, r = s["near"]["bands"], s["near"]["rows"]
+    a2.plot(x, candidate_probability(x, b, r)); a2.axvline(s["threshold"], color="grey", ls=":")
+    a2.set_xlabel("Jaccard similarity of a pair"); a2.set_ylabel("P(candidate)"); a2.set_title(f"LSH S-curve: {b} bands × {r} rows")
+    return save_figure(fig, path)
+
+def _dedup_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+    rows = [f"| {d} | {c.get('kept', 0):,} | {c.get('contamination', 0)} | {c.get('exact_duplicate', 0)} | {c.get('near_duplicate', 0)} |"
+            for d, c in sorted(s["by_domain"].items())]
+    c = s["contamination"]
+    return [f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
+            f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, {s['near']['bands']} bands × {s['near']['rows']} rows).", "",
+            "| domain | kept | contamination | exact | near |", "|---|---:|---:|---:|---:|", *rows, "",
+            f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} evaluation items; "
+            f"{c['removed_docs']} web documents removed, {c['flagged_docs']} other documents flagged in `contamination.jsonl` "
+            "(the knowledge corpus states the facts the probes test).", "",
+            f"![dedup]({fig.relative_to(run_dir).as_posix()})"]
+
+# %% ../nbs/15_pipeline.ipynb #aa1c70d6
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
 
 def stage_tokenizer(ctx: RunContext) -> dict:
     "Train, save and check the run's tokenizer; measure its compression per group."
     out, cfg = ctx.stage_dir("tokenizer"), ctx.cfg
-    docs = clean_documents(ctx)
+    docs = training_documents(ctx)
     train, held = [d["text"] for d in docs if not d["heldout"]], [d for d in docs if d["heldout"]]
     pattern = DIGITS_PATTERN if cfg.split_digits else GPT2_PATTERN
     t0 = time.perf_counter()
@@ -230,9 +267,9 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
 def stage_shards(ctx: RunContext) -> dict:
     "Tokenise the training split into token shards; check them and the loader."
     out, cfg = ctx.stage_dir("shards"), ctx.cfg
-    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "03_tokenizer/tokenizer.json")
+    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "04_tokenizer/tokenizer.json")
     if not tok_path.exists(): raise FileNotFoundError(f"{tok_path} is missing: run the tokenizer stage first (--stages tokenizer shards)")
-    corpus = clean_documents(ctx)
+    corpus = training_documents(ctx)
     docs, held = [d for d in corpus if not d["heldout"]], [d for d in corpus if d["heldout"]]
     t0 = time.perf_counter()
     index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
@@ -303,6 +340,7 @@ def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
     Stage("clean", stage_clean, "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)"),
+    Stage("dedup", stage_dedup, "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)"),
     Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
     Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
     Stage("train", stage_train, "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)"),

@@ -42,16 +42,19 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     assert "## 2. clean" in report and "](02_clean/clean.png)" in report
     cs = json.loads((out / "02_clean" / "clean_stats.json").read_text())
     assert cs["read"] == cs["kept"] + cs["rejected"] and cs["kept"] == len((out / "02_clean" / "kept.jsonl").read_text().splitlines())
-    assert "## 3. tokenizer" in report and "](03_tokenizer/compression.png)" in report and (out / "03_tokenizer/compression.png").exists()
+    ds = json.loads((out / "03_dedup" / "dedup_stats.json").read_text())
+    assert ds["read"] == cs["kept"] == ds["kept"] + ds["removed"] and "## 3. dedup" in report and "](03_dedup/dedup.png)" in report
+    assert ds["contamination"]["removed_docs"] > 0 and ds["by_reason"]["near_duplicate"] > 0
+    assert "## 4. tokenizer" in report and "](04_tokenizer/compression.png)" in report and (out / "04_tokenizer/compression.png").exists()
     from llmcourse.data import PackedLoader, TokenShards
-    shards = TokenShards(out / "04_shards")
-    stats = json.loads((out / "04_shards" / "shards_stats.json").read_text())
+    shards = TokenShards(out / "05_shards")
+    stats = json.loads((out / "05_shards" / "shards_stats.json").read_text())
     assert len(shards) == stats["n_docs"] and sum(len(shards.doc(i)) for i in range(len(shards))) == stats["n_tokens"]
-    eos = json.loads((out / "03_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
+    eos = json.loads((out / "04_tokenizer" / "tokenizer_stats.json").read_text())["specials"]["<|endoftext|>"]
     batch = next(iter(PackedLoader(shards, 128, 2, eos)))
-    assert tuple(batch["input_ids"].shape) == (2, 128) and "## 4. shards" in report
-    ts = json.loads((out / "05_train" / "train_summary.json").read_text())
-    assert ts["steps"] == 12 and (out / "05_train" / "latest").exists() and "## 5. train" in report
+    assert tuple(batch["input_ids"].shape) == (2, 128) and "## 5. shards" in report
+    ts = json.loads((out / "06_train" / "train_summary.json").read_text())
+    assert ts["steps"] == 12 and (out / "06_train" / "latest").exists() and "## 6. train" in report
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
@@ -60,11 +63,11 @@ def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path)
     from llmcourse.tokenizer import Tokenizer, tokenizer_corpus
     out = tmp_path / "run"
     r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "10",
-             "--vocab-size", "2000", "--stages", "clean", "tokenizer", cwd=tmp_path)
+             "--vocab-size", "2000", "--stages", "clean", "dedup", "tokenizer", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    stats = json.loads((out / "03_tokenizer" / "tokenizer_stats.json").read_text())
+    stats = json.loads((out / "04_tokenizer" / "tokenizer_stats.json").read_text())
     assert stats["vocab_size"] == 2000 and stats["pattern"] == "digits" and stats["specials"]["<|endoftext|>"] == 2000 - 10
-    path = out / "03_tokenizer" / "tokenizer.json"
+    path = out / "04_tokenizer" / "tokenizer.json"
     ours, fast = Tokenizer.load(path), PreTrainedTokenizerFast(tokenizer_file=str(path))
     held = [d["text"] for d in tokenizer_corpus(repo_root / "data_samples", 0) if d["heldout"]][:200]
     assert [fast.encode(t, add_special_tokens=False) for t in held] == [ours.encode(t) for t in held]
@@ -74,7 +77,7 @@ def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path)
 
 def test_run_tokenizer_bad_vocab_size(llmcourse_exe, repo_root, tmp_path):
     r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(tmp_path / "o"), "--stdlib-files", "0",
-             "--vocab-size", "200", "--stages", "clean", "tokenizer", cwd=tmp_path)
+             "--vocab-size", "200", "--stages", "clean", "dedup", "tokenizer", cwd=tmp_path)
     assert r.returncode == 2 and "vocab_size=200 is too small" in r.stderr, r.stderr
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["tokenizer"]["status"] == "failed"
 
