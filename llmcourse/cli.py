@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)")
     t.add_argument("--out", help="run folder (overrides the config's)")
     t.add_argument("--max-steps", type=int, help="optimizer steps (overrides the config's)")
+    e = sub.add_parser("eval", help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
+                       description="Evaluate a training run (chapter 13). RUN is a training folder, or a pipeline run folder.")
+    e.add_argument("run", help="a training run folder (config.json + checkpoints) or a pipeline run folder")
+    e.add_argument("--tokenizer", help="tokenizer.json (default for a pipeline folder: its 04_tokenizer/tokenizer.json)")
+    e.add_argument("--data", default="data_samples", help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl (default: data_samples)")
+    e.add_argument("--heldout", help="JSONL documents whose held-out split is scored (default for a pipeline folder: 03_dedup/kept.jsonl)")
+    e.add_argument("--out", help="folder for eval.json and figures (default: RUN/eval)")
+    e.add_argument("--probes", type=int, default=200, help="fact probes to score (default 200; 0 skips)")
+    e.add_argument("--mcq", type=int, help="multiple-choice items to score (default: all; 0 skips)")
     s = sub.add_parser("samples", help="generate the sample data", description="Generate data_samples/ (deterministic: same seed, same bytes).")
     s.add_argument("--out", default="data_samples", help="folder to write (default: data_samples)")
     s.add_argument("--seed", type=int, default=SAMPLE_SEED, help=f"seed (default {SAMPLE_SEED})")
@@ -69,6 +78,19 @@ def _cmd_train(a) -> int:
     print(json.dumps(train(cfg)))
     return 0
 
+def _cmd_eval(a) -> int:
+    from llmcourse.evaluation import EvalConfig, evaluate_run
+    run = Path(a.run); pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
+    train_dir = run / "06_train" if pipeline_run else run
+    tokenizer = a.tokenizer or (run / "04_tokenizer" / "tokenizer.json" if pipeline_run else None)
+    if tokenizer is None: raise ValueError(f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)")
+    heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
+    res = evaluate_run(train_dir, tokenizer, a.data, heldout, a.out or run / "eval", EvalConfig(probes=a.probes, mcq=a.mcq))
+    summary = {"perplexity": res.get("perplexity_all", {}).get("ppl"), "bits_per_byte": res.get("perplexity_all", {}).get("bits_per_byte"),
+               "mcq_acc": res.get("mcq", {}).get("acc"), "probes": res.get("probes")}
+    print(json.dumps(summary, ensure_ascii=False)); print(f"wrote {Path(a.out or run / 'eval') / 'eval.json'}")
+    return 0
+
 def _cmd_samples(a) -> int:
     if not a.check:
         for p in generate_samples(a.out, a.seed): print(f"{p}  {p.stat().st_size:,} bytes")
@@ -83,7 +105,7 @@ def _cmd_samples(a) -> int:
 def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
-    try: return {"run": _cmd_run, "train": _cmd_train, "samples": _cmd_samples}[a.command](a)
+    try: return {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}[a.command](a)
     except (DataError, FileNotFoundError, ValueError) as e:
         print(f"llmcourse {a.command}: error: {e}", file=sys.stderr)
         return 2

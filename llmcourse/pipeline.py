@@ -20,13 +20,14 @@ from .cleaning import CleanConfig, clean_corpus, read_documents
 from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .training import TrainConfig, read_metrics, train
+from .evaluation import EvalConfig, evaluate_run
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
                                  padded_vocab_size, reserved_special_tokens, TRAIN_FILES, is_heldout, train_bpe)
 
 # %% auto #0
 __all__ = ['SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file',
            'stage_samples', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
-           'stage_train', 'run_pipeline', 'render_report']
+           'stage_train', 'stage_evaluate', 'run_pipeline', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -336,6 +337,30 @@ def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.", "",
             f"Held-out perplexity per domain: {ppl}.", "", f"![loss]({fig.relative_to(run_dir).as_posix()})"]
 
+# %% ../nbs/15_pipeline.ipynb #9f68f0aa
+def stage_evaluate(ctx: RunContext) -> dict:
+    "Evaluate the trained model: perplexity/bits per byte, probes, multiple choice, needles, generations."
+    out = ctx.stage_dir("evaluate"); train_dir = ctx.stage_dir("train")
+    if not (train_dir / "latest").exists(): raise FileNotFoundError(f"{train_dir} holds no checkpoint: run the train stage first")
+    res = evaluate_run(train_dir, ctx.stage_dir("tokenizer") / "tokenizer.json", ctx.data_dir, ctx.stage_dir("dedup") / "kept.jsonl", out,
+                       EvalConfig(probes=200, mcq=None, niah_trials=4))
+    summary = {"ppl": res["perplexity_all"]["ppl"], "bits_per_byte": res["perplexity_all"]["bits_per_byte"], "mcq": res["mcq"], "probes": res["probes"]}
+    return {"summary": summary, "report": _evaluate_report(res, out, ctx.run_dir)}
+
+def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
+    rows = [f"| {g} | {r['docs']} | {r['ppl']:.1f} | {r['bits_per_byte']:.3f} |" for g, r in res["perplexity"].items()]
+    probes = ", ".join(f"{g} {v:.2f}" for g, v in res["probes"].items())
+    niah = ", ".join(f"{k} {np.nanmean(res['niah'][k]):.2f}" for k in ("single", "multi", "reasoning", "ancestral") if k in res["niah"])
+    gens = [f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}`" for g in res["generations"]]
+    m = res["mcq"]
+    return [f"Held-out perplexity {res['perplexity_all']['ppl']:.1f} per token, {res['perplexity_all']['bits_per_byte']:.3f} bits per byte "
+            f"({res['perplexity_all']['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.", "",
+            "| group | docs | perplexity | bits/byte |", "|---|---:|---:|---:|", *rows, "",
+            f"Fact probes (accuracy, chance 0.25): {probes}.", "",
+            f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, chance {m['chance']:.3f}.", "",
+            f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.", "", "Greedy generations:", "", *gens, "",
+            *[f"![{f}]({(out / f).relative_to(run_dir).as_posix()})" for f in res["figures"]]]
+
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
     Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
@@ -344,6 +369,7 @@ STAGES: list[Stage] = [
     Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
     Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
     Stage("train", stage_train, "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)"),
+    Stage("evaluate", stage_evaluate, "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)"),
 ]
 
 # %% ../nbs/15_pipeline.ipynb #839d8447

@@ -55,6 +55,13 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     assert tuple(batch["input_ids"].shape) == (2, 128) and "## 5. shards" in report
     ts = json.loads((out / "06_train" / "train_summary.json").read_text())
     assert ts["steps"] == 12 and (out / "06_train" / "latest").exists() and "## 6. train" in report
+    ev = json.loads((out / "07_evaluate" / "eval.json").read_text())
+    assert "## 7. evaluate" in report and "](07_evaluate/niah.png)" in report and ev["mcq"]["n"] == 600
+    assert set(ev["perplexity"]) >= {"web/en", "knowledge/zh", "code/python"} and all(0 < v["bits_per_byte"] < 20 for v in ev["perplexity"].values())
+    r = _run(llmcourse_exe, "eval", str(out), "--data", str(repo_root / "data_samples"), "--probes", "20", "--mcq", "20", "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ev2 = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev2["mcq"]["n"] == 20 and abs(ev2["perplexity_all"]["ppl"] - ev["perplexity_all"]["ppl"]) < 1e-6  # same model, same held-out text
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
