@@ -16,8 +16,8 @@ import torch
 
 from .core import new_figure, read_jsonl, save_figure, save_json
 from .tokenizer import Tokenizer, is_heldout
-from .model import Llama, generate, preset
-from .training import TrainConfig, load_checkpoint
+from .model import Llama, generate
+from .training import TrainConfig, load_checkpoint, model_config
 
 # %% auto #0
 __all__ = ['NAMES', 'COLOURS', 'DOORS', 'checkpoint_steps', 'load_trained_model', 'token_nll', 'sliding_window_nll', 'perplexity',
@@ -36,7 +36,6 @@ def load_trained_model(
     device: str = "cpu",
 ) -> tuple[Llama, TrainConfig]:
     "The model of a training run, in eval mode, with the config it was trained with."
-    from llmcourse.tokenizer import padded_vocab_size
     from llmcourse.core import load_config
     run = Path(run)
     if not (run / "config.json").exists(): raise FileNotFoundError(f"{run} has no config.json: is it a training run folder (chapter 09)?")
@@ -44,7 +43,7 @@ def load_trained_model(
     index_path = Path(cfg.shards) / "index.json"
     if not index_path.exists(): raise FileNotFoundError(f"{index_path} (the shards {run / 'config.json'} names) is missing; run from the folder training ran in")
     vocab = json.loads(index_path.read_text())["vocab_size"]
-    model = Llama(preset(cfg.model, **{"vocab_size": padded_vocab_size(vocab, 0, 64), "max_seq_len": cfg.seq_len, **cfg.model_overrides}))
+    model = Llama(model_config(cfg, vocab))                       # built exactly as the trainer built it
     if step is None: ck = load_checkpoint(run)
     else:
         path = run / f"ckpt_{step:07d}.pt"

@@ -21,7 +21,7 @@ from .model import Llama, flops_per_token, preset
 from .tokenizer import padded_vocab_size
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'lr_multiplier', 'TrainConfig', 'param_groups', 'enable_recompute', 'autocast_context',
+__all__ = ['PEAK_FLOPS', 'lr_multiplier', 'TrainConfig', 'model_config', 'param_groups', 'enable_recompute', 'autocast_context',
            'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'SpikeDetector', 'peak_flops',
            'channel_losses', 'Trainer', 'train', 'read_metrics']
 
@@ -89,6 +89,10 @@ class TrainConfig:
     inject: dict = field(default_factory=dict)  # for tests: {"corrupt": [batch numbers], "nan": [batch numbers]}
 
 # %% ../nbs/09_training.ipynb #3607f95c
+def model_config(cfg: TrainConfig, vocab_size: int):  # the run's settings; the tokenizer's size (from the shards)
+    "The ModelConfig a run trains: its preset, the vocabulary padded to a multiple of 64, its sequence length, its overrides."
+    return preset(cfg.model, **{"vocab_size": padded_vocab_size(vocab_size, 0, 64), "max_seq_len": cfg.seq_len, **cfg.model_overrides})
+
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
     "AdamW groups: decay on linear weights (and embeddings if asked), none on norms."
     decay, no_decay, seen = [], [], set()
@@ -209,7 +213,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.shards = TokenShards(cfg.shards)
         vocab = self.shards.index["vocab_size"]
-        self.mcfg = preset(cfg.model, **{"vocab_size": padded_vocab_size(vocab, 0, 64), "max_seq_len": cfg.seq_len, **cfg.model_overrides})
+        self.mcfg = model_config(cfg, vocab)
         self.model = Llama(self.mcfg).to(self.device)
         if cfg.recompute: enable_recompute(self.model)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model
