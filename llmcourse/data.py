@@ -229,6 +229,7 @@ def collate(rows: list[tuple[np.ndarray, ...]], seq_len: int) -> dict:  # (token
     flat = np.concatenate([[0]] + [c[1:] + i * seq_len for i, c in enumerate(cus)]).astype(np.int32)
     out = {"input_ids": toks[:, :-1].contiguous(), "labels": toks[:, 1:].contiguous(),
            "position_ids": torch.from_numpy(np.stack([segment_positions(s) for s in starts])),
+           "doc_ids": torch.from_numpy(np.cumsum(starts, axis=1, dtype=np.int32) - 1),
            "cu_seqlens": torch.from_numpy(flat), "max_seqlen": int(max(np.diff(c).max() for c in cus))}
     if len(rows[0]) > 2: out["group_ids"] = torch.from_numpy(np.stack([r[2][1:] for r in rows]))  # group of each target token
     return out

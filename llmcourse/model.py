@@ -16,9 +16,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['PRESETS', 'ROPE_SCALINGS', 'ATTENTION_BACKENDS', 'llama_ffn_dim', 'ModelConfig', 'preset', 'shape_warnings',
-           'RMSNorm', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'causal_mask', 'math_attention',
-           'sdpa_attention', 'attention', 'SwiGLU', 'Attention', 'Block', 'Llama', 'count_parameters', 'numel',
-           'matmul_parameters', 'flops_per_token', 'training_flops', 'training_memory', 'hf_name', 'hf_config',
+           'RMSNorm', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'causal_mask', 'document_mask',
+           'math_attention', 'sdpa_attention', 'attention', 'SwiGLU', 'Attention', 'Block', 'Llama', 'count_parameters',
+           'numel', 'matmul_parameters', 'flops_per_token', 'training_flops', 'training_memory', 'hf_name', 'hf_config',
            'save_pretrained', 'config_from_hf', 'from_pretrained', 'KVCache', 'sample_next', 'generate']
 
 # %% ../nbs/07_model.ipynb #36a31eca
@@ -109,7 +109,7 @@ def rope_frequencies(
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     "cos and sin tables (T, head_dim) for the given positions, halves convention."
-    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = positions.float()[..., None] * inv_freq.to(positions.device)   # (T, d/2), or (B, T, d/2) for per-row positions
     emb = torch.cat([angles, angles], dim=-1)
     return emb.cos() * scale, emb.sin() * scale
 
@@ -123,27 +123,43 @@ def causal_mask(tq: int, tk: int, device=None) -> torch.Tensor:  # queries, keys
     "Boolean (tq, tk) mask: True where a query may attend to a key."
     return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
 
-def math_attention(q, k, v, causal: bool = True) -> torch.Tensor:  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
+def document_mask(doc_ids: torch.Tensor, causal: bool = True) -> torch.Tensor:  # (B, T) document number per position
+    "Boolean (B, 1, T, T) mask: True where a query may attend to a key of the same document."
+    same = doc_ids[:, None, :, None] == doc_ids[:, None, None, :]
+    return same & causal_mask(doc_ids.shape[1], doc_ids.shape[1], doc_ids.device) if causal else same
+
+def math_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
     "Reference attention: softmax(q kᵀ / √d) v, KV heads repeated for their query groups."
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    if causal: scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
+    if doc_ids is not None: scores = scores.masked_fill(~document_mask(doc_ids, causal), float("-inf"))
+    elif causal: scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
     return (scores.softmax(-1) @ v.float()).to(q.dtype)
 
-def sdpa_attention(q, k, v, causal: bool = True) -> torch.Tensor:
+def sdpa_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:
     "PyTorch's fused scaled-dot-product attention (GQA without copying the KV heads)."
     tq, tk = q.shape[2], k.shape[2]
-    mask = causal_mask(tq, tk, q.device) if causal and tq != tk and tq > 1 else None
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and tq == tk and tq > 1,
+    if doc_ids is not None: mask = document_mask(doc_ids, causal)
+    else: mask = causal_mask(tq, tk, q.device) if causal and tq != tk and tq > 1 else None
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and tq > 1,
                                           enable_gqa=k.shape[1] != q.shape[1])
 
 ATTENTION_BACKENDS: dict[str, Callable] = {"sdpa": sdpa_attention, "math": math_attention}
 
-def attention(q, k, v, causal: bool = True, backend: str = "sdpa") -> torch.Tensor:  # a key of ATTENTION_BACKENDS
+def attention(q, k, v, causal: bool = True,
+              backend: str = "sdpa",                 # a key of ATTENTION_BACKENDS (chapter 08 adds its kernels)
+              doc_ids: torch.Tensor | None = None,   # (B, T): attend only within the same document (needs Tq = Tk)
+             ) -> torch.Tensor:                      # (B, H, Tq, d)
     "Attention through the chosen backend."
-    if backend not in ATTENTION_BACKENDS: raise ValueError(f"unknown attention backend {backend!r}; registered: {sorted(ATTENTION_BACKENDS)}")
-    return ATTENTION_BACKENDS[backend](q, k, v, causal)
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; registered: {sorted(ATTENTION_BACKENDS)} "
+                         "(import llmcourse.attention to add the chapter-08 kernels)")
+    if doc_ids is not None and (q.shape[2] != k.shape[2] or tuple(doc_ids.shape) != (q.shape[0], q.shape[2])):
+        raise ValueError(f"doc_ids must be (batch, T) = {(q.shape[0], q.shape[2])} with as many keys as queries, "
+                         f"got doc_ids {tuple(doc_ids.shape)}, {q.shape[2]} queries, {k.shape[2]} keys")
+    if doc_ids is None: return ATTENTION_BACKENDS[backend](q, k, v, causal)
+    return ATTENTION_BACKENDS[backend](q, k, v, causal, doc_ids=doc_ids)
 
 # %% ../nbs/07_model.ipynb #3a072509
 class SwiGLU(nn.Module):
@@ -164,14 +180,14 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, cache=None, start_pos: int = 0):
+    def forward(self, x, cos, sin, cache=None, start_pos: int = 0, doc_ids=None):
         B, T, _ = x.shape; c = self.cfg
         q = self.q_proj(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None: k, v = cache.update(k, v, start_pos)
-        out = attention(q, k, v, causal=True, backend=c.attn_backend)
+        out = attention(q, k, v, causal=True, backend=c.attn_backend, doc_ids=doc_ids)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim))
 
 class Block(nn.Module):
@@ -180,8 +196,8 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm, self.attn = RMSNorm(cfg.dim, cfg.norm_eps), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.dim, cfg.norm_eps), SwiGLU(cfg.dim, cfg.ffn_dim)
-    def forward(self, x, cos, sin, cache=None, start_pos: int = 0):
-        h = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
+    def forward(self, x, cos, sin, cache=None, start_pos: int = 0, doc_ids=None):
+        h = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos, doc_ids)
         return h + self.ffn(self.ffn_norm(h))
 
 # %% ../nbs/07_model.ipynb #85fee79f
@@ -212,14 +228,20 @@ class Llama(nn.Module):
                 ids: torch.Tensor,        # (B, T) token ids
                 cache=None,               # a KVCache, for generation
                 start_pos: int = 0,       # position of ids[:, 0] (with a cache)
+                position_ids: torch.Tensor | None = None,  # (B, T) RoPE position per token (packed rows: restart per document)
+                doc_ids: torch.Tensor | None = None,       # (B, T) document number per token: attention stays inside it
                ) -> torch.Tensor:         # (B, T, vocab_size) logits
         T = ids.shape[1]
         if start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"positions up to {start_pos + T} exceed max_seq_len={self.cfg.max_seq_len}")
-        cos, sin = rope_cos_sin(torch.arange(start_pos, start_pos + T, device=ids.device), self.inv_freq, self.attention_scale)
+        if (position_ids is not None or doc_ids is not None) and cache is not None:
+            raise ValueError("position_ids/doc_ids are for packed training rows, not for generation with a cache")
+        pos = torch.arange(start_pos, start_pos + T, device=ids.device) if position_ids is None else position_ids
+        cos, sin = rope_cos_sin(pos, self.inv_freq, self.attention_scale)
+        if cos.dim() == 3: cos, sin = cos[:, None], sin[:, None]   # per-row positions: broadcast over heads
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache.layer(i) if cache is not None else None, start_pos)
+            x = layer(x, cos, sin, cache.layer(i) if cache is not None else None, start_pos, doc_ids)
         return self.lm_head(self.norm(x))
 
 # %% ../nbs/07_model.ipynb #dfaa9158

@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 from .core import pick_device, save_config, seed_everything
 from .data import PackedLoader, TokenShards, shard_mixture
 from .model import Llama, flops_per_token, preset
+from .attention import register_attention_backends
 from .tokenizer import padded_vocab_size
 
 # %% auto #0
@@ -72,6 +73,7 @@ class TrainConfig:
     grad_clip: float = 1.0                  # max global gradient norm (0: off)
     precision: str = "fp32"                 # "fp32", "bf16" (autocast), "fp16" (autocast + loss scaling, CUDA)
     recompute: bool = False                 # recompute each block's activations in the backward pass
+    doc_mask: bool = False                  # attend only within each packed document, positions restarting per document
     compile: bool = False                   # torch.compile the model
     seed: int = 0
     device: str | None = None               # None: best available (core.pick_device)
@@ -214,6 +216,7 @@ class Trainer:
         self.shards = TokenShards(cfg.shards)
         vocab = self.shards.index["vocab_size"]
         self.mcfg = model_config(cfg, vocab)
+        register_attention_backends()                                # attn_backend may name chapter 08's kernels
         self.model = Llama(self.mcfg).to(self.device)
         if cfg.recompute: enable_recompute(self.model)
         self.fwd = torch.compile(self.model) if cfg.compile else self.model
@@ -249,6 +252,10 @@ class Trainer:
 
     def _save(self): save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
 
+    def _packing(self, b: dict) -> dict:  # the model's document-boundary inputs for this batch
+        if not self.cfg.doc_mask: return {}
+        return {"position_ids": b["position_ids"].to(self.device), "doc_ids": b["doc_ids"].to(self.device)}
+
     def _next_batch(self) -> tuple[int, dict]:
         while True:
             b = next(self._it); i = self.batches_drawn; self.batches_drawn += 1
@@ -278,7 +285,7 @@ def _train_step(self: Trainer) -> dict | None:
         if i in cfg.inject.get("corrupt", []):                       # tests: a batch of garbage
             gen = torch.Generator().manual_seed(i)
             x = torch.randint(0, self.mcfg.vocab_size, x.shape, generator=gen).to(dev); y = torch.randint(0, self.mcfg.vocab_size, y.shape, generator=gen).to(dev)
-        with autocast_context(dev, cfg.precision): logits = self.fwd(x)
+        with autocast_context(dev, cfg.precision): logits = self.fwd(x, **self._packing(b))
         tl = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
         if i in cfg.inject.get("nan", []): tl = tl * float("nan")     # tests: a NaN
         loss = tl.mean()
@@ -314,7 +321,7 @@ def _evaluate(self: Trainer) -> dict:
     it = iter(ev)
     for _ in range(cfg.eval_batches):
         b = next(it)
-        with autocast_context(dev, cfg.precision): logits = self.fwd(b["input_ids"].to(dev))
+        with autocast_context(dev, cfg.precision): logits = self.fwd(b["input_ids"].to(dev), **self._packing(b))
         tl = F.cross_entropy(logits.float().flatten(0, 1), b["labels"].to(dev).flatten(), reduction="none")
         gid = b["group_ids"].to(dev).flatten(); s.index_add_(0, gid, tl); c.index_add_(0, gid, torch.ones_like(tl))
     per = {g: (s[k] / c[k]).item() for k, g in enumerate(names) if c[k] > 0}

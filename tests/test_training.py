@@ -1,5 +1,5 @@
 "Training in a separate process: kill -9 at random moments and resume exactly; spikes and NaNs roll back."
-import json, os, random, signal, subprocess, time
+import json, math, os, random, signal, subprocess, time
 from pathlib import Path
 
 import pytest
@@ -78,3 +78,17 @@ def test_spike_and_nan_roll_back_and_recover(shards, tmp_path, llmcourse_exe):
     import torch
     ck = torch.load(tmp_path / "faulty" / "ckpt_0000060.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_doc_mask_training(shards, tmp_path):
+    "TrainConfig(doc_mask=True) feeds the packed batches' doc_ids and restarted positions to the model, and trains."
+    from llmcourse.training import train
+    runs = {}
+    for mask in (False, True):
+        train(_config(shards, tmp_path / str(mask), max_steps=30, ckpt_every=0, log_every=1, doc_mask=mask))
+        runs[mask] = _losses(tmp_path / str(mask))
+    first = {m: losses[0][1] for m, losses in runs.items()}
+    assert first[True] != first[False]                                  # same batch and weights: the mask changed the forward
+    last = {m: sum(l for _, l in losses[-5:]) / 5 for m, losses in runs.items()}
+    assert all(math.isfinite(l) for _, l in runs[True]) and last[True] < first[True] - 0.4   # it learns
+    assert abs(last[True] - last[False]) < 0.3                          # about as fast as without the mask
