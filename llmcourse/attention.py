@@ -12,9 +12,9 @@ import importlib
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter
+from torch.nn.attention import SDPBackend, sdpa_kernel
 try:
     import triton
     import triton.language as tl
@@ -103,6 +103,15 @@ def _jit(fn: Callable) -> Callable:  # a kernel
     "triton.jit where Triton is installed; the plain function otherwise (launching it then raises a clear error)."
     return triton.jit(fn) if triton is not None else fn
 
+# Row reductions through tl.reduce with our own combine functions, and tl.full for zeros: Triton's
+# library versions (tl.max, tl.sum, tl.zeros) are themselves jit functions, fixed as compiled or
+# interpreted when triton.language is first imported — which another library may have done already.
+@_jit
+def _max2(a, b): return tl.maximum(a, b)
+
+@_jit
+def _add2(a, b): return a + b
+
 @_jit
 def _load_rows(base, rows, stride, limit, D: tl.constexpr, MASKED: tl.constexpr):
     "A (len(rows), D) tile of a (T, D) matrix with row stride `stride`; rows at or past `limit` read as 0 when MASKED."
@@ -126,11 +135,11 @@ def _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, doc_q, doc_ba
         k, v = _load_rows(k_base, kn, skt, TK, D, MASKED), _load_rows(v_base, kn, svt, TK, D, MASKED)
         s = tl.dot(q, tl.trans(k)) * qk_scale                       # scores, in log2 units
         if MASKED: s = tl.where(_keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL, HAS_DOC), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.maximum(m_i, tl.reduce(s, 1, _max2))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)         # rows that have seen nothing yet
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)                                 # rescale what came before
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha + tl.reduce(p, 1, _add2)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -149,8 +158,8 @@ def _flash_fwd(Q, K, V, O, LSE, DOC, DSTART,
     k_base, v_base, doc_base = K + b * skb + hk * skh, V + b * svb + hk * svh, DOC + b * sdb
     off = TK - TQ                                                    # query i sits at key position i + off
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    l_i = tl.full([BLOCK_M], 0.0, tl.float32)
+    acc = tl.full([BLOCK_M, D], 0.0, tl.float32)
     lo, hi = 0, TK
     if CAUSAL: hi = tl.minimum(TK, (pid_m + 1) * BLOCK_M + off)      # nothing after the diagonal
     doc_q = offs_m
@@ -203,8 +212,8 @@ def _flash_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, DOC, DSTART, DEND,
     offs_n, offs_d = start_n + tl.arange(0, BLOCK_N), tl.arange(0, D)
     k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0)
     v = tl.load(V + b * svb + hk * svh + offs_n[:, None] * svt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0)
-    dk = tl.zeros([BLOCK_N, D], tl.float32)
-    dv = tl.zeros([BLOCK_N, D], tl.float32)
+    dk = tl.full([BLOCK_N, D], 0.0, tl.float32)
+    dv = tl.full([BLOCK_N, D], 0.0, tl.float32)
     off = TK - TQ
     lo, hi = 0, TQ
     if CAUSAL: lo = tl.maximum(start_n - off, 0) // BLOCK_M * BLOCK_M  # earlier queries cannot see these keys
@@ -262,7 +271,7 @@ def _flash_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, DOC, DSTART,
     do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdot + offs_d[None, :], mask=rows[:, None], other=0.0)
     lse = tl.load(LSE + bh * TQ + offs_m, mask=rows, other=0.0)
     delta = tl.load(DELTA + bh * TQ + offs_m, mask=rows, other=0.0)
-    dq = tl.zeros([BLOCK_M, D], tl.float32)
+    dq = tl.full([BLOCK_M, D], 0.0, tl.float32)
     k_base, v_base, doc_base = K + b * skb + hk * skh, V + b * svb + hk * svh, DOC + b * sdb
     off = TK - TQ
     lo, hi = 0, TK

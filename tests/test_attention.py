@@ -73,3 +73,14 @@ def test_flash_attn_backend():
     for docs in (None, doc):
         torch.testing.assert_close(ATTENTION_BACKENDS["flash_attn"](q, k, v, True, doc_ids=docs),
                                    naive_attention(q, k, v, True, docs)[0], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.skipif(DEV == "cuda", reason="the interpreter path is the CPU path")
+def test_kernels_run_when_triton_was_imported_first(tmp_path):
+    "transformers imports triton.language (compiled mode) before this module can ask for the interpreter; the kernels must still run."
+    import subprocess, sys
+    code = ("from transformers import LlamaForCausalLM\nimport torch\nfrom llmcourse.attention import flash_attention, naive_attention\n"
+            "q = torch.randn(1, 2, 40, 16, requires_grad=True)\no = flash_attention(q, q, q); o.sum().backward()\n"
+            "assert (o - naive_attention(q, q, q)[0]).abs().max() < 1e-5 and q.grad is not None\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
