@@ -57,9 +57,9 @@ def load_trained_model(
 @torch.no_grad()
 def token_nll(model: Llama, ids: list[int] | torch.Tensor) -> torch.Tensor:  # a model; a sequence (first id is context only)
     "−log p(ids[t] | ids[:t]) for t = 1 … len−1, in one forward pass (float64)."
-    x = torch.as_tensor(ids, dtype=torch.long).view(1, -1)
+    x = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(next(model.parameters()).device)
     logits = model(x[:, :-1]).double()
-    return -torch.log_softmax(logits, -1)[0].gather(-1, x[0, 1:, None])[:, 0]
+    return -torch.log_softmax(logits, -1)[0].gather(-1, x[0, 1:, None])[:, 0].cpu()
 
 @torch.no_grad()
 def sliding_window_nll(

@@ -18,8 +18,9 @@ from torch import nn
 __all__ = ['PRESETS', 'ROPE_SCALINGS', 'ATTENTION_BACKENDS', 'llama_ffn_dim', 'ModelConfig', 'preset', 'shape_warnings',
            'RMSNorm', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'causal_mask', 'document_mask',
            'math_attention', 'sdpa_attention', 'attention', 'SwiGLU', 'Attention', 'Block', 'Llama', 'count_parameters',
-           'numel', 'matmul_parameters', 'flops_per_token', 'training_flops', 'training_memory', 'hf_name', 'hf_config',
-           'save_pretrained', 'config_from_hf', 'from_pretrained', 'KVCache', 'sample_next', 'generate']
+           'numel', 'matmul_parameters', 'flops_per_token', 'training_flops', 'training_memory', 'hf_name',
+           'hf_rope_parameters', 'hf_config', 'save_pretrained', 'config_from_hf', 'from_pretrained', 'KVCache',
+           'sample_next', 'generate']
 
 # %% ../nbs/07_model.ipynb #36a31eca
 def llama_ffn_dim(dim: int, multiple_of: int = 256) -> int:  # hidden size H; round up to this
@@ -303,14 +304,26 @@ def hf_name(name: str) -> str:  # one of our parameter names
         if re.match(pat, name): return re.sub(pat, rep, name)
     return name  # lm_head.weight
 
+def hf_rope_parameters(cfg: ModelConfig) -> dict:
+    "transformers' `rope_parameters` for our RoPE settings: the default, linear interpolation or YaRN (chapter 11)."
+    sc, out = cfg.rope_scaling, {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if not sc: return out
+    kind = sc.get("type")
+    if kind == "linear": return {**out, "rope_type": "linear", "factor": sc["factor"]}
+    if kind == "yarn":
+        extra = {"attention_factor": sc["attention_factor"]} if sc.get("attention_factor") is not None else {}
+        return {**out, "rope_type": "yarn", "factor": sc["factor"], "original_max_position_embeddings": sc["original_max_seq_len"],
+                "beta_fast": sc.get("beta_fast", 32), "beta_slow": sc.get("beta_slow", 1), "truncate": sc.get("truncate", True), **extra}
+    raise ValueError(f"rope_scaling type {kind!r} has no transformers config that gives the same frequencies (linear and yarn do)")
+
 def hf_config(cfg: ModelConfig) -> dict:
     "config.json for transformers' LlamaForCausalLM."
-    if cfg.rope_scaling: raise ValueError("export of rope_scaling is added in chapter 11")
+    rope = hf_rope_parameters(cfg)
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim,
             "intermediate_size": cfg.ffn_dim, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
             "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len,
             "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+            "rope_parameters": rope,
             "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
             "initializer_range": cfg.init_std, "torch_dtype": "float32"}
 
@@ -326,13 +339,20 @@ def save_pretrained(model: Llama, folder: str | Path) -> Path:  # the model; fol
 
 def config_from_hf(d: dict) -> ModelConfig:  # a transformers Llama config.json, as a dict
     "Our config from transformers' Llama config."
-    rope = d.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default" or d.get("rope_scaling"): raise ValueError("RoPE scaling in the config: not supported until chapter 11")
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    kind, scaling = rope.get("rope_type", rope.get("type", "default")), None
+    if kind == "linear": scaling = {"type": "linear", "factor": rope["factor"]}
+    elif kind == "yarn":
+        if "original_max_position_embeddings" not in rope: raise ValueError("RoPE scaling in the config: yarn without original_max_position_embeddings")
+        scaling = {"type": "yarn", "factor": rope["factor"], "original_max_seq_len": rope["original_max_position_embeddings"],
+                   "beta_fast": rope.get("beta_fast") or 32, "beta_slow": rope.get("beta_slow") or 1, "truncate": rope.get("truncate", True),
+                   "attention_factor": rope.get("attention_factor")}
+    elif kind != "default": raise ValueError(f"RoPE scaling in the config: {kind!r} is not supported (default, linear and yarn are)")
     if d.get("attention_bias") or d.get("mlp_bias"): raise ValueError("biases in attention/MLP are not part of this model")
     cfg = ModelConfig(vocab_size=d["vocab_size"], dim=d["hidden_size"], n_layers=d["num_hidden_layers"], n_heads=d["num_attention_heads"],
                       n_kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"], ffn_dim=d["intermediate_size"],
                       max_seq_len=d.get("max_position_embeddings", 2048), rope_theta=rope.get("rope_theta", d.get("rope_theta", 10_000.0)),
-                      norm_eps=d.get("rms_norm_eps", 1e-6), tie_embeddings=d.get("tie_word_embeddings", False))
+                      norm_eps=d.get("rms_norm_eps", 1e-6), tie_embeddings=d.get("tie_word_embeddings", False), rope_scaling=scaling)
     if d.get("head_dim", cfg.head_dim) != cfg.head_dim: raise ValueError(f"head_dim {d['head_dim']} != hidden_size / heads = {cfg.head_dim}")
     return cfg
 

@@ -74,6 +74,7 @@ class TrainConfig:
     precision: str = "fp32"                 # "fp32", "bf16" (autocast), "fp16" (autocast + loss scaling, CUDA)
     recompute: bool = False                 # recompute each block's activations in the backward pass
     doc_mask: bool = False                  # attend only within each packed document, positions restarting per document
+    init_from: str | None = None            # a run folder whose latest weights start this run (continued pre-training)
     compile: bool = False                   # torch.compile the model
     seed: int = 0
     device: str | None = None               # None: best available (core.pick_device)
@@ -230,7 +231,8 @@ class Trainer:
         self.detector = SpikeDetector(cfg.spike_window, cfg.spike_z, cfg.spike_warmup)
         self.step, self.batches_drawn, self.tokens, self.skip, self.rollbacks = 0, 0, 0, set(), 0
         ck = load_checkpoint(self.out)
-        if ck is not None: self._restore(ck)
+        if ck is not None: self._restore(ck)                         # resuming: the run's own checkpoint wins
+        elif cfg.init_from: self._init_weights(Path(cfg.init_from))
         save_config(cfg, self.out / "config.json")
         self.metrics = _Metrics(self.out, cfg.tensorboard, self.step if ck is not None else None)
         if ck is None: self._save()                                  # step 0: something to roll back to
@@ -251,6 +253,12 @@ class Trainer:
         self.detector.losses.clear(); self.detector.losses.extend(t["detector"])
 
     def _save(self): save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
+
+    def _init_weights(self, run: Path):  # continue from another run's weights (a fresh optimizer and schedule)
+        ck = load_checkpoint(run)
+        if ck is None: raise FileNotFoundError(f"init_from={str(run)!r} has no checkpoint (expected a chapter-09 run folder with ckpt_*.pt)")
+        try: self.model.load_state_dict(ck["model"])
+        except RuntimeError as e: raise ValueError(f"init_from={str(run)!r}: its weights do not fit this model ({str(e).splitlines()[1].strip()})") from None
 
     def _packing(self, b: dict) -> dict:  # the model's document-boundary inputs for this batch
         if not self.cfg.doc_mask: return {}
