@@ -57,7 +57,8 @@ def load_trained_model(
 @torch.no_grad()
 def token_nll(model: Llama, ids: list[int] | torch.Tensor) -> torch.Tensor:  # a model; a sequence (first id is context only)
     "−log p(ids[t] | ids[:t]) for t = 1 … len−1, in one forward pass (float64)."
-    x = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(next(model.parameters()).device)
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))   # stub models in tests have no parameters
+    x = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(dev)
     logits = model(x[:, :-1]).double()
     return -torch.log_softmax(logits, -1)[0].gather(-1, x[0, 1:, None])[:, 0].cpu()
 
