@@ -30,14 +30,13 @@ def compute_6nd(
     tokens: float | np.ndarray,     # D: training tokens
 ) -> float | np.ndarray:            # training FLOPs
     "Training compute by the 6ND rule."
-    return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(tokens, dtype=float) if np.ndim(n_params) or np.ndim(tokens) else 6.0 * n_params * tokens
+    return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(tokens, dtype=float)
 
 def compute_check(cfg: ModelConfig, tokens: float, seq_len: int) -> dict:  # a model shape; D; context T
     "6ND against chapter 07's exact count (which adds the attention scores)."
-    N = matmul_parameters(cfg)
-    exact = training_flops(cfg, tokens, seq_len)
-    return {"N": N, "6ND": compute_6nd(N, tokens), "exact": exact, "ratio": exact / compute_6nd(N, tokens),
-            "attention_share": 12 * cfg.n_layers * cfg.dim * seq_len / (6 * N + 12 * cfg.n_layers * cfg.dim * seq_len)}
+    N, exact = matmul_parameters(cfg), training_flops(cfg, tokens, seq_len)
+    rule = compute_6nd(N, tokens)
+    return {"N": N, "6ND": rule, "exact": exact, "ratio": exact / rule, "attention_share": 1 - rule / exact}
 
 # %% ../nbs/12_scaling_laws.ipynb #f7f3cc7d
 def chinchilla_loss(N, D, E: float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:  # parameters, tokens; the law's parameters
@@ -240,7 +239,7 @@ def run_sweep(
 
 def save_sweep(records: list[dict], path: str | Path, **meta) -> Path:  # sweep results; the JSON to write; device, command, …
     "Write a sweep's records with what produced them, so a fit can be redone without the runs."
-    keep = ("budget", "shape", "N", "D", "steps", "C", "loss", "seconds")
+    keep = ("budget", "shape", "N", "D", "steps", "C", "loss", "domain_loss", "seconds")
     return save_json({"meta": meta, "runs": [{k: r[k] for k in keep if k in r} for r in records]}, path)
 
 def load_sweep(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:  # a file written by save_sweep
