@@ -21,8 +21,8 @@ from .training import TrainConfig, train, read_metrics, model_config
 # %% auto #0
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber', 'check_points',
            'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima', 'fit_isoflop', 'bootstrap',
-           'sweep_shape', 'isoflop_grid', 'run_sweep', 'save_sweep', 'load_sweep', 'predict_loss', 'dcpt_loss',
-           'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'token_share_weights']
+           'sweep_shape', 'isoflop_grid', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss',
+           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'token_share_weights']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -248,6 +248,15 @@ def load_sweep(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:  # a fil
     try: cols = {k: np.array([r[k] for r in d["runs"]], dtype=float) for k in ("budget", "N", "D", "C", "loss")}
     except KeyError as e: raise ValueError(f"{path}: a run record lacks {e}; expected budget, N, D, C, loss") from None
     return d["meta"], cols
+
+# %% ../nbs/12_scaling_laws.ipynb #d60fd2bd
+def text_pieces(text: str, max_chars: int = 2000) -> list[str]:  # a document; longest piece
+    "A document cut at line ends into pieces of at most about max_chars characters (a line longer than that stays whole)."
+    out, cur = [], ""
+    for line in text.splitlines(keepends=True):
+        if cur and len(cur) + len(line) > max_chars: out.append(cur); cur = ""
+        cur += line
+    return out + [cur] if cur else out
 
 # %% ../nbs/12_scaling_laws.ipynb #84d1ceca
 def predict_loss(fit: ChinchillaFit, N: float, D: float, samples: list[dict] | None = None, level: float = 0.9) -> dict:  # a fit; the run to predict; bootstrap parameter sets
