@@ -22,7 +22,7 @@ from .training import TrainConfig, train, read_metrics, model_config
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber', 'check_points',
            'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima', 'fit_isoflop', 'bootstrap',
            'sweep_shape', 'isoflop_grid', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss',
-           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'token_share_weights']
+           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'token_share_weights', 'realized_shares']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -342,3 +342,17 @@ def token_share_weights(shards, shares: dict[str, float]) -> dict[str, float]:  
     if missing := set(shares) - set(lengths): raise ValueError(f"no documents of group(s) {sorted(missing)}; groups are {sorted(lengths)}")
     w = {g: s / float(np.mean(lengths[g])) for g, s in shares.items()}
     return {g: v / sum(w.values()) for g, v in w.items()}
+
+# %% ../nbs/12_scaling_laws.ipynb #c91bd702
+def realized_shares(
+    shards,                            # a TokenShards (chapter 06)
+    weights: dict[str, float],         # group -> document-sampling weight
+    batches: int = 200,                # batches drawn
+    seq_len: int = 64, batch: int = 8, # the loader's row length and rows per batch
+) -> dict[str, float]:                 # group -> share of the tokens drawn (3 decimals)
+    "The share of tokens each group gets when the packed loader draws documents with these weights."
+    from llmcourse.data import PackedLoader, shard_mixture
+    loader = PackedLoader(shards, seq_len, batch, shards.index["specials"]["<|endoftext|>"], seed=0, mixture=shard_mixture(shards, weights))
+    counts, it = np.zeros(len(loader.group_names)), iter(loader)
+    for _ in range(batches): counts += np.bincount(next(it)["group_ids"].flatten().numpy(), minlength=len(counts))
+    return {g: round(float(v), 3) for g, v in zip(loader.group_names, counts / counts.sum())}
