@@ -232,6 +232,10 @@ class Llama(nn.Module):
                 position_ids: torch.Tensor | None = None,  # (B, T) RoPE position per token (packed rows: restart per document)
                 doc_ids: torch.Tensor | None = None,       # (B, T) document number per token: attention stays inside it
                ) -> torch.Tensor:         # (B, T, vocab_size) logits
+        return self.lm_head(self.hidden(ids, cache, start_pos, position_ids, doc_ids))
+
+    def hidden(self, ids, cache=None, start_pos: int = 0, position_ids=None, doc_ids=None) -> torch.Tensor:  # as forward
+        "The final normalised hidden states (B, T, dim), before the output matrix (a loss can apply `lm_head` in chunks)."
         T = ids.shape[1]
         if start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"positions up to {start_pos + T} exceed max_seq_len={self.cfg.max_seq_len}")
@@ -243,7 +247,7 @@ class Llama(nn.Module):
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.layer(i) if cache is not None else None, start_pos, doc_ids)
-        return self.lm_head(self.norm(x))
+        return self.norm(x)
 
 # %% ../nbs/07_model.ipynb #dfaa9158
 def count_parameters(cfg: ModelConfig) -> dict[str, int]:  # the shape

@@ -23,8 +23,8 @@ from .tokenizer import padded_vocab_size
 
 # %% auto #0
 __all__ = ['PEAK_FLOPS', 'lr_multiplier', 'TrainConfig', 'model_config', 'param_groups', 'enable_recompute', 'autocast_context',
-           'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'SpikeDetector', 'peak_flops',
-           'channel_losses', 'Trainer', 'train', 'read_metrics']
+           'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'SpikeDetector', 'chunked_cross_entropy',
+           'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train', 'read_metrics']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -75,7 +75,8 @@ class TrainConfig:
     recompute: bool = False                 # recompute each block's activations in the backward pass
     doc_mask: bool = False                  # attend only within each packed document, positions restarting per document
     init_from: str | None = None            # a run folder whose latest weights start this run (continued pre-training)
-    compile: bool = False                   # torch.compile the model
+    compile: bool = False                   # torch.compile the model and the loss, as one function (`token_losses`)
+    loss_chunk: int = 0                     # > 0: cross-entropy over the vocabulary this many tokens at a time (`chunked_cross_entropy`)
     seed: int = 0
     device: str | None = None               # None: best available (core.pick_device)
     threads: int | None = None              # torch CPU threads (1 makes CPU runs bit-reproducible across machines)
@@ -163,6 +164,58 @@ class SpikeDetector:
     def is_spike(self, loss: float) -> bool: return self.score(loss) > self.z
     def add(self, loss: float): self.losses.append(loss)
 
+# %% ../nbs/09_training.ipynb #5b3573ab
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, w, y, chunk: int, ignore_index: int, dtype: torch.dtype):
+        with torch.autocast(h.device.type, enabled=False):
+            wc, lse = w.to(dtype), torch.empty(h.shape[0], device=h.device, dtype=torch.float32)
+            picked = torch.empty_like(lse)
+            for s in range(0, h.shape[0], chunk):
+                z = (h[s:s + chunk].to(dtype) @ wc.T).float()       # (chunk, V): the only large tensor, and only for a moment
+                lse[s:s + chunk] = torch.logsumexp(z, -1)
+                picked[s:s + chunk] = z.gather(1, y[s:s + chunk].clamp(min=0)[:, None])[:, 0]
+        ctx.save_for_backward(h, w, y, lse); ctx.chunk, ctx.ignore_index, ctx.dtype = chunk, ignore_index, dtype
+        return (lse - picked).masked_fill(y == ignore_index, 0.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w, y, lse = ctx.saved_tensors
+        g, wc = g.float().masked_fill(y == ctx.ignore_index, 0.0), w.to(ctx.dtype)
+        gh, gw = torch.empty_like(h), torch.zeros(w.shape, device=w.device, dtype=torch.float32)
+        for s in range(0, h.shape[0], ctx.chunk):
+            hc, yc = h[s:s + ctx.chunk].to(ctx.dtype), y[s:s + ctx.chunk]
+            p = torch.exp((hc @ wc.T).float() - lse[s:s + ctx.chunk, None])  # softmax, recomputed
+            p.scatter_add_(1, yc.clamp(min=0)[:, None], -torch.ones_like(p[:, :1]))  # − onehot(y)
+            p = (p * g[s:s + ctx.chunk, None]).to(ctx.dtype)        # ∂loss/∂logits for this chunk
+            gh[s:s + ctx.chunk] = (p @ wc).to(h.dtype)
+            gw.addmm_(p.T.float(), hc.float()) if ctx.dtype == torch.float32 else gw.add_((p.T @ hc).float())
+        return gh, gw.to(w.dtype), None, None, None, None
+
+def chunked_cross_entropy(
+    h: torch.Tensor,                  # (N, dim) final hidden states (after the last norm)
+    weight: torch.Tensor,             # (vocab, dim) the output matrix (`model.lm_head.weight`)
+    y: torch.Tensor,                  # (N,) target ids
+    chunk: int = 4096,                # tokens per chunk: the (chunk × vocab) logits are all that is ever materialised
+    ignore_index: int = -100,         # targets with this id get loss 0 and no gradient
+) -> torch.Tensor:                    # (N,) float32 loss per token, equal to F.cross_entropy(h @ weight.T, y, reduction="none")
+    "Cross-entropy of `h @ weight.T` against `y`, per token, without materialising the (N × vocab) logits."
+    if chunk < 1: raise ValueError(f"chunk must be a positive number of tokens, got {chunk}")
+    dev = h.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype  # the matmuls' precision, as lm_head would use
+    return _ChunkedCrossEntropy.apply(h, weight, y, chunk, ignore_index, dtype)
+
+def token_losses(
+    model: Llama,                     # the model
+    x: torch.Tensor,                  # (B, T) input ids
+    y: torch.Tensor,                  # (B, T) target ids
+    loss_chunk: int = 0,              # 0: logits in one piece; > 0: `chunked_cross_entropy` with this many tokens per chunk
+    **packing,                        # position_ids / doc_ids for packed rows (chapter 06)
+) -> torch.Tensor:                    # (B·T,) float32 cross-entropy per token
+    "The model's cross-entropy per token: the function the trainer differentiates (and compiles, model and loss together)."
+    if loss_chunk: return chunked_cross_entropy(model.hidden(x, **packing).flatten(0, 1), model.lm_head.weight, y.flatten(), loss_chunk)
+    return F.cross_entropy(model(x, **packing).float().flatten(0, 1), y.flatten(), reduction="none")
+
 # %% ../nbs/09_training.ipynb #e53985b6
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks (datasheets)
 
@@ -220,7 +273,7 @@ class Trainer:
         register_attention_backends()                                # attn_backend may name chapter 08's kernels
         self.model = Llama(self.mcfg).to(self.device)
         if cfg.recompute: enable_recompute(self.model)
-        self.fwd = torch.compile(self.model) if cfg.compile else self.model
+        self.loss_fn = torch.compile(token_losses) if cfg.compile else token_losses   # model + loss: one graph when compiled
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.decay_embeddings), lr=cfg.lr,
                                      betas=tuple(cfg.betas), fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
@@ -293,8 +346,7 @@ def _train_step(self: Trainer) -> dict | None:
         if i in cfg.inject.get("corrupt", []):                       # tests: a batch of garbage
             gen = torch.Generator().manual_seed(i)
             x = torch.randint(0, self.mcfg.vocab_size, x.shape, generator=gen).to(dev); y = torch.randint(0, self.mcfg.vocab_size, y.shape, generator=gen).to(dev)
-        with autocast_context(dev, cfg.precision): logits = self.fwd(x, **self._packing(b))
-        tl = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+        with autocast_context(dev, cfg.precision): tl = self.loss_fn(self.model, x, y, cfg.loss_chunk, **self._packing(b))
         if i in cfg.inject.get("nan", []): tl = tl * float("nan")     # tests: a NaN
         loss = tl.mean()
         ch_sum.index_add_(0, gid.flatten(), tl.detach()); ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
@@ -303,17 +355,17 @@ def _train_step(self: Trainer) -> dict | None:
     if self.detector.is_spike(loss_sum):
         self._rollback(used, loss_sum); return None
     if self.scaler: self.scaler.unscale_(self.opt)
-    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     logging = (self.step + 1) % cfg.log_every == 0
     if logging: before = [p.detach().clone() for p in self.model.parameters()]
     if self.scaler: self.scaler.step(self.opt); self.scaler.update()
     else: self.opt.step()
     self.opt.zero_grad(set_to_none=True)
-    rec = {"step": self.step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm,
+    rec = {"step": self.step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm.item(),   # read after the step is queued: no idle GPU
            "channel": {g: round(v, 5) for g, v in zip(self.groups, (ch_sum / ch_cnt).tolist()) if not math.isnan(v)}}
-    if logging:
-        upd = math.sqrt(sum(((p.detach() - q) ** 2).sum().item() for p, q in zip(self.model.parameters(), before)))
-        rec["update_ratio"] = upd / math.sqrt(sum((q ** 2).sum().item() for q in before))
+    if logging:                                                      # ‖Δw‖ / ‖w‖ over all weights, summed on the device, read once
+        upd = torch.stack([(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]).sum()
+        rec["update_ratio"] = (upd / torch.stack([q.float().pow(2).sum() for q in before]).sum()).sqrt().item()
     self.detector.add(loss_sum); self.step += 1; self.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
     return rec
 
@@ -329,8 +381,7 @@ def _evaluate(self: Trainer) -> dict:
     it = iter(ev)
     for _ in range(cfg.eval_batches):
         b = next(it)
-        with autocast_context(dev, cfg.precision): logits = self.fwd(b["input_ids"].to(dev), **self._packing(b))
-        tl = F.cross_entropy(logits.float().flatten(0, 1), b["labels"].to(dev).flatten(), reduction="none")
+        with autocast_context(dev, cfg.precision): tl = self.loss_fn(self.model, b["input_ids"].to(dev), b["labels"].to(dev), cfg.loss_chunk, **self._packing(b))
         gid = b["group_ids"].to(dev).flatten(); s.index_add_(0, gid, tl); c.index_add_(0, gid, torch.ones_like(tl))
     per = {g: (s[k] / c[k]).item() for k, g in enumerate(names) if c[k] > 0}
     return {"eval_loss": (s.sum() / c.sum()).item()} | {f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()}

@@ -92,3 +92,24 @@ def test_doc_mask_training(shards, tmp_path):
     last = {m: sum(l for _, l in losses[-5:]) / 5 for m, losses in runs.items()}
     assert all(math.isfinite(l) for _, l in runs[True]) and last[True] < first[True] - 0.4   # it learns
     assert abs(last[True] - last[False]) < 0.3                          # about as fast as without the mask
+
+
+def test_chunked_and_compiled_loss_train_like_eager(shards, tmp_path):
+    "loss_chunk (the chunked cross-entropy) and compile=True (model and loss as one compiled function) give the eager run's losses and weights."
+    import torch
+    from llmcourse.training import load_checkpoint, train
+    runs = {"eager": {}, "chunked": {"loss_chunk": 100}, "compiled_chunked": {"loss_chunk": 100, "compile": True}}
+    res = {}
+    for name, kw in runs.items():                       # 4 x 64 = 256 tokens per batch: chunks of 100, 100 and 56
+        out = tmp_path / name
+        train(_config(shards, out, max_steps=12, ckpt_every=0, log_every=1, doc_mask=True, heldout_shards=str(shards), eval_every=6, **kw))
+        rec = read_metrics(out)
+        res[name] = ([r["loss"] for r in rec], [r["eval_loss"] for r in rec if "eval_loss" in r], load_checkpoint(out)["model"])
+    ref_loss, ref_eval, ref_w = res["eager"]
+    assert len(ref_loss) == 12 and len(ref_eval) == 2
+    for name in ("chunked", "compiled_chunked"):
+        loss, ev, w = res[name]
+        assert max(abs(a - b) for a, b in zip(loss, ref_loss)) < 1e-4, (name, loss, ref_loss)
+        assert max(abs(a - b) for a, b in zip(ev, ref_eval)) < 1e-4, (name, ev, ref_eval)
+        assert max((w[k] - ref_w[k]).abs().max().item() for k in ref_w) < 1e-4, name
+    assert ref_loss[-1] < ref_loss[0] - 0.05                            # the runs moved: the equalities are not of idle models
