@@ -81,6 +81,7 @@ def _cmd_train(a) -> int:
 def _cmd_eval(a) -> int:
     from llmcourse.evaluation import EvalConfig, evaluate_run
     run = Path(a.run); pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
+    if not run.is_dir(): raise FileNotFoundError(f"{run}: no such folder (give a pipeline run folder, or a training folder with ckpt_*.pt and --tokenizer PATH)")
     train_dir = run / "06_train" if pipeline_run else run
     tokenizer = a.tokenizer or (run / "04_tokenizer" / "tokenizer.json" if pipeline_run else None)
     if tokenizer is None: raise ValueError(f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)")

@@ -131,3 +131,8 @@ def test_run_errors_are_clear(llmcourse_exe, tmp_path):
     assert r.returncode == 2 and "unknown config keys ['bogus']" in r.stderr
     r = _run(llmcourse_exe, "run", "--stages", "nosuch", cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_eval_missing_folder_is_named(llmcourse_exe, tmp_path):
+    r = _run(llmcourse_exe, "eval", str(tmp_path / "nope"), cwd=tmp_path)
+    assert r.returncode == 2 and f"{tmp_path / 'nope'}: no such folder" in r.stderr, r.stderr
