@@ -189,7 +189,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             p.scatter_add_(1, yc.clamp(min=0)[:, None], -torch.ones_like(p[:, :1]))  # − onehot(y)
             p = (p * g[s:s + ctx.chunk, None]).to(ctx.dtype)        # ∂loss/∂logits for this chunk
             gh[s:s + ctx.chunk] = (p @ wc).to(h.dtype)
-            gw.addmm_(p.T.float(), hc.float()) if ctx.dtype == torch.float32 else gw.add_((p.T @ hc).float())
+            gw += (p.T @ hc).float()
         return gh, gw.to(w.dtype), None, None, None, None
 
 def chunked_cross_entropy(
