@@ -5,7 +5,7 @@
 # %% ../nbs/03_cleaning.ipynb #f95160d4
 from __future__ import annotations
 
-import ipaddress, json, os, re, tempfile, time, unicodedata, zlib
+import contextlib, ipaddress, json, os, re, tempfile, time, unicodedata, zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import progress, read_jsonl, reject_record, save_json
+from .core import atomic_file, progress, read_jsonl, reject_record, save_json
 from .tokenizer import SPAM_BLOCKLIST
 
 # %% auto #0
@@ -566,59 +566,115 @@ def read_documents(
             d["_file"], d["_line"] = str(p), n
             yield d
 
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no UTF-8 text can hold it
+_READ_RULES = ("invalid_unicode", "blank_line", "truncated")  # `read_jsonl` reason codes kept as rule names
+
+def _lone_surrogate(doc: dict) -> str | None:
+    "Why a document's strings cannot be written as UTF-8 (a lone surrogate: field and place), or None."
+    for key, value in doc.items():
+        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+            where = f"field {key!r} holds a lone surrogate U+{ord(bad.group()):04X}"
+            where += f" at character {bad.start()}"
+            return f"invalid_unicode: {where} (half of a UTF-16 pair: no UTF-8 text can hold it)"
+    return None
+
+def _writable(value: object) -> object:
+    "A string with any lone surrogate spelled as a `\\udXXX` escape, so that its reject can be written."
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+def _unreadable_reject(r: dict) -> dict:
+    "A line `read_jsonl` could not read, as a reject of this stage; its reason's code is the rule."
+    rule = r["reason"].split(":", 1)[0]
+    if rule not in _READ_RULES: rule = "unreadable"
+    reason = r["reason"] if rule != "unreadable" else f"unreadable line: {r['reason']}"
+    return {**r, "id": None, "domain": None, "lang": None, "rule": rule, "value": None, "reason": reason}
+
+def _open_atomic(stack: contextlib.ExitStack, path: Path):
+    "A text file written under a temporary name, moved to `path` only if `stack` closes without an error."
+    return stack.enter_context(open(stack.enter_context(atomic_file(path)), "w", encoding="utf-8"))
+
 def clean_corpus(
-    docs: Iterable[dict],         # input documents ({"id", "text"}, optional "domain", "lang", "url", "_file", "_line")
+    docs: Iterable[dict],         # input documents: "id", "text"; optional "domain", "lang", "url", "_file"..
     out_dir: str | Path,          # where kept.jsonl, rejected.jsonl and clean_stats.json go
     cfg: CleanConfig = CleanConfig(),
-    unreadable: list | None = None,  # reject records of input lines that could not be read (from `read_documents`)
+    unreadable: list | None = None,  # reject records of input lines that could not be read (`read_documents`)
 ) -> dict:                        # statistics, also saved as clean_stats.json
-    "Clean a stream of documents into kept.jsonl and rejected.jsonl, with a reason for every reject."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    stats = {"read": 0, "kept": 0, "rejected": 0, "by_rule": Counter(), "by_source": defaultdict(Counter), "pii": Counter(),
-             "extraction": Counter(), "chars_in": 0, "chars_out": 0, "examples": defaultdict(list)}
+    """Clean a stream of documents into kept.jsonl and rejected.jsonl, with a reason for every reject.
+    Both files are written under temporary names and appear only when the whole stage has succeeded."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stats = {"read": 0, "kept": 0, "rejected": 0, "by_rule": Counter(), "by_source": defaultdict(Counter),
+             "pii": Counter(), "extraction": Counter(), "chars_in": 0, "chars_out": 0,
+             "examples": defaultdict(list)}
     site_lines: Counter = Counter()
-    rejected = open(out / "rejected.jsonl", "w", encoding="utf-8")
-    def reject(r: dict):
-        rejected.write(json.dumps(r, ensure_ascii=False) + "\n")
-        stats["rejected"] += 1; stats["by_rule"][r["rule"]] += 1; stats["by_source"][r["file"]]["rejected"] += 1
-        if len(stats["examples"][r["rule"]]) < 3: stats["examples"][r["rule"]].append({"id": r["id"], "reason": r["reason"], "text": (r["raw"] or "")[:300]})
     seen: set = set()
-    def counted(docs):
-        for i, d in enumerate(docs):
-            d = {**d, "_file": str(d.get("_file", "<iterable>")), "_line": d.get("_line", i + 1)} if isinstance(d, dict) else \
-                {"text": repr(d)[:2000], "_file": "<iterable>", "_line": i + 1}
-            stats["read"] += 1; stats["by_source"][d["_file"]]["read"] += 1
-            if not (isinstance(d.get("id"), str) and isinstance(d.get("text"), str)):
-                reject(_reject(d, "bad_document: needs 'id' and 'text' strings", "bad_document", text=str(d.get("text"))[:2000])); continue
-            stats["chars_in"] += len(d["text"])
-            if d["id"] in seen: reject(_reject(d, f"duplicate_id: {d['id']!r} was read before", "duplicate_id")); continue
-            seen.add(d["id"])
-            yield d
     t0 = time.perf_counter()
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=out, delete=False, encoding="utf-8") as tmp:
-        for d in _pool_map(_prepare_star, ((d, cfg) for d in progress(counted(docs), "cleaning: prepare")), cfg):
-            if "reason" in d: reject(d); continue
-            if "site" in d: site_lines.update({line_key(d["site"], l) for l in d["text"].splitlines() if l.strip() and is_short_line(l)})
-            tmp.write(json.dumps(d, ensure_ascii=False) + "\n")
-    for r in unreadable or []:
-        stats["read"] += 1; stats["by_source"][r["file"]]["read"] += 1
-        reject({**r, "id": None, "domain": None, "lang": None, "rule": "unreadable", "value": None, "reason": f"unreadable line: {r['reason']}"})
-    template = {k for k, n in site_lines.items() if n >= cfg.site_template_pages}
-    try:
-        with open(out / "kept.jsonl", "w", encoding="utf-8") as kept:
-            prepared = (json.loads(l) for l in open(tmp.name, encoding="utf-8"))
-            for d in _pool_map(_finish_star, ((d, cfg) for d in progress(prepared, "cleaning: rules and PII")), cfg, _init_finish, (template,)):
-                if "reason" in d: reject(d); continue
-                stats["kept"] += 1; stats["chars_out"] += len(d["text"]); stats["by_source"][d["_file"]]["kept"] += 1
-                stats["pii"].update(d.get("pii", {}))
-                if "extraction" in d: stats["extraction"][d["extraction"].split(":")[0]] += 1
-                d = {k: v for k, v in d.items() if k not in ("site",)} | {"source": d.pop("_file"), "line": d.pop("_line")}
-                kept.write(json.dumps(d, ensure_ascii=False) + "\n")
-    finally:
-        os.unlink(tmp.name); rejected.close()
-    if stats["kept"] + stats["rejected"] != stats["read"]:
-        raise RuntimeError(f"{out}: read {stats['read']} documents but kept {stats['kept']} and rejected {stats['rejected']}")
-    stats["seconds"] = round(time.perf_counter() - t0, 2); stats["template_lines"] = len(template)
+    with contextlib.ExitStack() as stack:  # whatever fails: no temporary file left, no half output renamed
+        rejected, kept = _open_atomic(stack, out / "rejected.jsonl"), _open_atomic(stack, out / "kept.jsonl")
+        prepared_file = tempfile.NamedTemporaryFile("w+", suffix=".jsonl", dir=out, encoding="utf-8")
+        prepared = stack.enter_context(prepared_file)  # pass 1's output: deleted when the stage ends
+
+        def reject(r: dict):
+            rejected.write(json.dumps(r, ensure_ascii=False) + "\n")
+            stats["rejected"] += 1
+            stats["by_rule"][r["rule"]] += 1
+            stats["by_source"][r["file"]]["rejected"] += 1
+            if len(examples := stats["examples"][r["rule"]]) < 3:
+                examples.append({"id": r["id"], "reason": r["reason"], "text": (r["raw"] or "")[:300]})
+
+        def counted(docs):
+            for i, d in enumerate(docs):
+                if not isinstance(d, dict): d = {"text": repr(d)[:2000]}
+                d = {**d, "_file": str(d.get("_file", "<iterable>")), "_line": d.get("_line", i + 1)}
+                stats["read"] += 1
+                stats["by_source"][d["_file"]]["read"] += 1
+                if not (isinstance(d.get("id"), str) and isinstance(d.get("text"), str)):
+                    why = "bad_document: needs 'id' and 'text' strings"
+                    reject(_reject(d, why, "bad_document", text=_writable(str(d.get("text"))[:2000])))
+                    continue
+                if why := _lone_surrogate(d):
+                    reject(_reject({k: _writable(v) for k, v in d.items()}, why, "invalid_unicode"))
+                    continue
+                stats["chars_in"] += len(d["text"])
+                if d["id"] in seen:
+                    reject(_reject(d, f"duplicate_id: {d['id']!r} was read before", "duplicate_id"))
+                    continue
+                seen.add(d["id"])
+                yield d
+
+        to_prepare = ((d, cfg) for d in progress(counted(docs), "cleaning: prepare"))
+        for d in _pool_map(_prepare_star, to_prepare, cfg):
+            if "reason" in d:
+                reject(d)
+                continue
+            if "site" in d:
+                short = [l for l in d["text"].splitlines() if l.strip() and is_short_line(l)]
+                site_lines.update({line_key(d["site"], l) for l in short})
+            prepared.write(json.dumps(d, ensure_ascii=False) + "\n")
+        for r in unreadable or []:
+            stats["read"] += 1
+            stats["by_source"][r["file"]]["read"] += 1
+            reject(_unreadable_reject(r))
+        template = {k for k, n in site_lines.items() if n >= cfg.site_template_pages}
+        prepared.seek(0)
+        to_finish = ((json.loads(l), cfg) for l in progress(prepared, "cleaning: rules and PII"))
+        for d in _pool_map(_finish_star, to_finish, cfg, _init_finish, (template,)):
+            if "reason" in d:
+                reject(d)
+                continue
+            stats["kept"] += 1
+            stats["chars_out"] += len(d["text"])
+            stats["by_source"][d["_file"]]["kept"] += 1
+            stats["pii"].update(d.get("pii", {}))
+            if "extraction" in d: stats["extraction"][d["extraction"].split(":")[0]] += 1
+            where = {"source": d["_file"], "line": d["_line"]}
+            d = {k: v for k, v in d.items() if k != "site"} | where
+            kept.write(json.dumps(d, ensure_ascii=False) + "\n")
+        if stats["kept"] + stats["rejected"] != stats["read"]:
+            raise RuntimeError(f"{out}: read {stats['read']} documents but kept {stats['kept']} "
+                               f"and rejected {stats['rejected']}")
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    stats["template_lines"] = len(template)
     stats = json.loads(json.dumps(stats, default=dict))
     save_json(stats, out / "clean_stats.json")
     return stats

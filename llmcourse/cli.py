@@ -5,16 +5,16 @@
 # %% ../nbs/15a_cli.ipynb #61a88a58
 from __future__ import annotations
 
-import argparse, json, sys, tempfile, time
+import argparse, errno, json, sys, tempfile, time
 from pathlib import Path
 
 import llmcourse
-from .core import DataError, load_config
+from .core import DataError, FolderBusyError, load_config
 from .pipeline import STAGES, RunConfig, run_pipeline
 from .samples import SAMPLE_SEED, generate_samples
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['EVAL_DATA', 'build_parser', 'describe_os_error', 'main']
 
 # %% ../nbs/15a_cli.ipynb #0f998abe
 def build_parser() -> argparse.ArgumentParser:
@@ -34,16 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
     r.add_argument("--config", help="a config.json from an earlier run to repeat (into a new folder); flags given here override it")
+    r.add_argument("--rerun", action="store_true",
+                   help="run every stage again, even those whose finished output is up to date")
     t = sub.add_parser("train", help="train (or resume) a model from a TrainConfig JSON file",
                        description="Train a model on token shards (chapter 09); resumes from the run folder's latest checkpoint.")
     t.add_argument("--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)")
     t.add_argument("--out", help="run folder (overrides the config's)")
-    t.add_argument("--max-steps", type=int, help="optimizer steps (overrides the config's)")
+    t.add_argument("--max-steps", type=int, help="optimizer steps (overrides the config's; 0 writes the initial checkpoint only)")
+    t.add_argument("--override", action="store_true",
+                   help="resume a run whose settings changed (recorded in its metrics.jsonl); without it a change is refused")
     e = sub.add_parser("eval", help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
                        description="Evaluate a training run (chapter 13). RUN is a training folder, or a pipeline run folder.")
     e.add_argument("run", help="a training run folder (config.json + checkpoints) or a pipeline run folder")
     e.add_argument("--tokenizer", help="tokenizer.json (default for a pipeline folder: its 04_tokenizer/tokenizer.json)")
-    e.add_argument("--data", default="data_samples", help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl (default: data_samples)")
+    e.add_argument("--data", help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl "
+                   "(default for a pipeline folder: the data it ran on)")
     e.add_argument("--heldout", help="JSONL documents whose held-out split is scored (default for a pipeline folder: 03_dedup/kept.jsonl)")
     e.add_argument("--out", help="folder for eval.json and figures (default: RUN/eval)")
     e.add_argument("--probes", type=int, default=200, help="fact probes to score (default 200; 0 skips)")
@@ -66,30 +71,46 @@ def _cmd_run(a) -> int:
     if a.dedup_threshold is not None: cfg.dedup_threshold = a.dedup_threshold
     if a.train_steps is not None: cfg.train_steps = a.train_steps
     t0 = time.perf_counter()
-    run_dir = run_pipeline(cfg)
+    run_dir = run_pipeline(cfg, rerun=a.rerun)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")
     return 0
 
 def _cmd_train(a) -> int:
     from llmcourse.training import TrainConfig, train
     cfg = load_config(TrainConfig, a.config)
-    if a.out: cfg.out = a.out
-    if a.max_steps: cfg.max_steps = a.max_steps
-    print(json.dumps(train(cfg)))
+    if a.out is not None: cfg.out = a.out
+    if a.max_steps is not None: cfg.max_steps = a.max_steps
+    print(json.dumps(train(cfg, override=a.override)))
     return 0
+
+EVAL_DATA = ["eval_probes.jsonl", "eval_mcq.jsonl", "long.jsonl"]
 
 def _cmd_eval(a) -> int:
     from llmcourse.evaluation import EvalConfig, evaluate_run
-    run = Path(a.run); pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
-    if not run.is_dir(): raise FileNotFoundError(f"{run}: no such folder (give a pipeline run folder, or a training folder with ckpt_*.pt and --tokenizer PATH)")
+    run = Path(a.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such folder (give a pipeline run folder, "
+                                "or a training folder with ckpt_*.pt and --tokenizer PATH)")
+    pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
     train_dir = run / "06_train" if pipeline_run else run
     tokenizer = a.tokenizer or (run / "04_tokenizer" / "tokenizer.json" if pipeline_run else None)
-    if tokenizer is None: raise ValueError(f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)")
+    if tokenizer is None:
+        raise ValueError(f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)")
+    data = a.data
+    if data is None and pipeline_run:                 # the data the run itself used, wherever we are now
+        ran = load_config(RunConfig, run / "config.json")
+        data = ran.data or str(Path(ran.out) / "samples")
+    if data is None: raise ValueError(f"{run} is a training folder: say where the evaluation sets are (--data DIR)")
+    if missing := [f for f in EVAL_DATA if not (Path(data) / f).is_file()]:
+        raise FileNotFoundError(f"{data} lacks {missing}: give a folder made by `llmcourse samples` (--data DIR)")
     heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
-    res = evaluate_run(train_dir, tokenizer, a.data, heldout, a.out or run / "eval", EvalConfig(probes=a.probes, mcq=a.mcq))
-    summary = {"perplexity": res.get("perplexity_all", {}).get("ppl"), "bits_per_byte": res.get("perplexity_all", {}).get("bits_per_byte"),
+    out = Path(a.out) if a.out else run / "eval"
+    res = evaluate_run(train_dir, tokenizer, data, heldout, out, EvalConfig(probes=a.probes, mcq=a.mcq))
+    ppl = res.get("perplexity_all", {})
+    summary = {"perplexity": ppl.get("ppl"), "bits_per_byte": ppl.get("bits_per_byte"),
                "mcq_acc": res.get("mcq", {}).get("acc"), "probes": res.get("probes")}
-    print(json.dumps(summary, ensure_ascii=False)); print(f"wrote {Path(a.out or run / 'eval') / 'eval.json'}")
+    print(json.dumps(summary, ensure_ascii=False))
+    print(f"wrote {out / 'eval.json'}")
     return 0
 
 def _cmd_samples(a) -> int:
@@ -103,10 +124,21 @@ def _cmd_samples(a) -> int:
     return 1 if differ else 0
 
 # %% ../nbs/15a_cli.ipynb #a28ad2ff
+def describe_os_error(e: OSError) -> str:  # an error from the operating system
+    "One line for an OS error: what went wrong and on which path, without a traceback."
+    if e.errno is None: return str(e)                    # raised by the course with its own message
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror)
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{paths}: {what}" if paths else f"{what or e}"
+
 def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
-    try: return {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}[a.command](a)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"llmcourse {a.command}: error: {e}", file=sys.stderr)
-        return 2
+    commands = {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}
+    try: return commands[a.command](a)
+    except (DataError, ValueError, FolderBusyError) as e:
+        message = str(e)
+    except OSError as e:           # permissions, a full disk, a file where a folder should be, ...
+        message = describe_os_error(e)
+    print(f"llmcourse {a.command}: error: {message}", file=sys.stderr)
+    return 2

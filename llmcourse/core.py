@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #dfd3f7ed
 from __future__ import annotations
 
-import dataclasses, gzip, json, os, random
+import contextlib, dataclasses, datetime, fcntl, gzip, json, os, random, re, socket, sys, types, typing, zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices', 'pick_device', 'to_jsonable',
-           'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl', 'reject_record',
-           'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet', 'progress', 'new_figure',
-           'save_figure']
+           'atomic_file', 'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl',
+           'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet',
+           'FolderBusyError', 'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #e3c8eaed
 def seed_everything(
@@ -63,15 +63,29 @@ def to_jsonable(obj: Any) -> Any:  # a dataclass, Path, numpy/torch scalar, or n
     if isinstance(obj, (np.generic, torch.Tensor)): return obj.item()
     return obj
 
+@contextlib.contextmanager
+def atomic_file(
+    path: str | Path,  # the file to produce
+) -> Iterator[Path]:   # a temporary name next to it (`path` + ".tmp") to write to
+    "Write under a temporary name; move it into place if the block succeeds, delete it if anything fails."
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a bad record, Ctrl-C: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
 def save_json(
     obj: Any,          # anything `to_jsonable` understands
     path: str | Path,  # where to write (parent folders are created)
 ) -> Path:
     "Write `obj` as indented UTF-8 JSON, atomically (a crash never leaves half a file)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_jsonable(obj), ensure_ascii=False, indent=2) + "\n"
+    with atomic_file(path) as tmp: tmp.write_text(text, encoding="utf-8")
     return path
 
 # %% ../nbs/00_core.ipynb #fdf57294
@@ -80,16 +94,53 @@ def save_config(cfg: Any, path: str | Path) -> Path:  # a dataclass instance; th
     if not dataclasses.is_dataclass(cfg): raise TypeError(f"save_config expects a dataclass, got {type(cfg).__name__}")
     return save_json(cfg, path)
 
+def _fits(value: Any, hint: Any) -> bool:
+    "Whether a JSON value fits a type hint: int, float (an int will do), str, bool, list, dict, X | None..."
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType): return any(_fits(value, a) for a in args)
+    if origin is typing.Literal: return value in args
+    if hint is type(None): return value is None
+    if hint is bool: return isinstance(value, bool)
+    if hint in (int, float) and isinstance(value, bool): return False  # JSON true is not a number here
+    if hint is int: return isinstance(value, int)
+    if hint is float: return isinstance(value, (int, float))
+    if hint is str: return isinstance(value, str)
+    if list in (hint, origin):
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value if args)
+    if tuple in (hint, origin): return isinstance(value, list)  # JSON has no tuples
+    if dict in (hint, origin):
+        return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values() if args)
+    return True  # any other type (Any, a class) is left to the dataclass itself
+
+def _hint_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
 def load_config(
     cls: type,         # the dataclass to build
     path: str | Path,  # a JSON file written by `save_config`
 ):
-    "Read a config back, refusing unknown keys and naming the file."
+    "Read a config back, refusing unknown keys, missing keys and values of the wrong type, naming the file."
     path = Path(path)
     try: d = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(path, None, f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): "
+                                    "a config is a UTF-8 JSON file") from None
     except json.JSONDecodeError as e: raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from None
-    known = {f.name for f in dataclasses.fields(cls)}
-    if unknown := sorted(set(d) - known): raise DataError(path, None, f"unknown config keys {unknown}; {cls.__name__} knows {sorted(known)}")
+    if not isinstance(d, dict):
+        want = f"a config must be a JSON object of {cls.__name__} fields"
+        raise DataError(path, None, f"{want}, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if unknown := sorted(set(d) - set(fields)):
+        raise DataError(path, None, f"unknown config keys {unknown}; {cls.__name__} knows {sorted(fields)}")
+    no_default = dataclasses.MISSING
+    needed = [k for k, f in fields.items() if f.default is no_default and f.default_factory is no_default]
+    if missing := [k for k in needed if k not in d]:
+        raise DataError(path, None, f"missing config keys {missing}")
+    hints = typing.get_type_hints(cls)
+    for key, value in d.items():
+        if key in hints and not _fits(value, hints[key]):
+            want = _hint_name(hints[key])
+            raise DataError(path, None, f"config field {key!r} should be {want}, got {value!r}")
     return cls(**d)
 
 # %% ../nbs/00_core.ipynb #dcba7c4e
@@ -119,6 +170,25 @@ def _read_lines(f, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
         else: yield n, chunk
 
 # %% ../nbs/00_core.ipynb #33d6491b
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")  # a JSON escape of a surrogate, \ud800-\udfff
+
+def _lone_surrogate(value: Any, field: str = "") -> str | None:
+    "Where the first lone surrogate in a parsed JSON value is (field and character), in words; None if none."
+    if isinstance(value, str):
+        try: value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            code = f"U+{ord(value[e.start]):04X}"
+            return f"field {field!r} holds a lone surrogate {code} at character {e.start}"
+        return None
+    if isinstance(value, dict): children = value.items()
+    elif isinstance(value, list): children = enumerate(value)
+    else: return None
+    for k, v in children:
+        name = f"{field}[{k}]" if isinstance(k, int) else f"{field}.{k}" if field else k
+        if isinstance(k, str) and (found := _lone_surrogate(k, name)): return "the name of " + found
+        if found := _lone_surrogate(v, name): return found
+    return None
+
 def parse_jsonl_line(
     raw: bytes,                # one line of the file, as bytes
     schema: dict | None = DOC_SCHEMA,  # required field -> type (or tuple of types); None: any JSON object
@@ -130,6 +200,8 @@ def parse_jsonl_line(
     try: obj = json.loads(s)
     except json.JSONDecodeError as e: raise ValueError(f"invalid JSON at column {e.colno}: {e.msg}") from None
     if not isinstance(obj, dict): raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(raw) and (where := _lone_surrogate(obj)):  # only then look; valid pairs pass
+        raise ValueError(f"invalid_unicode: {where} (half of a UTF-16 pair: no UTF-8 text can hold it)")
     for key, typ in (schema or {}).items():
         if key not in obj: raise ValueError(f"missing required field {key!r}")
         if not isinstance(obj[key], typ) or isinstance(obj[key], bool) and typ is not bool:
@@ -147,16 +219,31 @@ def read_jsonl(
     max_line_bytes: int = MAX_LINE_BYTES,      # longer lines are errors (never loaded whole)
     with_lines: bool = False,          # yield (line number, object) pairs, for messages about a document's place
 ) -> Iterator[dict]:
-    "Stream the objects of a JSONL file; a bad line raises `DataError` or is recorded with its reason."
+    """Stream the objects of a JSONL file; a bad line raises `DataError` or is recorded with its reason.
+    Blank lines hold no document: "raise" passes over them silently, "skip" records each one
+    (reason `blank_line: ...`) so every line of the file is accounted for. A cut or corrupt `.gz`
+    stream ends the file: `DataError`, or one `truncated: ...` record after the lines that were read."""
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if on_error == "skip" and rejects is None: raise ValueError("on_error='skip' needs `rejects` (a list or a file) so no line is lost")
     path = Path(path)
     with _open_bytes(path) as f, _RejectSink(rejects) as sink:
-        for n, raw in _read_lines(f, max_line_bytes):
+        lines, n = _read_lines(f, max_line_bytes), 0
+        while True:
+            try: n, raw = next(lines)
+            except StopIteration: return
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # the gzip stream ends early or is damaged
+                reason = (f"truncated: the gzip stream is truncated or corrupt after line {n} "
+                          f"({type(e).__name__}: {e}); the lines before it were read")
+                if on_error == "raise": raise DataError(path, n + 1, reason) from None
+                sink.add(path, n + 1, reason, None)
+                return
             if n == 1 and raw and raw.startswith(b"\xef\xbb\xbf"): raw = raw[3:]
+            if raw is not None and not raw.strip():  # no document here; accounted for in skip mode
+                if on_error == "skip":
+                    sink.add(path, n, "blank_line: a whitespace-only line holds no document", raw)
+                continue
             try:
                 if raw is None: raise ValueError(f"line longer than {max_line_bytes:,} bytes")
-                if not raw.strip(): continue
                 obj = parse_jsonl_line(raw, schema)
             except ValueError as e:
                 if on_error == "raise": raise DataError(path, n, str(e)) from None
@@ -196,14 +283,16 @@ def write_jsonl(
     records: Iterable[dict],  # objects to write, streamed
 ) -> int:                     # how many records were written
     "Write records as JSONL (UTF-8, one object per line), atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with open(tmp, "wb") as raw, (gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0)  # no name or time in the header: same bytes every run
-                                  if path.suffix == ".gz" else raw) as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n"); n += 1
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as raw:
+        # no name or time in a gzip header: the same records give the same bytes every run
+        gz = path.suffix == ".gz"
+        with gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) if gz else raw as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False).encode("utf-8") + b"\n")
+                n += 1
     return n
 
 # %% ../nbs/00_core.ipynb #3ad3f578
@@ -231,9 +320,9 @@ def write_parquet(
     "Write rows to a Parquet file, atomically."
     import pyarrow as pa, pyarrow.parquet as pq
     table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(list(records))
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp); os.replace(tmp, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp: pq.write_table(table, tmp)
     return table.num_rows
 
 def read_parquet(
@@ -248,6 +337,51 @@ def read_parquet(
     try: pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e: raise DataError(path, None, f"not a readable Parquet file ({e})") from None
     for batch in pf.iter_batches(batch_size=batch_size, columns=columns): yield from batch.to_pylist()
+
+# %% ../nbs/00_core.ipynb #25cbfe63
+class FolderBusyError(RuntimeError):
+    "Another process holds the lock on a folder."
+
+@dataclasses.dataclass
+class FolderLock:
+    "What `lock_folder` yields: the lock file, and the pid of a dead holder whose lock was taken over."
+    path: Path
+    took_over_from: int | None = None
+
+def _lock_info(f) -> dict:
+    "The JSON a holder wrote into the lock file ({} if there is none or it is unreadable)."
+    f.seek(0)
+    try: info = json.loads(f.read().decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError): return {}
+    return info if isinstance(info, dict) else {}
+
+@contextlib.contextmanager
+def lock_folder(
+    folder: str | Path,  # the folder to own (created if needed)
+    what: str = "run",   # what holds it, for the message another process sees ("run", "clean stage", ...)
+) -> Iterator[FolderLock]:
+    "Own `folder` for a `with` block, or raise `FolderBusyError` at once if another process holds it."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    with open(path, "a+b") as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = _lock_info(f)
+            who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}, started {info.get('started', '?')}"
+            raise FolderBusyError(f"{folder} is in use by another llmcourse {what} ({who}): "
+                                  "wait for it to finish, or use another folder") from None
+        try:
+            old_pid = _lock_info(f).get("pid")
+            started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "argv": sys.argv}
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(info).encode("utf-8") + b"\n")
+            f.flush()
+            try: yield FolderLock(path, old_pid if isinstance(old_pid, int) else None)
+            finally: f.truncate(0)  # the holder is done (even by an error): only a killed holder leaves its pid
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #611fe906
 def progress(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import read_jsonl, save_json
+from .core import read_jsonl, save_json, write_jsonl
 from .cleaning import words
 
 # %% auto #0
@@ -23,17 +23,22 @@ __all__ = ['fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated
            'minhash_signatures', 'candidate_probability', 'lsh_params', 'UnionFind', 'clusters_from_pairs', 'lsh_pairs',
            'near_duplicates', 'DedupConfig', 'signature_partition', 'band_keys', 'bucket_pairs', 'verify_pairs',
            'filter_partition', 'near_duplicates_partitioned', 'eval_item_parts', 'ContaminationIndex', 'contamination',
-           'dedup_corpus']
+           'unique_ids', 'dedup_corpus']
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
     "SHA-1 of the text in lower case with whitespace collapsed: equal for copies that differ only in case or spacing."
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
 
-def exact_duplicates(docs: Iterable[dict]) -> dict[str, str]:  # documents with "id" and "text", in input order
+def exact_duplicates(docs: Iterable[dict]) -> dict[str, str]:  # documents with distinct "id"s and "text", in input order
     "Map each exact copy's id to the id of the first document with the same fingerprint."
-    first: dict[str, str] = {}; dup_of: dict[str, str] = {}
+    first: dict[str, str] = {}
+    dup_of: dict[str, str] = {}
+    seen_ids: set[str] = set()
     for d in docs:
+        if d["id"] in seen_ids:   # ids are the keys of the answer: a repeated one would remove its own original
+            raise ValueError(f"id {d['id']!r} appears twice: give every document its own id (see `unique_ids`)")
+        seen_ids.add(d["id"])
         fp = fingerprint(d["text"])
         if fp in first: dup_of[d["id"]] = first[fp]
         else: first[fp] = d["id"]
@@ -298,6 +303,22 @@ def contamination(docs: Iterable[dict], index: ContaminationIndex) -> list[tuple
     return [(d["id"], e) for d in docs for e in sorted(index.find(d["text"]))]
 
 # %% ../nbs/04_dedup.ipynb #b5248007
+def unique_ids(
+    docs: Iterable[tuple[int, dict]],  # (line number, document) pairs in input order
+) -> tuple[list[dict], list[dict]]:     # the first document of each id; removal records for the later ones
+    "Keep the first document of each id; every later one becomes a `duplicate_id` removal record."
+    first_line: dict[str, int] = {}
+    unique, repeats = [], []
+    for n, d in docs:
+        if d["id"] in first_line:
+            reason = f"duplicate_id: {d['id']!r} was first read at line {first_line[d['id']]}"
+            repeats.append({"id": d["id"], "domain": d.get("domain", "unknown"), "reason": "duplicate_id",
+                            "line": n, "detail": reason, "text": d["text"][:2000]})
+            continue
+        first_line[d["id"]] = n
+        unique.append(d)
+    return unique, repeats
+
 def dedup_corpus(
     path: str | Path,                 # JSONL documents with id, text (and domain), e.g. chapter 03's kept.jsonl
     out_dir: str | Path,              # where kept.jsonl, removed.jsonl, contamination.jsonl, dedup_stats.json go
@@ -306,39 +327,55 @@ def dedup_corpus(
     remove_domains: tuple = ("web",), # contaminated documents of these domains are removed; others are flagged
 ) -> dict:                            # statistics, also saved as dedup_stats.json
     "Exact dedup, near dedup and decontamination of a JSONL corpus; every document kept or removed with a reason."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     unreadable: list = []
-    docs = list(read_jsonl(path, on_error="skip", rejects=unreadable))
+    lines = read_jsonl(path, on_error="skip", rejects=unreadable, with_lines=True)
+    docs, repeated_ids = unique_ids(lines)          # from here on an id names exactly one document
     domain = {d["id"]: d.get("domain", "unknown") for d in docs}
     t0 = time.perf_counter()   # contamination first: a removed document must never be the copy others point to
     index = ContaminationIndex([it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})])
     hits = contamination(docs, index) if eval_files else []
     by_doc = defaultdict(list)
-    for d_id, e in hits: by_doc[d_id].append(e)
-    rest = [d for d in docs if not (d["id"] in by_doc and domain[d["id"]] in remove_domains)]
+    for d_id, e in hits:
+        by_doc[d_id].append(e)
+    contaminated = {i for i in by_doc if domain[i] in remove_domains}
+    rest = [d for d in docs if d["id"] not in contaminated]
     t1 = time.perf_counter()
     exact_of = exact_duplicates(rest)
     rest = [d for d in rest if d["id"] not in exact_of]
     near_of, info = near_duplicates_partitioned([{"id": d["id"], "text": d["text"]} for d in rest], cfg)
-    removed, kept, stats = [], [], {"read": len(docs) + len(unreadable), "by_reason": Counter(), "by_domain": defaultdict(Counter)}
+    n_read = len(docs) + len(repeated_ids) + len(unreadable)
+    removed, kept = [], []
+    stats = {"read": n_read, "by_reason": Counter(), "by_domain": defaultdict(Counter)}
     for d in docs:
         i = d["id"]
-        if i in by_doc and domain[i] in remove_domains: r = {"reason": "contamination", "eval_ids": by_doc[i]}
-        elif i in exact_of: r = {"reason": "exact_duplicate", "duplicate_of": near_of.get(exact_of[i], exact_of[i])}  # its original may be a near copy
-        elif i in near_of: r = {"reason": "near_duplicate", "duplicate_of": near_of[i]}
+        if i in contaminated:
+            r = {"reason": "contamination", "eval_ids": by_doc[i]}
+        elif i in exact_of:                                   # its original may itself be a near copy
+            r = {"reason": "exact_duplicate", "duplicate_of": near_of.get(exact_of[i], exact_of[i])}
+        elif i in near_of:
+            r = {"reason": "near_duplicate", "duplicate_of": near_of[i]}
         else:
-            kept.append(d | ({"contamination": by_doc[i]} if i in by_doc else {})); stats["by_domain"][domain[i]]["kept"] += 1; continue
+            kept.append(d | ({"contamination": by_doc[i]} if i in by_doc else {}))
+            stats["by_domain"][domain[i]]["kept"] += 1
+            continue
         removed.append({"id": i, "domain": domain[i], **r, "text": d["text"][:2000]})
-        stats["by_reason"][r["reason"]] += 1; stats["by_domain"][domain[i]][r["reason"]] += 1
-    for u in unreadable:
-        removed.append({"id": None, "domain": None, "reason": "unreadable", "detail": u}); stats["by_reason"]["unreadable"] += 1
-    for name, rows in (("kept.jsonl", kept), ("removed.jsonl", removed),
-                       ("contamination.jsonl", [{"doc_id": d, "eval_id": e, "domain": domain[d], "action": "removed" if domain[d] in remove_domains else "flagged"} for d, e in hits])):
-        with open(out / name, "w", encoding="utf-8") as f:
-            for r in rows: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    removed += repeated_ids
+    removed += [{"id": None, "domain": None, "reason": "unreadable", "detail": u} for u in unreadable]
+    for r in removed:
+        stats["by_reason"][r["reason"]] += 1
+        if r["domain"] is not None:
+            stats["by_domain"][r["domain"]][r["reason"]] += 1
+    actions = [{"doc_id": d, "eval_id": e, "domain": domain[d], "action": "removed" if d in contaminated else "flagged"}
+               for d, e in hits]
+    for name, rows in (("kept.jsonl", kept), ("removed.jsonl", removed), ("contamination.jsonl", actions)):
+        write_jsonl(out / name, rows)                 # each file under a temporary name, renamed when whole
+    flagged = sum(1 for d in by_doc if d not in contaminated)
     stats |= {"kept": len(kept), "removed": len(removed), "near": info, "threshold": cfg.threshold, "ngram": cfg.ngram,
-              "contamination": {"hits": len(hits), "eval_items": len({e for _, e in hits}), "indexed_items": len(index.k),
-                                "removed_docs": stats["by_reason"]["contamination"], "flagged_docs": sum(1 for d in by_doc if domain[d] not in remove_domains)},
+              "contamination": {"hits": len(hits), "eval_items": len({e for _, e in hits}),
+                                "indexed_items": len(index.k), "removed_docs": len(contaminated),
+                                "flagged_docs": flagged},
               "seconds_contamination": round(t1 - t0, 2), "seconds_dedup": round(time.perf_counter() - t1, 2)}
     if stats["kept"] + stats["removed"] != stats["read"]:
         raise RuntimeError(f"{out}: read {stats['read']} documents but kept {stats['kept']} and removed {stats['removed']}")

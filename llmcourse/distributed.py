@@ -38,13 +38,18 @@ def run_ranks(
 ) -> list:                            # fn's results, in rank order
     "Run `fn` in `world` forked CPU processes joined by a gloo process group; raise with the rank's traceback if one fails."
     ctx = mp.get_context("fork")
-    q, init = ctx.Queue(), f"file://{tempfile.mkdtemp()}/rendezvous"
-    procs = [ctx.Process(target=_rank_main, args=(r, world, init, fn, args, q), daemon=True) for r in range(world)]
-    for p in procs: p.start()
-    try:
-        got = [q.get(timeout=timeout) for _ in procs]
-    finally:
-        for p in procs: p.join(timeout=10); p.kill() if p.is_alive() else None
+    # the rendezvous folder is removed when the ranks are done, whether they succeeded or not
+    with tempfile.TemporaryDirectory(prefix="llmcourse-ranks-", ignore_cleanup_errors=True) as folder:
+        q, init = ctx.Queue(), f"file://{folder}/rendezvous"
+        procs = [ctx.Process(target=_rank_main, args=(r, world, init, fn, args, q), daemon=True)
+                 for r in range(world)]
+        for p in procs: p.start()
+        try:
+            got = [q.get(timeout=timeout) for _ in procs]
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive(): p.kill()
     if bad := [g for g in got if g[1] == "error"]: raise RuntimeError(f"rank {bad[0][0]} of {world} failed:\n{bad[0][2]}")
     return [pickle.loads(r) for _, _, r in sorted(got, key=lambda g: g[0])]
 

@@ -5,7 +5,7 @@
 # %% ../nbs/15_pipeline.ipynb #6126ea46
 from __future__ import annotations
 
-import json, time
+import hashlib, json, os, shutil, sys, time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,21 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import (new_figure, progress, read_jsonl, reject_record, save_config, save_figure, save_json,
-                            seed_everything)
+import llmcourse
+from .core import (lock_folder, new_figure, progress, read_jsonl, reject_record, save_config, save_figure,
+                            save_json, seed_everything, to_jsonable)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 from .cleaning import CleanConfig, clean_corpus, read_documents
 from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
+from .model import PRESETS
 from .training import TrainConfig, read_metrics, train
 from .evaluation import EvalConfig, evaluate_run
 from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
                                  padded_vocab_size, reserved_special_tokens, TRAIN_FILES, is_heldout, train_bpe)
 
 # %% auto #0
-__all__ = ['SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'RunContext', 'Stage', 'inventory_file',
-           'stage_samples', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
-           'stage_train', 'stage_evaluate', 'run_pipeline', 'render_report']
+__all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'StageNotReady', 'RunContext',
+           'Stage', 'partial_dir', 'report_link', 'inventory_file', 'stage_samples', 'stage_clean',
+           'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards', 'stage_train', 'stage_evaluate',
+           'code_fingerprint', 'data_fingerprint', 'stage_fingerprint', 'read_marker', 'recover_stage_folders',
+           'start_stage', 'finish_stage', 'run_pipeline', 'current_stages', 'render_report']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -36,29 +40,66 @@ class RunConfig:
     out: str = "runs/latest"        # the run folder
     data: str | None = None         # sample folder to read; None: generate the samples into <out>/samples
     seed: int = SAMPLE_SEED         # seed for the samples and every random choice of the run
-    stdlib_files: int | None = 400  # how many standard-library files to read as extra text (None: all)
+    stdlib_files: int | None = 400  # how many standard-library files to read as extra text (0: none; None: all)
     stages: list[str] = field(default_factory=list)  # run only these stages (empty: all)
     vocab_size: int = 8192          # tokenizer: bytes + merges + special tokens
     split_digits: bool = True       # tokenizer: one digit per pre-token (chapter 02, experiment 2)
     shard_tokens: int = 1 << 22     # shards: start a new shard past this many tokens
-    workers: int = 2                # shards: tokenising processes
+    workers: int = 2                # clean, dedup, shards: worker processes
     seq_len: int = 256              # shards, train: tokens per training row
-    train_steps: int = 150          # train: optimizer steps of the tiny CPU run (0: skip training)
+    train_steps: int = 150          # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
     model: str = "tiny"             # train: a model preset (chapter 07)
     dedup_threshold: float = 0.7    # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
 
+    def validate(self) -> "RunConfig":
+        "Check every setting before any stage runs; raise ValueError naming the first bad one."
+        def need(ok: bool, name: str, rule: str):
+            if not ok: raise ValueError(f"{name}={getattr(self, name)!r} {rule}")
+        def is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+        need(is_int(self.seed) and self.seed >= 0, "seed", "must be a whole number >= 0")
+        need(self.stdlib_files is None or is_int(self.stdlib_files) and self.stdlib_files >= 0, "stdlib_files",
+             "must be a whole number >= 0 (0: no standard-library text), or None for all of it")
+        n_min = 256 + len(SPECIAL_TOKENS) + 1
+        need(is_int(self.vocab_size) and self.vocab_size >= n_min, "vocab_size",
+             f"is too small: 256 byte tokens, {len(SPECIAL_TOKENS)} special tokens and at least one merge need {n_min}")
+        need(isinstance(self.split_digits, bool), "split_digits", "must be true or false")
+        for name, least in (("shard_tokens", 1), ("workers", 1), ("seq_len", 2), ("train_steps", 0)):
+            need(is_int(getattr(self, name)) and getattr(self, name) >= least, name, f"must be a whole number >= {least}")
+        need(self.model in PRESETS, "model", f"is not a model preset; presets are {sorted(PRESETS)}")
+        t = self.dedup_threshold
+        need(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1, "dedup_threshold",
+             "must be a Jaccard similarity in (0, 1]")
+        need(isinstance(self.stages, list), "stages", "must be a list of stage names")
+        known = [s.name for s in STAGES]
+        if bad := [s for s in self.stages if s not in known]:
+            raise ValueError(f"unknown stage(s) {bad}; stages are {known}")
+        return self
+
 # %% ../nbs/15_pipeline.ipynb #ce2a02c3
+class StageNotReady(FileNotFoundError):
+    "An earlier stage's folder is missing, or its stage did not finish."
+
 @dataclass
 class RunContext:
     "What a stage sees: the config, the folders, and what earlier stages returned."
     cfg: RunConfig
     run_dir: Path
     data_dir: Path
-    results: dict = field(default_factory=dict)  # stage name -> what that stage returned
+    results: dict = field(default_factory=dict)  # stage name -> what that stage returned (or its stage.json)
+    current: str | None = None                   # the stage now running: its folder is the one being written
+    code: str = ""                               # fingerprint of the package's code (`code_fingerprint`)
 
-    def stage_dir(self, name: str) -> Path:  # the folder of stage `name`, e.g. 01_samples
+    def final_dir(self, name: str) -> Path:  # where stage `name`'s finished output lives, e.g. <run>/02_clean
         i = [s.name for s in STAGES].index(name) + 1
-        d = self.run_dir / f"{i:02d}_{name}"; d.mkdir(parents=True, exist_ok=True)
+        return self.run_dir / f"{i:02d}_{name}"
+
+    def stage_dir(self, name: str) -> Path:  # the running stage: its work folder; any other: its finished output
+        if name == self.current: return partial_dir(self.final_dir(name))
+        d = self.final_dir(name)
+        if not (d / STAGE_MARKER).exists():
+            state = "was interrupted or failed (see summary.json)" if partial_dir(d).exists() else "has not run"
+            raise StageNotReady(f"{d} is not the output of a finished {name!r} stage: it {state}. "
+                                f"Run it first (llmcourse run --out {self.run_dir} --stages {name} ...)")
         return d
 
 @dataclass
@@ -67,6 +108,19 @@ class Stage:
     name: str                        # short name, used for folders and --stages
     run: Callable[[RunContext], dict]  # does the work; returns {"summary": {...}, "report": [markdown lines]}
     doc: str = ""                    # one line for `llmcourse run --help`
+    keys: tuple = ()                 # the RunConfig fields its output depends on (besides its inputs)
+    resumable: bool = False          # an interrupted run continues in its work folder instead of starting over
+
+STAGE_MARKER = "stage.json"          # written last into a stage's folder: the stage finished
+
+def partial_dir(final: Path) -> Path:  # a stage's finished folder, e.g. <run>/02_clean
+    "The folder a stage writes while it runs; renamed to `final` when the stage has finished."
+    return final.with_name(final.name + ".partial")
+
+def report_link(path: Path, run_dir: Path) -> str:  # a file a stage wrote; the run folder
+    "The path the report uses for a stage's file: relative to the run, in the stage's finished folder."
+    first, *rest = path.relative_to(run_dir).parts
+    return "/".join([first.removesuffix(".partial"), *rest])
 
 # %% ../nbs/15_pipeline.ipynb #c5b6102b
 SAMPLE_SCHEMA = {"id": str, "text": str, "domain": str, "lang": str}
@@ -138,7 +192,7 @@ def _samples_report(s: dict, figs: list[Path], run_dir: Path) -> list[str]:
             f"Read at run time from Python's standard library: {std['code']['docs']:,} code files "
             f"({std['code']['chars']/1e6:.1f} M characters) and {std['prose']['docs']:,} prose documents "
             f"({std['prose']['chars']/1e6:.1f} M characters).", "",
-            *[f"![{p.stem}]({p.relative_to(run_dir).as_posix()})" for p in figs]]
+            *[f"![{p.stem}]({report_link(p, run_dir)})" for p in figs]]
 
 # %% ../nbs/15_pipeline.ipynb #4a423e4f
 def _stage_inputs(ctx: RunContext, unreadable: list):
@@ -181,7 +235,7 @@ def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"Rejections by rule: {rules}.", "", f"PII masked in kept documents: {pii}. "
             f"Web pages extracted: {', '.join(f'{k} {v}' for k, v in s['extraction'].items()) or 'none'}; "
             f"{s['template_lines']} site-template lines found.", "",
-            f"![clean]({fig.relative_to(run_dir).as_posix()})"]
+            f"![clean]({report_link(fig, run_dir)})"]
 
 # %% ../nbs/15_pipeline.ipynb #857fa3c5
 EVAL_FILES = ["eval_probes.jsonl", "eval_mcq.jsonl"]
@@ -216,7 +270,7 @@ def _dedup_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} evaluation items; "
             f"{c['removed_docs']} web documents removed, {c['flagged_docs']} other documents flagged in `contamination.jsonl` "
             "(the knowledge corpus states the facts the probes test).", "",
-            f"![dedup]({fig.relative_to(run_dir).as_posix()})"]
+            f"![dedup]({report_link(fig, run_dir)})"]
 
 # %% ../nbs/15_pipeline.ipynb #aa1c70d6
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
@@ -236,7 +290,7 @@ def stage_tokenizer(ctx: RunContext) -> dict:
         raise RuntimeError(f"{path}: {len(bad)} held-out documents do not round-trip, e.g. {bad[:3]}")
     comp = compression_by_group(hf_counter(saved.to_hf()), held)
     dirty = audit_vocabulary(saved)
-    summary = {"path": path.relative_to(ctx.run_dir).as_posix(), "vocab_size": len(saved), "merges": len(saved.merges),
+    summary = {"path": report_link(path, ctx.run_dir), "vocab_size": len(saved), "merges": len(saved.merges),
                "specials": saved.specials, "pattern": "digits" if cfg.split_digits else "gpt2",
                "padded_vocab_size": padded_vocab_size(len(saved)), "train_docs": len(train), "train_chars": sum(map(len, train)),
                "train_seconds": round(seconds, 2), "heldout_docs": len(held), "compression": comp, "dirty_tokens": dirty}
@@ -262,14 +316,13 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
             f"{s['heldout_docs']:,} held-out documents round-trip exactly through it.", "",
             "| group (held out) | tokens | characters/token | bytes/token |", "|---|---:|---:|---:|", *rows, "",
             f"Vocabulary audit: {len(s['dirty_tokens'])} entries contain a blocklisted spam term ({dirty}).", "",
-            f"![compression]({fig.relative_to(run_dir).as_posix()})"]
+            f"![compression]({report_link(fig, run_dir)})"]
 
 # %% ../nbs/15_pipeline.ipynb #7e1d1425
 def stage_shards(ctx: RunContext) -> dict:
     "Tokenise the training split into token shards; check them and the loader."
     out, cfg = ctx.stage_dir("shards"), ctx.cfg
-    tok_path = ctx.run_dir / ctx.results.get("tokenizer", {}).get("summary", {}).get("path", "04_tokenizer/tokenizer.json")
-    if not tok_path.exists(): raise FileNotFoundError(f"{tok_path} is missing: run the tokenizer stage first (--stages tokenizer shards)")
+    tok_path = ctx.stage_dir("tokenizer") / "tokenizer.json"
     corpus = training_documents(ctx)
     docs, held = [d for d in corpus if not d["heldout"]], [d for d in corpus if d["heldout"]]
     t0 = time.perf_counter()
@@ -303,13 +356,18 @@ def _shards_report(s: dict) -> list[str]:
 # %% ../nbs/15_pipeline.ipynb #1914f413
 def stage_train(ctx: RunContext) -> dict:
     "Train the run's model on its shards; plot training and held-out losses per domain."
-    out, cfg = ctx.stage_dir("train"), ctx.cfg
-    shards = ctx.stage_dir("shards")
-    if not (shards / "index.json").exists(): raise FileNotFoundError(f"{shards} holds no shards: run the shards stage first")
-    tcfg = TrainConfig(shards=str(shards), heldout_shards=str(shards / "heldout"), out=str(out), model=cfg.model, seq_len=cfg.seq_len,
-                       batch_size=8, max_steps=cfg.train_steps, warmup_steps=max(1, cfg.train_steps // 10), eval_every=max(1, cfg.train_steps // 5),
-                       eval_batches=8, ckpt_every=max(1, cfg.train_steps // 3), log_every=max(1, cfg.train_steps // 10), seed=cfg.seed)
-    result = train(tcfg)
+    out, cfg = ctx.stage_dir("train").resolve(), ctx.cfg
+    shards = ctx.stage_dir("shards").resolve()
+    steps = cfg.train_steps
+    tcfg = TrainConfig(shards=str(shards), heldout_shards=str(shards / "heldout"), out=str(out), model=cfg.model,
+                       seq_len=cfg.seq_len, batch_size=8, max_steps=steps, warmup_steps=max(1, steps // 10),
+                       eval_every=max(1, steps // 5), eval_batches=8, ckpt_every=max(1, steps // 3),
+                       log_every=max(1, steps // 10), seed=cfg.seed)
+    result = train(tcfg)             # resumes from the work folder's checkpoint if a killed run left one
+    final = ctx.final_dir("train").resolve()
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    save_json(saved | {"out": str(final)}, out / "config.json")   # the folder is renamed to `final` when the stage ends
+    result["out"] = str(final)
     hist = [r for r in read_metrics(out) if "event" not in r]
     ev = [r for r in hist if "eval_loss" in r]
     summary = {**result, "first_loss": hist[0]["loss"], "final_loss": float(np.mean([r["loss"] for r in hist[-10:]])),
@@ -335,7 +393,7 @@ def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
     ppl = ", ".join(f"{g} {v:.0f}" for g, v in sorted(s["final_ppl"].items()))
     return [f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): training loss "
             f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.", "",
-            f"Held-out perplexity per domain: {ppl}.", "", f"![loss]({fig.relative_to(run_dir).as_posix()})"]
+            f"Held-out perplexity per domain: {ppl}.", "", f"![loss]({report_link(fig, run_dir)})"]
 
 # %% ../nbs/15_pipeline.ipynb #9f68f0aa
 def stage_evaluate(ctx: RunContext) -> dict:
@@ -359,48 +417,188 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
             f"Fact probes (accuracy, chance 0.25): {probes}.", "",
             f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, chance {m['chance']:.3f}.", "",
             f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.", "", "Greedy generations:", "", *gens, "",
-            *[f"![{f}]({(out / f).relative_to(run_dir).as_posix()})" for f in res["figures"]]]
+            *[f"![{f}]({report_link((out / f), run_dir)})" for f in res["figures"]]]
 
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
-    Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it"),
-    Stage("clean", stage_clean, "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)"),
-    Stage("dedup", stage_dedup, "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)"),
-    Stage("tokenizer", stage_tokenizer, "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json"),
-    Stage("shards", stage_shards, "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)"),
-    Stage("train", stage_train, "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)"),
-    Stage("evaluate", stage_evaluate, "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)"),
+    Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it",
+          keys=("seed", "stdlib_files")),
+    Stage("clean", stage_clean,
+          "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)"),
+    Stage("dedup", stage_dedup,
+          "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)",
+          keys=("dedup_threshold",)),
+    Stage("tokenizer", stage_tokenizer,
+          "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json",
+          keys=("vocab_size", "split_digits")),
+    Stage("shards", stage_shards,
+          "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)",
+          keys=("shard_tokens", "seq_len", "seed")),
+    Stage("train", stage_train,
+          "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)",
+          keys=("train_steps", "model", "seq_len", "seed"), resumable=True),
+    Stage("evaluate", stage_evaluate,
+          "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)"),
 ]
 
+# %% ../nbs/15_pipeline.ipynb #15f0a001
+def code_fingerprint() -> str:
+    "SHA-256 of the package's source files: when the code of a stage changes, its old output is out of date."
+    h = hashlib.sha256()
+    for p in sorted(Path(llmcourse.__file__).parent.glob("*.py")):
+        h.update(p.name.encode("utf-8") + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+def data_fingerprint(data_dir: Path) -> dict:  # a folder of sample files
+    "SHA-256 of each sample file (None for a missing one)."
+    return {n: hashlib.sha256((data_dir / n).read_bytes()).hexdigest() if (data_dir / n).is_file() else None
+            for n in SAMPLE_FILES}
+
+def stage_fingerprint(ctx: RunContext, st: Stage, upstream: str | None) -> str:  # the run; a stage; the previous stage's fingerprint
+    "What a stage's output is a function of: its settings, the code, the output before it (and, first, the data)."
+    parts = {"stage": st.name, "settings": {k: getattr(ctx.cfg, k) for k in st.keys}, "code": ctx.code,
+             "upstream": upstream}
+    if st.name == STAGES[0].name: parts["data"] = data_fingerprint(ctx.data_dir)
+    return hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode("utf-8")).hexdigest()[:20]
+
+def read_marker(final: Path) -> dict | None:  # a stage's finished folder
+    "The stage.json of a finished stage (None if the stage has not finished there)."
+    try: marker = json.loads((final / STAGE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    return marker if isinstance(marker, dict) and "fingerprint" in marker else None
+
+# %% ../nbs/15_pipeline.ipynb #15f0a002
+def _old_dir(final: Path) -> Path: return final.with_name(final.name + ".old")
+
+def recover_stage_folders(run_dir: Path):  # the run folder (locked)
+    "Finish, or undo, the renames that a run killed while finishing a stage left half done."
+    for i, st in enumerate(STAGES, 1):
+        final = run_dir / f"{i:02d}_{st.name}"
+        old, part = _old_dir(final), partial_dir(final)
+        if not final.exists() and (part / STAGE_MARKER).exists(): os.replace(part, final)   # done, not yet renamed
+        elif not final.exists() and old.exists(): os.replace(old, final)                    # the old output stands
+        if old.exists(): shutil.rmtree(old)
+
+def start_stage(ctx: RunContext, st: Stage, fingerprint: str) -> Path:  # the run; the stage; its fingerprint
+    "An empty work folder for the stage, or, for a resumable stage with the same inputs, the one it left."
+    part = partial_dir(ctx.final_dir(st.name))
+    inputs = part / "inputs.json"
+    same = inputs.exists() and json.loads(inputs.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+    if part.exists() and not (st.resumable and same): shutil.rmtree(part)
+    part.mkdir(parents=True, exist_ok=True)
+    save_json({"fingerprint": fingerprint}, inputs)
+    return part
+
+def finish_stage(ctx: RunContext, st: Stage, fingerprint: str, result: dict):  # the run; the stage; its fingerprint; what it returned
+    "Mark the work folder finished, then put it in place of the old output."
+    final = ctx.final_dir(st.name)
+    part = partial_dir(final)
+    (part / "inputs.json").unlink()
+    save_json({"stage": st.name, "fingerprint": fingerprint} | result, part / STAGE_MARKER)
+    if final.exists(): os.replace(final, _old_dir(final))
+    os.replace(part, final)
+    if _old_dir(final).exists(): shutil.rmtree(_old_dir(final))
+
 # %% ../nbs/15_pipeline.ipynb #839d8447
-def run_pipeline(cfg: RunConfig) -> Path:  # the settings of the run
+def _record(run_dir: Path, summary: dict, rec: dict):
+    "Record a stage's outcome: the latest one per stage in summary.json, every one in history.jsonl."
+    summary[rec["stage"]] = {k: v for k, v in rec.items() if k not in ("stage", "time", "pid")}
+    save_json(summary, run_dir / "summary.json")
+    with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, rerun: bool) -> str | None:
+    "Run, skip or resume one stage; returns the fingerprint of the output the next stage will read."
+    cfg, marker = ctx.cfg, read_marker(ctx.final_dir(st.name))
+    if cfg.stages and st.name not in cfg.stages: return marker and marker["fingerprint"]   # not asked for
+    rec = {"stage": st.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
+    if cfg.train_steps == 0 and st.name in ("train", "evaluate"):
+        _record(ctx.run_dir, summary, rec | {"status": "skipped", "reason": "train_steps is 0"})
+        return None
+    fp = stage_fingerprint(ctx, st, upstream)
+    if marker and marker["fingerprint"] == fp and not (cfg.stages or rerun):
+        ctx.results[st.name] = marker
+        _record(ctx.run_dir, summary, rec | {"status": "up to date"})
+        return fp
+    t0 = time.perf_counter()
+    _record(ctx.run_dir, summary, rec | {"status": "running"})
+    ctx.current = st.name
+    try:
+        start_stage(ctx, st, fp)
+        result = st.run(ctx)
+        fp = stage_fingerprint(ctx, st, upstream)           # the samples stage may have just written the data
+        finish_stage(ctx, st, fp, result)
+    except BaseException as e:
+        if isinstance(e, OSError) and e.errno and e.filename is None:   # a full disk: say where the stage wrote
+            e.filename = str(partial_dir(ctx.final_dir(st.name)))
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        failed = {"status": status, "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(e).__name__}: {e}"}
+        try: _record(ctx.run_dir, summary, rec | failed)
+        except OSError: pass                                 # e.g. the disk is full: the original error matters more
+        raise
+    finally:
+        ctx.current = None
+    ctx.results[st.name] = result
+    _record(ctx.run_dir, summary, rec | {"status": "ok", "seconds": round(time.perf_counter() - t0, 2)})
+    return fp
+
+def run_pipeline(
+    cfg: RunConfig,       # the settings of the run
+    rerun: bool = False,  # run every selected stage, even one whose finished output is up to date
+) -> Path:                # the run folder
     "Run the stages in `cfg.stages` (all by default) and write the report; returns the run folder."
-    known = [s.name for s in STAGES]
-    if bad := [s for s in cfg.stages if s not in known]: raise ValueError(f"unknown stage(s) {bad}; stages are {known}")
-    run_dir = Path(cfg.out); run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    save_config(cfg, run_dir / "config.json")
-    ctx = RunContext(cfg, run_dir, Path(cfg.data) if cfg.data else run_dir / "samples")
-    summary: dict = {}
-    for st in STAGES:
-        if cfg.stages and st.name not in cfg.stages: continue
-        t0 = time.perf_counter(); summary[st.name] = {"status": "running"}; save_json(summary, run_dir / "summary.json")
-        try: ctx.results[st.name] = st.run(ctx)
-        except Exception as e:
-            summary[st.name] = {"status": "failed", "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(e).__name__}: {e}"}
-            save_json(summary, run_dir / "summary.json"); raise
-        summary[st.name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 2)}
-        save_json(summary, run_dir / "summary.json")
-    (run_dir / "report.md").write_text(render_report(ctx, summary), encoding="utf-8")
+    cfg.validate()
+    run_dir = Path(cfg.out).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"{run_dir} exists and is not a folder: choose another run folder")
+    with lock_folder(run_dir, "run") as lock:
+        if lock.took_over_from:
+            print(f"{run_dir}: the run of pid {lock.took_over_from} stopped without finishing; continuing it",
+                  file=sys.stderr)
+        recover_stage_folders(run_dir)
+        cfg.out = str(run_dir)                               # absolute: the saved config works from any folder
+        cfg.data = str(Path(cfg.data).resolve()) if cfg.data else None
+        seed_everything(cfg.seed)
+        save_config(cfg, run_dir / "config.json")
+        data_dir = Path(cfg.data) if cfg.data else run_dir / "samples"
+        ctx = RunContext(cfg, run_dir, data_dir, code=code_fingerprint())
+        names = [st.name for st in STAGES]
+        try: old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError): old = {}
+        summary = {k: v for k, v in old.items() if k in names} if isinstance(old, dict) else {}
+        upstream = None
+        for st in STAGES:
+            upstream = _run_stage(ctx, st, upstream, summary, rerun)
+        report = render_report(ctx, summary)
+        (run_dir / "report.md.tmp").write_text(report, encoding="utf-8")
+        os.replace(run_dir / "report.md.tmp", run_dir / "report.md")
     return run_dir
 
 # %% ../nbs/15_pipeline.ipynb #23f57490
+def current_stages(ctx: RunContext) -> dict[str, dict]:  # the run
+    "The finished stages whose output matches the run's settings and inputs as they are now: name -> stage.json."
+    current, expected = {}, None
+    for st in STAGES:
+        expected = stage_fingerprint(ctx, st, expected)
+        marker = read_marker(ctx.final_dir(st.name))
+        if marker and marker["fingerprint"] == expected: current[st.name] = marker
+    return current
+
 def render_report(ctx: RunContext, summary: dict) -> str:
-    "The run's report: settings, then one section per stage, then timings."
+    "The run's report: settings, one section per up-to-date stage, what is not in it and why, then timings."
+    current = current_stages(ctx)
     lines = ["# llmcourse run report", "", f"Run folder: `{ctx.run_dir}` · data: `{ctx.data_dir}` · seed {ctx.cfg.seed}", ""]
     for i, st in enumerate(STAGES, 1):
-        if st.name not in ctx.results: continue
-        lines += [f"## {i}. {st.name}", "", st.doc[:1].upper() + st.doc[1:] + ".", "", *ctx.results[st.name]["report"], ""]
+        if st.name not in current: continue
+        lines += [f"## {i}. {st.name}", "", st.doc[:1].upper() + st.doc[1:] + ".", "", *current[st.name]["report"], ""]
+    def why(name: str) -> str:
+        s = summary.get(name, {})
+        if s.get("status") in ("failed", "interrupted", "skipped"):
+            return f"{s['status']}: {s.get('error') or s.get('reason', '')}"
+        if read_marker(ctx.final_dir(name)): return "out of date: its settings or inputs changed after it ran"
+        return "not run"
+    if missing := [st.name for st in STAGES if st.name not in current]:
+        lines += ["## Not in this report", "", *[f"- {n}: {why(n)}" for n in missing], ""]
     lines += ["## Timings", "", "| stage | status | seconds |", "|---|---|---:|",
               *[f"| {k} | {v['status']} | {v.get('seconds', '')} |" for k, v in summary.items()], ""]
     return "\n".join(lines)

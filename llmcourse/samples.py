@@ -2393,10 +2393,11 @@ def stdlib_code_documents(
 
 # %% ../nbs/01_data_samples.ipynb #db92a097
 def stdlib_prose_documents(
-    max_files: int | None = None,  # read docstrings from at most this many source files
+    max_files: int | None = None,  # read docstrings from at most this many source files (0: no documents)
     min_chars: int = 200,          # skip docstrings shorter than this
 ) -> Iterator[dict]:               # documents with domain "prose" and lang "en"
     "Stream English prose from Python's help topics and the standard library's docstrings."
+    if max_files is not None and max_files <= 0: return  # nothing asked for, the help topics included
     try: from pydoc_data.topics import topics
     except ImportError as e: raise RuntimeError("this Python has no pydoc_data (some distributions split it off); install its full standard library") from e
     for name in sorted(topics):

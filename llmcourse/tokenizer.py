@@ -12,7 +12,7 @@ from pathlib import Path
 
 import regex
 
-from .core import progress
+from .core import DataError, progress
 from .samples import load_samples, stdlib_code_documents, stdlib_prose_documents
 
 # %% auto #0
@@ -75,14 +75,21 @@ def special_splitter(tokens: Iterable[str]) -> regex.Pattern | None:  # special 
     tokens = sorted(set(tokens), key=lambda t: (-len(t), t))
     return regex.compile("(" + "|".join(regex.escape(t) for t in tokens) + ")") if tokens else None
 
+_SURROGATE = regex.compile(r"[\ud800-\udfff]")  # half of a UTF-16 pair: no UTF-8 text can hold it
+
 def count_words(
     texts: Iterable[str],                 # training documents
     special_tokens: Iterable[str] = (),   # strings cut out before pre-tokenisation (never merged across)
     pattern: str = GPT2_PATTERN,          # the pre-tokenisation regex
 ) -> Counter:                             # pre-token -> how often it occurs
-    "Count the pre-tokens of a corpus."
-    pat, split, specials, counts = regex.compile(pattern), special_splitter(special_tokens), set(special_tokens), Counter()
-    for text in texts:
+    "Count the pre-tokens of a corpus; a text that is not valid Unicode (a lone surrogate) is an error."
+    pat, split, specials = regex.compile(pattern), special_splitter(special_tokens), set(special_tokens)
+    counts = Counter()
+    for i, text in enumerate(texts):
+        if bad := _SURROGATE.search(text):
+            where = f"text {i} holds a lone surrogate U+{ord(bad.group()):04X} at character {bad.start()}"
+            raise ValueError(f"{where}, which no UTF-8 text can hold: clean the corpus first "
+                             "(chapter 03's `clean_corpus` rejects such documents as invalid_unicode)")
         for part in split.split(text) if split else [text]:
             if part and part not in specials: counts.update(pat.findall(part))
     return counts
@@ -124,6 +131,10 @@ def train_bpe(
     show_progress: bool = False,          # a progress bar over merges
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:  # vocabulary id -> bytes, and the merges in order
     "Train byte-level BPE; returns (vocab, merges)."
+    if isinstance(special_tokens, str):
+        raise ValueError(f"special_tokens must be a list of strings, got {special_tokens!r}")
+    if bad := [s for s in special_tokens if not isinstance(s, str) or not s]:
+        raise ValueError(f"special tokens must be non-empty strings, got {bad!r}")
     special_tokens = list(dict.fromkeys(special_tokens))
     if vocab_size < 256 + len(special_tokens):
         raise ValueError(f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} special token(s) need {256 + len(special_tokens)}")
@@ -131,7 +142,7 @@ def train_bpe(
     if not counts: raise ValueError("empty corpus: no text to train on (all documents empty, or only special tokens)")
     byte_id = {b: i for i, b in enumerate(BASE_BYTES)}
     vocab = {i: bytes([b]) for i, b in enumerate(BASE_BYTES)}
-    words = [[byte_id[b] for b in w.encode("utf-8", "surrogateescape")] for w in counts]
+    words = [[byte_id[b] for b in w.encode("utf-8")] for w in counts]  # valid text: `count_words` checked
     freqs = list(counts.values())
     pair_counts, where = Counter(), defaultdict(set)  # pair -> count; pair -> words that (may) contain it
     for wi, (w, f) in enumerate(zip(words, freqs)):
@@ -401,11 +412,22 @@ def _from_hf(hf) -> Tokenizer:  # a byte-level BPE `tokenizers.Tokenizer`
     return tok
 
 def _load(path: str | Path) -> Tokenizer:  # a tokenizer.json written by `save` (or any byte-level BPE one)
-    "Read a `tokenizer.json` into our tokenizer."
+    "Read a `tokenizer.json` into our tokenizer; a file that is not one is a `DataError` that says why."
     from tokenizers import Tokenizer as HFTokenizer
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such tokenizer file")
-    return _from_hf(HFTokenizer.from_file(str(path)))
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such tokenizer file")
+    data = path.read_bytes()
+    try:
+        if not data.strip(): raise ValueError("the file is empty")
+        j = json.loads(data.decode("utf-8"))
+        if not isinstance(j, dict) or "model" not in j: raise ValueError("JSON without a 'model' entry")
+        return _from_hf(HFTokenizer.from_str(data.decode("utf-8")))
+    except UnicodeDecodeError as e: reason = f"not UTF-8 text at byte {e.start}"
+    except json.JSONDecodeError as e: reason = f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+    except ValueError as e: reason = str(e)
+    except Exception as e: reason = f"{type(e).__name__}: {e}"  # the library's own parse errors
+    what = "not a tokenizer.json written by Tokenizer.save or 🤗 tokenizers"
+    raise DataError(path, None, f"{what} ({reason})")
 
 Tokenizer.to_hf, Tokenizer.save, Tokenizer.from_hf, Tokenizer.load = _to_hf, _save, staticmethod(_from_hf), staticmethod(_load)
 

@@ -5,9 +5,9 @@
 # %% ../nbs/09_training.ipynb #e773600b
 from __future__ import annotations
 
-import json, math, os, random, resource, statistics, time
+import hashlib, json, math, os, random, re, resource, statistics, time, warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .core import pick_device, save_config, seed_everything
+from .core import (DataError, load_config, lock_folder, pick_device, save_config, seed_everything,
+                            to_jsonable)
 from .data import PackedLoader, TokenShards, shard_mixture
 from .model import Llama, flops_per_token, preset
 from .attention import register_attention_backends
 from .tokenizer import padded_vocab_size
 
 # %% auto #0
-__all__ = ['PEAK_FLOPS', 'lr_multiplier', 'TrainConfig', 'model_config', 'param_groups', 'enable_recompute', 'autocast_context',
-           'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'SpikeDetector', 'chunked_cross_entropy',
-           'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train', 'read_metrics']
+__all__ = ['SCHEDULES', 'PRECISIONS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS', 'SHAPE_FIELDS', 'PEAK_FLOPS', 'KEPT_EVENTS',
+           'lr_multiplier', 'TrainConfig', 'config_problems', 'model_config', 'param_groups', 'enable_recompute',
+           'autocast_context', 'CheckpointError', 'save_checkpoint', 'rng_state', 'set_rng_state', 'read_checkpoint',
+           'load_checkpoint', 'ConfigMismatchError', 'absolute_paths', 'config_changes', 'shape_changes',
+           'SpikeDetector', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train',
+           'read_metrics']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -92,6 +96,55 @@ class TrainConfig:
     tensorboard: bool = True
     inject: dict = field(default_factory=dict)  # for tests: {"corrupt": [batch numbers], "nan": [batch numbers]}
 
+    def validate(self):
+        "Raise ValueError naming every setting of the wrong type or out of range (`config_problems`)."
+        problems = config_problems(self)
+        if problems: raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+
+# %% ../nbs/09_training.ipynb #f244f840
+SCHEDULES = ("wsd", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": (list, tuple),
+          "None": type(None)}
+_RULES = {  # field: (test of its value, what the value must be)
+    "shards": (lambda v: v != "", "a folder of token shards (chapter 06)"),
+    "seq_len": (lambda v: v >= 2, ">= 2 (an input and its next token)"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "grad_accum": (lambda v: v >= 1, ">= 1"),
+    "max_steps": (lambda v: v >= 0, ">= 0"),
+    "lr": (lambda v: 0 < v < math.inf, "a positive number"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
+    "decay_fraction": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "decay_start": (lambda v: v is None or v >= 0, "None or >= 0"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0"),
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "grad_clip": (lambda v: 0 <= v < math.inf, ">= 0 (0: off)"),
+    "precision": (lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+    "loss_chunk": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "log_every": (lambda v: v >= 1, ">= 1"),
+    "eval_every": (lambda v: v >= 0, ">= 0 (0: off)"),
+    "eval_batches": (lambda v: v >= 1, ">= 1"),
+    "ckpt_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
+    "spike_window": (lambda v: v >= 1, ">= 1"),
+    "spike_warmup": (lambda v: v >= 0, ">= 0"),
+}
+
+def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
+    "One sentence per setting of the wrong type (e.g. the string '512' from JSON) or out of range."
+    problems = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        allowed = [_TYPES[t.strip()] for t in str(f.type).split("|")]
+        wrong_type = isinstance(value, bool) and bool not in allowed  # True is an int to Python, not to us
+        if wrong_type or not any(isinstance(value, a) for a in allowed):
+            problems.append(f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}")
+        elif f.name in _RULES and not _RULES[f.name][0](value):
+            problems.append(f"{f.name} must be {_RULES[f.name][1]}, got {value!r}")
+    return problems
+
 # %% ../nbs/09_training.ipynb #3607f95c
 def model_config(cfg: TrainConfig, vocab_size: int):  # the run's settings; the tokenizer's size (from the shards)
     "The ModelConfig a run trains: its preset, the vocabulary padded to a multiple of 64, its sequence length, its overrides."
@@ -123,21 +176,39 @@ def autocast_context(device: torch.device, precision: str):
     raise ValueError(f"unknown precision {precision!r}; use 'fp32', 'bf16' or 'fp16'")
 
 # %% ../nbs/09_training.ipynb #164eb488
-def save_checkpoint(folder: Path, step: int, state: dict, keep: int = 2) -> Path:  # run folder; step; everything to save; how many to keep
-    "Write ckpt_<step>.pt atomically, point `latest` at it, delete the oldest beyond `keep`."
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ckpt_{step:07d}.pt"; tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp); os.replace(tmp, path)
-    (folder / "latest.tmp").write_text(path.name); os.replace(folder / "latest.tmp", folder / "latest")
-    for old in sorted(folder.glob("ckpt_*.pt"))[:-keep]: old.unlink()
-    return path
+class CheckpointError(ValueError):
+    "A run folder holds checkpoints, but none that can be loaded."
 
-def load_checkpoint(folder: Path) -> dict | None:  # run folder
-    "The checkpoint `latest` points to (None when there is none)."
-    if not (folder / "latest").exists(): return None
-    path = folder / (folder / "latest").read_text().strip()
-    if not path.exists(): raise FileNotFoundError(f"{folder / 'latest'} points to {path.name}, which is missing")
-    return torch.load(path, weights_only=True, map_location="cpu")
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+def _write_atomic(path: Path, text: str):  # a small file, written under a temporary name, then renamed
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+def save_checkpoint(
+    folder: Path,    # the run folder
+    step: int,       # the optimizer step the state belongs to
+    state: dict,     # everything to save (tensors and plain Python values)
+    keep: int = 2,   # how many checkpoints to keep: older ones are deleted, with their sidecars
+) -> Path:           # the checkpoint written
+    "Write ckpt_<step>.pt atomically, then its sidecar (bytes and SHA-256), then point `latest` at it."
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt_{step:07d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    sidecar = {"file": path.name, "step": step, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    _write_atomic(folder / f"{path.name}.json", json.dumps(sidecar))
+    _write_atomic(folder / "latest", path.name)
+    for old in sorted(folder.glob("ckpt_*.pt"))[:-keep]:
+        old.unlink()
+        (folder / f"{old.name}.json").unlink(missing_ok=True)
+    return path
 
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(), "torch": torch.get_rng_state(),
@@ -148,6 +219,89 @@ def set_rng_state(s: dict):
     st = np.random.get_state(); np.random.set_state((st[0], np.array(s["numpy"], dtype=np.uint32), *st[2:]))
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+
+# %% ../nbs/09_training.ipynb #e26130ff
+def _checked(path: Path) -> tuple[dict | None, str]:  # a checkpoint file
+    "The checkpoint and '' if the file is intact; None and what is wrong with it if not."
+    if not path.exists(): return None, "it is missing"
+    side = path.with_name(path.name + ".json")
+    if side.exists():                                  # older runs have none: loading is the test
+        try: want = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError): want = None
+        if not isinstance(want, dict): return None, f"its sidecar {side.name} is unreadable"
+        size = path.stat().st_size
+        if size != want.get("bytes"):
+            return None, f"it holds {size} bytes where {side.name} says {want.get('bytes')}"
+        if _sha256(path) != want.get("sha256"):
+            return None, f"its SHA-256 differs from the one in {side.name}"
+    try: ck = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:                             # torch's message may advise unsafe loading: not shown
+        return None, f"torch cannot load it ({type(e).__name__}): not a complete checkpoint"
+    if not isinstance(ck, dict) or "model" not in ck: return None, "it holds no model weights"
+    return ck, ""
+
+def read_checkpoint(path: str | Path) -> dict:  # a ckpt_<step>.pt file
+    "One checkpoint file, verified as `load_checkpoint` verifies them (CheckpointError says what is wrong)."
+    ck, why = _checked(Path(path))
+    if ck is None: raise CheckpointError(f"{path}: {why}")
+    return ck
+
+# %% ../nbs/09_training.ipynb #49e0500c
+def _candidates(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    "The checkpoints to try, best first (`latest`'s, then newest to oldest), and what is wrong with `latest`."
+    files = sorted(folder.glob("ckpt_*.pt"), reverse=True)
+    pointer = folder / "latest"
+    if not pointer.exists(): return files, [("latest", "it is missing")] if files else []
+    name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    if not name: return files, [("latest", "it is empty")]
+    if not re.fullmatch(r"ckpt_\d+\.pt", name):
+        return files, [("latest", f"it holds {name[:40]!r}, not a checkpoint's name")]
+    if not (folder / name).exists(): return files, [("latest", f"it names {name}, which is missing")]
+    return [folder / name] + [f for f in files if f.name != name], []
+
+def load_checkpoint(
+    folder: str | Path,              # the run folder
+    skipped: list | None = None,     # if given, gets {"file", "reason"} for each file passed over
+) -> dict | None:                    # None when the folder holds no checkpoint at all
+    "The checkpoint `latest` names if intact, else the newest intact one; a warning says what was skipped."
+    folder = Path(folder)
+    files, problems = _candidates(folder)
+    for path in files:
+        ck, why = _checked(path)
+        if ck is None:
+            problems.append((path.name, why))
+            continue
+        for name, why in problems:
+            warnings.warn(f"{folder}: skipped {name} ({why}); using {path.name}", stacklevel=2)
+            if skipped is not None: skipped.append({"file": str(folder / name), "reason": why})
+        return ck
+    if not problems: return None
+    found = "; ".join(f"{name}: {why}" for name, why in problems)
+    raise CheckpointError(f"{folder} holds no intact checkpoint to resume from ({found}). Nothing was "
+                          "changed: restore a checkpoint, or train into a new folder to start afresh")
+
+# %% ../nbs/09_training.ipynb #550e123a
+class ConfigMismatchError(ValueError):
+    "A run folder's saved settings differ from the ones given to resume it."
+
+PATH_FIELDS = ("shards", "heldout_shards", "init_from", "out")       # saved absolute in config.json
+OPERATIONAL_FIELDS = ("out", "device", "threads", "tensorboard")     # free to change when a run resumes
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:  # settings whose folders may be relative
+    "A copy whose folders are absolute, so that its config.json can be used from any folder."
+    return replace(cfg, **{k: str(Path(v).resolve()) for k in PATH_FIELDS if (v := getattr(cfg, k))})
+
+def config_changes(old: TrainConfig, new: TrainConfig) -> dict:  # the saved settings; the new ones
+    "{field: [old, new]} for each setting that differs, folders compared absolute, operational ones left out."
+    a, b = to_jsonable(absolute_paths(old)), to_jsonable(absolute_paths(new))
+    return {k: [a[k], b[k]] for k in a if k not in OPERATIONAL_FIELDS and a[k] != b[k]}
+
+def shape_changes(old, new) -> dict:  # two ModelConfigs (`model_config`)
+    "{field: [old, new]} for each ModelConfig field that gives the weights another shape."
+    return {k: [getattr(old, k), getattr(new, k)] for k in SHAPE_FIELDS if getattr(old, k) != getattr(new, k)}
+
+def _listed(changes: dict) -> str: return ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in changes.items())
 
 # %% ../nbs/09_training.ipynb #88e3a6ad
 class SpikeDetector:
@@ -231,20 +385,37 @@ def channel_losses(token_loss: torch.Tensor, group_ids: torch.Tensor, n_groups: 
     c = torch.zeros(n_groups, device=token_loss.device).index_add_(0, group_ids, torch.ones_like(token_loss))
     return s / c
 
+KEPT_EVENTS = ("config_change", "checkpoint_skipped")  # the run's history: kept when a resume replays steps
+
+def _read_records(path: Path) -> tuple[list[dict], list[int], int]:  # a metrics.jsonl
+    "Its records, the numbers of lines that are not complete JSON records (a kill mid-write), its line count."
+    records, bad = [], []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip(): continue
+        try: rec = json.loads(line)
+        except json.JSONDecodeError: rec = None
+        if isinstance(rec, dict): records.append(rec)
+        else: bad.append(n)
+    return records, bad, len(lines)
+
 class _Metrics:
     def __init__(self, out: Path, tensorboard: bool, resume_step: int | None):
         self.path = out / "metrics.jsonl"
         if resume_step is not None and self.path.exists():   # drop records past the checkpoint: they will be recomputed
-            keep = [l for l in self.path.read_text().splitlines() if json.loads(l).get("step", -1) <= resume_step]
-            self.path.write_text("".join(l + "\n" for l in keep))
+            self._rewrite(lambda r: r.get("step", -1) <= resume_step or r.get("event") in KEPT_EVENTS)
         elif resume_step is None: self.path.write_text("")
         self.f = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
             try: from torch.utils.tensorboard import SummaryWriter
             except ImportError:                                      # e.g. a GPU machine with only torch installed
-                import warnings; warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only"); return
+                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only"); return
             self.tb = SummaryWriter(str(out / "tensorboard"))
+    def _rewrite(self, keep):  # keep: record -> bool
+        records, bad, _ = _read_records(self.path)
+        if bad: warnings.warn(f"{self.path}: dropped line(s) {bad}, not complete JSON records (a kill?)")
+        _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records if keep(r)))
     def log(self, rec: dict):
         self.f.write(json.dumps(rec) + "\n"); self.f.flush()
         if self.tb:
@@ -252,16 +423,29 @@ class _Metrics:
                 if isinstance(v, (int, float)) and k != "step" and math.isfinite(v): self.tb.add_scalar(k, v, rec["step"])
     def truncate(self, step: int):
         self.f.close()
-        keep = [l for l in self.path.read_text().splitlines() if json.loads(l).get("step", -1) <= step or "event" in json.loads(l)]
-        self.path.write_text("".join(l + "\n" for l in keep)); self.f = open(self.path, "a", encoding="utf-8")
+        self._rewrite(lambda r: r.get("step", -1) <= step or "event" in r)
+        self.f = open(self.path, "a", encoding="utf-8")
     def close(self):
         self.f.close()
         if self.tb: self.tb.close()
 
 # %% ../nbs/09_training.ipynb #b30b9587
+def _mismatch(e: RuntimeError) -> str:  # load_state_dict's error: its first complaint
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[1] if len(lines) > 1 else lines[0]
+
 class Trainer:
     "A training run: built from a TrainConfig, resumed from its folder if a checkpoint is there."
-    def __init__(self, cfg: TrainConfig):
+    def __init__(
+        self,
+        cfg: TrainConfig,        # the run's settings
+        override: bool = False,  # resume a run whose config.json differs from cfg (the change is recorded)
+    ):
+        cfg.validate()
+        for name in ("shards", "heldout_shards"):
+            folder = getattr(cfg, name)
+            if folder and not Path(folder).is_dir():
+                raise FileNotFoundError(f"{name}={folder!r}: no such folder (token shards, chapter 06)")
         self.cfg, self.out = cfg, Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads: torch.set_num_threads(cfg.threads)
@@ -270,6 +454,7 @@ class Trainer:
         self.shards = TokenShards(cfg.shards)
         vocab = self.shards.index["vocab_size"]
         self.mcfg = model_config(cfg, vocab)
+        changes = self._check_config(override)
         register_attention_backends()                                # attn_backend may name chapter 08's kernels
         self.model = Llama(self.mcfg).to(self.device)
         if cfg.recompute: enable_recompute(self.model)
@@ -283,13 +468,36 @@ class Trainer:
         self.groups = self.loader.group_names
         self.detector = SpikeDetector(cfg.spike_window, cfg.spike_z, cfg.spike_warmup)
         self.step, self.batches_drawn, self.tokens, self.skip, self.rollbacks = 0, 0, 0, set(), 0
-        ck = load_checkpoint(self.out)
-        if ck is not None: self._restore(ck)                         # resuming: the run's own checkpoint wins
-        elif cfg.init_from: self._init_weights(Path(cfg.init_from))
-        save_config(cfg, self.out / "config.json")
-        self.metrics = _Metrics(self.out, cfg.tensorboard, self.step if ck is not None else None)
-        if ck is None: self._save()                                  # step 0: something to roll back to
+        with lock_folder(self.out, "training run"):       # another trainer on this folder fails here
+            skipped = []
+            ck = load_checkpoint(self.out, skipped)
+            if ck is not None: self._restore(ck)                     # resuming: the run's own checkpoint wins
+            elif cfg.init_from: self._init_weights(Path(cfg.init_from), skipped)
+            self.metrics = _Metrics(self.out, cfg.tensorboard, self.step if ck is not None else None)
+            for s in skipped: self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
+            if changes: self.metrics.log({"step": self.step, "event": "config_change", "changes": changes})
+            save_config(absolute_paths(cfg), self.out / "config.json")
+            if ck is None: self._save()                              # step 0: something to roll back to
         self._it = iter(self.loader)
+
+    def _check_config(self, override: bool) -> dict:
+        "Compare with the folder's saved settings: refuse a new shape, and other changes unless overridden."
+        saved = self.out / "config.json"
+        if not saved.exists() or not any(self.out.glob("ckpt_*.pt")): return {}
+        old = load_config(TrainConfig, saved)
+        index = Path(old.shards) / "index.json"
+        vocab = self.shards.index["vocab_size"]
+        if index.exists(): vocab = json.loads(index.read_text())["vocab_size"]
+        if shape := shape_changes(model_config(old, vocab), self.mcfg):
+            raise ConfigMismatchError(f"{self.out} holds a model of another shape ({_listed(shape)}): "
+                                      "its checkpoints cannot be loaded into this one. Train in a new folder")
+        changes = config_changes(old, self.cfg)
+        if changes and not override:
+            raise ConfigMismatchError(
+                f"{self.out} holds a run with other settings ({_listed(changes)}; saved in {saved}). "
+                "Resume with the saved settings, train into a new folder, or pass override=True "
+                "(llmcourse train --override) to continue with the new ones, recorded in metrics.jsonl")
+        return changes
 
     def _state(self) -> dict:
         return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -298,7 +506,11 @@ class Trainer:
                             "detector": list(self.detector.losses), "rollbacks": self.rollbacks}}
 
     def _restore(self, ck: dict):
-        self.model.load_state_dict(ck["model"]); self.opt.load_state_dict(ck["optimizer"])
+        try: self.model.load_state_dict(ck["model"])
+        except RuntimeError as e:
+            msg = f"{self.out}: its checkpoint's weights do not fit this model ({_mismatch(e)})"
+            raise ConfigMismatchError(msg) from None
+        self.opt.load_state_dict(ck["optimizer"])
         self.loader.load_state_dict(ck["loader"]); set_rng_state(ck["rng"])
         if self.scaler and ck["scaler"]: self.scaler.load_state_dict(ck["scaler"])
         t = ck["trainer"]; self.step = ck["step"]
@@ -307,11 +519,13 @@ class Trainer:
 
     def _save(self): save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
 
-    def _init_weights(self, run: Path):  # continue from another run's weights (a fresh optimizer and schedule)
-        ck = load_checkpoint(run)
+    def _init_weights(self, run: Path, skipped: list):  # another run's weights (fresh optimizer and schedule)
+        ck = load_checkpoint(run, skipped)
         if ck is None: raise FileNotFoundError(f"init_from={str(run)!r} has no checkpoint (expected a chapter-09 run folder with ckpt_*.pt)")
         try: self.model.load_state_dict(ck["model"])
-        except RuntimeError as e: raise ValueError(f"init_from={str(run)!r}: its weights do not fit this model ({str(e).splitlines()[1].strip()})") from None
+        except RuntimeError as e:
+            msg = f"init_from={str(run)!r}: its weights do not fit this model ({_mismatch(e)})"
+            raise ValueError(msg) from None
 
     def _packing(self, b: dict) -> dict:  # the model's document-boundary inputs for this batch
         if not self.cfg.doc_mask: return {}
@@ -325,12 +539,14 @@ class Trainer:
     def _rollback(self, bad: list[int], loss: float):
         self.opt.zero_grad(set_to_none=True)
         at, skip, n = self.step + 1, self.skip | set(bad), self.rollbacks
-        ck = load_checkpoint(self.out)
+        skipped = []
+        ck = load_checkpoint(self.out, skipped)
         self._restore(ck); self.skip, self.rollbacks = skip, n + 1        # keep what the restored state does not know
         self._it = iter(self.loader)                                 # restart the stream from the restored state
         self.metrics.truncate(self.step)
         self.metrics.log({"step": self.step, "event": "spike", "at_step": at, "loss": loss if math.isfinite(loss) else None,
                           "skipped_batches": bad, "rolled_back_to": ck["step"]})
+        for s in skipped: self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
 
 # %% ../nbs/09_training.ipynb #8bc56513
 def _train_step(self: Trainer) -> dict | None:
@@ -387,7 +603,10 @@ def _evaluate(self: Trainer) -> dict:
     return {"eval_loss": (s.sum() / c.sum()).item()} | {f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()}
 
 def _run(self: Trainer) -> dict:
-    "Train to max_steps (from wherever the run folder's checkpoint left off); returns a summary."
+    "Train to max_steps (from where the folder's checkpoint left off), owning the folder; returns a summary."
+    with lock_folder(self.out, "training run"): return self._loop()
+
+def _loop(self: Trainer) -> dict:
     cfg = self.cfg
     self.heldout = TokenShards(cfg.heldout_shards) if cfg.heldout_shards else None
     t_last, tok_last = time.perf_counter(), self.tokens
@@ -409,12 +628,18 @@ def _run(self: Trainer) -> dict:
     self.metrics.close()
     return {"steps": self.step, "tokens": self.tokens, "rollbacks": self.rollbacks, "out": str(self.out)}
 
-Trainer._train_step, Trainer._evaluate, Trainer.run = _train_step, _evaluate, _run
+Trainer._train_step, Trainer._evaluate, Trainer._loop, Trainer.run = _train_step, _evaluate, _loop, _run
 
-def train(cfg: TrainConfig) -> dict:  # the run's settings
+def train(
+    cfg: TrainConfig,        # the run's settings
+    override: bool = False,  # resume a run with settings that differ from its config.json (recorded)
+) -> dict:
     "Run (or resume) training as configured; returns steps, tokens, rollbacks and the run folder."
-    return Trainer(cfg).run()
+    return Trainer(cfg, override).run()
 
 def read_metrics(out: str | Path) -> list[dict]:  # a run folder
-    "The records of metrics.jsonl."
-    return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l]
+    "The records of metrics.jsonl; a last line cut short (a run killed, or still writing) is left out."
+    path = Path(out) / "metrics.jsonl"
+    records, bad, n_lines = _read_records(path)
+    if bad and bad != [n_lines]: raise DataError(path, bad[0], "not a complete JSON record")
+    return records

@@ -86,7 +86,7 @@ def test_run_tokenizer_bad_vocab_size(llmcourse_exe, repo_root, tmp_path):
     r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(tmp_path / "o"), "--stdlib-files", "0",
              "--vocab-size", "200", "--stages", "clean", "dedup", "tokenizer", cwd=tmp_path)
     assert r.returncode == 2 and "vocab_size=200 is too small" in r.stderr, r.stderr
-    assert json.loads((tmp_path / "o" / "summary.json").read_text())["tokenizer"]["status"] == "failed"
+    assert not (tmp_path / "o").exists()  # refused before any stage spent time
 
 
 def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo_root, tmp_path):

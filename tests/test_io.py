@@ -60,13 +60,14 @@ def test_skip_without_rejects_is_refused(tmp_path):
 
 
 def test_every_line_is_kept_or_rejected(tmp_path):
-    "Mixed file: kept + rejected == non-blank lines, and the reject line numbers are exact."
+    "Mixed file: kept + rejected == lines (a blank line is recorded too), and the reject line numbers are exact."
     lines = [GOOD, CASES[0][0], GOOD, b"\n", CASES[4][0], CASES[11][0], GOOD]
     p = tmp_path / "mixed.jsonl"; p.write_bytes(b"".join(lines))
     rej: list = []
     kept = list(read_jsonl(p, on_error="skip", rejects=rej))
-    assert len(kept) == 3 and [r["line"] for r in rej] == [2, 5, 6]
-    assert len(kept) + len(rej) == sum(1 for l in lines if l.strip())
+    assert len(kept) == 3 and [r["line"] for r in rej] == [2, 4, 5, 6]
+    assert rej[1]["reason"].startswith("blank_line:")
+    assert len(kept) + len(rej) == len(lines)
     assert [n for n, _ in read_jsonl(p, on_error="skip", rejects=[], with_lines=True)] == [1, 3, 7]
 
 
