@@ -551,8 +551,11 @@ def _finish_star(args): return finish_document(args[0], _TEMPLATE, args[1])
 
 def _pool_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> Iterator:
     if cfg.workers <= 1:
+        threads = torch.get_num_threads()
         if init: init(*initargs)
-        yield from map(fn, items); return
+        torch.set_num_threads(threads)   # in the caller's process: its thread count stays as it was
+        yield from map(fn, items)
+        return
     with get_context("fork" if os.name == "posix" else "spawn").Pool(cfg.workers, init, initargs) as pool:
         yield from pool.imap(fn, items, chunksize=cfg.chunksize)
 
