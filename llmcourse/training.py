@@ -635,7 +635,9 @@ def train(
     override: bool = False,  # resume a run with settings that differ from its config.json (recorded)
 ) -> dict:
     "Run (or resume) training as configured; returns steps, tokens, rollbacks and the run folder."
-    return Trainer(cfg, override).run()
+    threads = torch.get_num_threads()
+    try: return Trainer(cfg, override).run()
+    finally: torch.set_num_threads(threads)   # `cfg.threads` holds for this run only, not for the caller after it
 
 def read_metrics(out: str | Path) -> list[dict]:  # a run folder
     "The records of metrics.jsonl; a last line cut short (a run killed, or still writing) is left out."
