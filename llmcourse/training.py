@@ -112,7 +112,7 @@ _RULES = {  # field: (test of its value, what the value must be)
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "grad_accum": (lambda v: v >= 1, ">= 1"),
     "max_steps": (lambda v: v >= 0, ">= 0"),
-    "lr": (lambda v: 0 < v < math.inf, "a positive number"),
+    "lr": (lambda v: 0 <= v < math.inf, "a number >= 0 (0 trains nothing: the weights stay as loaded)"),
     "min_lr_ratio": (lambda v: 0 <= v <= 1, "between 0 and 1"),
     "warmup_steps": (lambda v: v >= 0, ">= 0"),
     "schedule": (lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
