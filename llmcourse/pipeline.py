@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import llmcourse
-from .core import (lock_folder, new_figure, progress, read_jsonl, reject_record, save_config, save_figure,
+from .core import (atomic_file, lock_folder, new_figure, progress, read_jsonl, reject_record, save_config, save_figure,
                             save_json, seed_everything, to_jsonable)
 from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
 from .cleaning import CleanConfig, clean_corpus, read_documents
@@ -570,8 +570,7 @@ def run_pipeline(
         for st in STAGES:
             upstream = _run_stage(ctx, st, upstream, summary, rerun)
         report = render_report(ctx, summary)
-        (run_dir / "report.md.tmp").write_text(report, encoding="utf-8")
-        os.replace(run_dir / "report.md.tmp", run_dir / "report.md")
+        with atomic_file(run_dir / "report.md") as tmp: tmp.write_text(report, encoding="utf-8")
     return run_dir
 
 # %% ../nbs/15_pipeline.ipynb #23f57490

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .core import (DataError, load_config, lock_folder, pick_device, save_config, seed_everything,
+from .core import (DataError, atomic_file, load_config, lock_folder, pick_device, save_config, seed_everything,
                             to_jsonable)
 from .data import PackedLoader, TokenShards, shard_mixture
 from .model import Llama, flops_per_token, preset
@@ -186,9 +186,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 def _write_atomic(path: Path, text: str):  # a small file, written under a temporary name, then renamed
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp: tmp.write_text(text, encoding="utf-8")
 
 def save_checkpoint(
     folder: Path,    # the run folder
@@ -199,9 +197,7 @@ def save_checkpoint(
     "Write ckpt_<step>.pt atomically, then its sidecar (bytes and SHA-256), then point `latest` at it."
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt_{step:07d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp: torch.save(state, tmp)
     sidecar = {"file": path.name, "step": step, "bytes": path.stat().st_size, "sha256": _sha256(path)}
     _write_atomic(folder / f"{path.name}.json", json.dumps(sidecar))
     _write_atomic(folder / "latest", path.name)
