@@ -13,12 +13,14 @@ import importlib
 import numpy as np
 import torch
 
-if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # no GPU: Triton's interpreter
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
 try:
     import triton
     import triton.language as tl
-except ImportError:                                  # the package works without Triton; the "triton" backend says what is missing
+except ImportError:  # the package works without Triton; the "triton" backend says what is missing
     triton = tl = None
 
 from .model import ATTENTION_BACKENDS, causal_mask, document_mask
@@ -31,114 +33,173 @@ __all__ = ['LOG2E', 'LN2', 'KERNEL_BLOCKS', 'SDPA_KERNELS', 'naive_attention', '
 
 # %% ../nbs/08_attention.ipynb #da2f4d19
 def naive_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d), (B, Hkv, Tk, d)
-    causal: bool = True,                      # query i sees keys up to i + Tk − Tq
-    doc_ids: torch.Tensor | None = None,      # (B, T): attend only within the same document
-    scale: float | None = None,               # score scale (default 1/√d)
-) -> tuple[torch.Tensor, torch.Tensor]:       # output (B, H, Tq, d) in q's dtype, lse (B, H, Tq) float32
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d), (B, Hkv, Tk, d)
+    causal: bool = True,  # query i sees keys up to i + Tk − Tq
+    doc_ids: torch.Tensor | None = None,  # (B, T): attend only within the same document
+    scale: float | None = None,  # score scale (default 1/√d)
+) -> tuple[torch.Tensor, torch.Tensor]:  # output (B, H, Tq, d) in q's dtype, lse (B, H, Tq) float32
     "Attention with the full score matrix in memory; also returns each row's log-sum-exp."
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     s = (q.float() @ k.float().transpose(-1, -2)) * (scale or 1 / math.sqrt(q.shape[-1]))
-    if doc_ids is not None: s = s.masked_fill(~document_mask(doc_ids, causal), float("-inf"))
-    elif causal: s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
+    if doc_ids is not None:
+        s = s.masked_fill(~document_mask(doc_ids, causal), float("-inf"))
+    elif causal:
+        s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
     lse = s.logsumexp(-1)
     return ((s - lse[..., None]).exp() @ v.float()).to(q.dtype), lse
 
 # %% ../nbs/08_attention.ipynb #56d5973a
-def saved_tensor_bytes(fn: Callable, *args, **kwargs) -> int:  # a function of tensors that need grad; its arguments
+def saved_tensor_bytes(
+    fn: Callable, *args, **kwargs
+) -> int:  # a function of tensors that need grad; its arguments
     "Bytes of the distinct tensors autograd saves for the backward pass of fn(*args)."
     seen: dict[int, int] = {}
+
     def pack(t):
-        if t.device.type != "meta": seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.device.type != "meta":
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(*args, **kwargs)
     inputs = {a.untyped_storage().data_ptr() for a in args if torch.is_tensor(a)}
-    return sum(n for p, n in seen.items() if p not in inputs)   # the inputs exist anyway
+    return sum(n for p, n in seen.items() if p not in inputs)  # the inputs exist anyway
 
 # %% ../nbs/08_attention.ipynb #621e49fb
 def online_softmax(
-    x: np.ndarray,     # one row of scores
-    block: int = 4,    # how many scores arrive at a time
+    x: np.ndarray,  # one row of scores
+    block: int = 4,  # how many scores arrive at a time
 ) -> tuple[np.ndarray, list[dict]]:  # softmax(x), and the running max/sum after each block
     "Softmax in one pass over blocks, keeping only a running maximum and a running sum."
     m, l, trace = -np.inf, 0.0, []
     for i in range(0, len(x), block):
-        xb = x[i:i + block]
+        xb = x[i : i + block]
         m_new = max(m, xb.max())
-        l = l * np.exp(m - m_new) + np.exp(xb - m_new).sum()    # rescale the old sum to the new maximum
+        l = l * np.exp(m - m_new) + np.exp(xb - m_new).sum()  # rescale the old sum to the new maximum
         m = m_new
         trace.append({"block": i // block, "max": m, "sum": l})
     return np.exp(x - m - np.log(l)), trace
 
 # %% ../nbs/08_attention.ipynb #71fad0e2
 def blocked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
-    causal: bool = True,                 # query i sees keys up to i + Tk − Tq
-    block_q: int = 64, block_k: int = 64,  # tile sizes
-    scale: float | None = None,          # score scale (default 1/√d)
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
+    causal: bool = True,  # query i sees keys up to i + Tk − Tq
+    block_q: int = 64,
+    block_k: int = 64,  # tile sizes
+    scale: float | None = None,  # score scale (default 1/√d)
 ) -> tuple[torch.Tensor, torch.Tensor]:  # output (B, H, Tq, d), lse (B, H, Tq) float32
     "Exact attention one (query block, key block) tile at a time, with online softmax."
-    B, H, Tq, d = q.shape; Tk, rep = k.shape[2], q.shape[1] // k.shape[1]
-    k, v, scale = k.repeat_interleave(rep, 1).float(), v.repeat_interleave(rep, 1).float(), scale or 1 / math.sqrt(d)
-    out, lse = torch.empty(B, H, Tq, d, dtype=q.dtype, device=q.device), torch.empty(B, H, Tq, device=q.device)
+    B, H, Tq, d = q.shape
+    Tk, rep = k.shape[2], q.shape[1] // k.shape[1]
+    k, v, scale = (
+        k.repeat_interleave(rep, 1).float(),
+        v.repeat_interleave(rep, 1).float(),
+        scale or 1 / math.sqrt(d),
+    )
+    out, lse = (
+        torch.empty(B, H, Tq, d, dtype=q.dtype, device=q.device),
+        torch.empty(B, H, Tq, device=q.device),
+    )
     for i in range(0, Tq, block_q):
-        qb = q[:, :, i:i + block_q].float() * scale; rows = torch.arange(i, i + qb.shape[2], device=q.device) + Tk - Tq
-        m = torch.full(qb.shape[:3], float("-inf"), device=q.device); l = torch.zeros_like(m); acc = torch.zeros_like(qb)
-        for j in range(0, int(rows[-1]) + 1 if causal else Tk, block_k):      # causal: stop after the diagonal
-            s = qb @ k[:, :, j:j + block_k].transpose(-1, -2)
-            if causal: s = s.masked_fill(rows[:, None] < torch.arange(j, j + s.shape[-1], device=q.device), float("-inf"))
+        qb = q[:, :, i : i + block_q].float() * scale
+        rows = torch.arange(i, i + qb.shape[2], device=q.device) + Tk - Tq
+        m = torch.full(qb.shape[:3], float("-inf"), device=q.device)
+        l = torch.zeros_like(m)
+        acc = torch.zeros_like(qb)
+        for j in range(0, int(rows[-1]) + 1 if causal else Tk, block_k):  # causal: stop after the diagonal
+            s = qb @ k[:, :, j : j + block_k].transpose(-1, -2)
+            if causal:
+                s = s.masked_fill(
+                    rows[:, None] < torch.arange(j, j + s.shape[-1], device=q.device), float("-inf")
+                )
             m_new = torch.maximum(m, s.amax(-1))
-            m_use = m_new.masked_fill(m_new == float("-inf"), 0.0)             # rows that have seen nothing yet
+            m_use = m_new.masked_fill(m_new == float("-inf"), 0.0)  # rows that have seen nothing yet
             p, alpha = (s - m_use[..., None]).exp(), (m - m_use).exp()
-            l, acc, m = l * alpha + p.sum(-1), acc * alpha[..., None] + p @ v[:, :, j:j + block_k], m_new
-        out[:, :, i:i + block_q], lse[:, :, i:i + block_q] = (acc / l[..., None]).to(q.dtype), m + l.log()
+            l, acc, m = l * alpha + p.sum(-1), acc * alpha[..., None] + p @ v[:, :, j : j + block_k], m_new
+        out[:, :, i : i + block_q], lse[:, :, i : i + block_q] = (acc / l[..., None]).to(q.dtype), m + l.log()
     return out, lse
 
 # %% ../nbs/08_attention.ipynb #f9ed6565
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
 
+
 def _jit(fn: Callable) -> Callable:  # a kernel
     "triton.jit where Triton is installed; the plain function otherwise (launching it then raises a clear error)."
     return triton.jit(fn) if triton is not None else fn
+
 
 # Row reductions through tl.reduce with our own combine functions, and tl.full for zeros: Triton's
 # library versions (tl.max, tl.sum, tl.zeros) are themselves jit functions, fixed as compiled or
 # interpreted when triton.language is first imported — which another library may have done already.
 @_jit
-def _max2(a, b): return tl.maximum(a, b)
+def _max2(a, b):
+    return tl.maximum(a, b)
+
 
 @_jit
-def _add2(a, b): return a + b
+def _add2(a, b):
+    return a + b
+
 
 @_jit
 def _load_rows(base, rows, stride, limit, D: tl.constexpr, MASKED: tl.constexpr):
     "A (len(rows), D) tile of a (T, D) matrix with row stride `stride`; rows at or past `limit` read as 0 when MASKED."
     ptrs = base + rows[:, None] * stride + tl.arange(0, D)[None, :]
-    if MASKED: return tl.load(ptrs, mask=rows[:, None] < limit, other=0.0)
+    if MASKED:
+        return tl.load(ptrs, mask=rows[:, None] < limit, other=0.0)
     return tl.load(ptrs)
+
 
 @_jit
 def _keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr):
     "Which (query, key) pairs of a tile may attend: inside the sequence, causal, same document."
     keep = kn[None, :] < TK
-    if CAUSAL: keep = keep & (offs_m[:, None] + off >= kn[None, :])
-    if HAS_DOC: keep = keep & (doc_q[:, None] == tl.load(doc_base + kn, mask=kn < TK, other=-1)[None, :])
+    if CAUSAL:
+        keep = keep & (offs_m[:, None] + off >= kn[None, :])
+    if HAS_DOC:
+        keep = keep & (doc_q[:, None] == tl.load(doc_base + kn, mask=kn < TK, other=-1)[None, :])
     return keep
 
+
 @_jit
-def _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, lo, hi, TK, off, qk_scale,
-               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+def _fwd_tiles(
+    acc,
+    m_i,
+    l_i,
+    q,
+    k_base,
+    v_base,
+    skt,
+    svt,
+    offs_m,
+    doc_q,
+    doc_base,
+    lo,
+    hi,
+    TK,
+    off,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D: tl.constexpr,
+):
     for start_n in range(lo, hi, BLOCK_N):
         kn = start_n + tl.arange(0, BLOCK_N)
         k, v = _load_rows(k_base, kn, skt, TK, D, MASKED), _load_rows(v_base, kn, svt, TK, D, MASKED)
-        s = tl.dot(q, tl.trans(k)) * qk_scale                       # scores, in log2 units
-        if MASKED: s = tl.where(_keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL, HAS_DOC), s, float("-inf"))
+        s = tl.dot(q, tl.trans(k)) * qk_scale  # scores, in log2 units
+        if MASKED:
+            s = tl.where(_keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL, HAS_DOC), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.reduce(s, 1, _max2))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)         # rows that have seen nothing yet
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen nothing yet
         p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m_i - m_use)                                 # rescale what came before
+        alpha = tl.exp2(m_i - m_use)  # rescale what came before
         l_i = l_i * alpha + tl.reduce(p, 1, _add2)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -146,136 +207,440 @@ def _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, doc_q, doc_ba
 
 # %% ../nbs/08_attention.ipynb #35855dbf
 @_jit
-def _flash_fwd(Q, K, V, O, LSE, DOC, DSTART,
-               sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, sdb,
-               H, HKV, TQ, TK, qk_scale,
-               D: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _flash_fwd(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    DOC,
+    DSTART,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sob,
+    soh,
+    sot,
+    sdb,
+    H,
+    HKV,
+    TQ,
+    TK,
+    qk_scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     pid_m, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     hk = h // (H // HKV)
     offs_m, offs_d = pid_m * BLOCK_M + tl.arange(0, BLOCK_M), tl.arange(0, D)
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :], mask=offs_m[:, None] < TQ, other=0.0)
+    q = tl.load(
+        Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :], mask=offs_m[:, None] < TQ, other=0.0
+    )
     k_base, v_base, doc_base = K + b * skb + hk * skh, V + b * svb + hk * svh, DOC + b * sdb
-    off = TK - TQ                                                    # query i sits at key position i + off
+    off = TK - TQ  # query i sits at key position i + off
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.full([BLOCK_M], 0.0, tl.float32)
     acc = tl.full([BLOCK_M, D], 0.0, tl.float32)
     lo, hi = 0, TK
-    if CAUSAL: hi = tl.minimum(TK, (pid_m + 1) * BLOCK_M + off)      # nothing after the diagonal
+    if CAUSAL:
+        hi = tl.minimum(TK, (pid_m + 1) * BLOCK_M + off)  # nothing after the diagonal
     doc_q = offs_m
     if HAS_DOC:
         doc_q = tl.load(DOC + b * sdb + offs_m, mask=offs_m < TQ, other=-2)
-        lo = tl.load(DSTART + b * sdb + pid_m * BLOCK_M) // BLOCK_N * BLOCK_N   # skip earlier documents
-        full = lo                                                    # every visited block needs the mask
+        lo = tl.load(DSTART + b * sdb + pid_m * BLOCK_M) // BLOCK_N * BLOCK_N  # skip earlier documents
+        full = lo  # every visited block needs the mask
     else:
-        full = TK // BLOCK_N * BLOCK_N                               # key blocks before `full` need no mask
-        if CAUSAL: full = tl.minimum(full, tl.maximum(pid_m * BLOCK_M + off, 0) // BLOCK_N * BLOCK_N)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, lo, full, TK, off,
-                               qk_scale, False, CAUSAL, HAS_DOC, BLOCK_N, D)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, full, hi, TK, off,
-                               qk_scale, True, CAUSAL, HAS_DOC, BLOCK_N, D)
+        full = TK // BLOCK_N * BLOCK_N  # key blocks before `full` need no mask
+        if CAUSAL:
+            full = tl.minimum(full, tl.maximum(pid_m * BLOCK_M + off, 0) // BLOCK_N * BLOCK_N)
+    acc, m_i, l_i = _fwd_tiles(
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_base,
+        v_base,
+        skt,
+        svt,
+        offs_m,
+        doc_q,
+        doc_base,
+        lo,
+        full,
+        TK,
+        off,
+        qk_scale,
+        False,
+        CAUSAL,
+        HAS_DOC,
+        BLOCK_N,
+        D,
+    )
+    acc, m_i, l_i = _fwd_tiles(
+        acc,
+        m_i,
+        l_i,
+        q,
+        k_base,
+        v_base,
+        skt,
+        svt,
+        offs_m,
+        doc_q,
+        doc_base,
+        full,
+        hi,
+        TK,
+        off,
+        qk_scale,
+        True,
+        CAUSAL,
+        HAS_DOC,
+        BLOCK_N,
+        D,
+    )
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     rows = offs_m < TQ
-    tl.store(O + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :], (acc / l_safe[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
-    tl.store(LSE + bh * TQ + offs_m, m_i + tl.log2(l_safe), mask=rows)   # log2 units
+    tl.store(
+        O + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :],
+        (acc / l_safe[:, None]).to(O.dtype.element_ty),
+        mask=rows[:, None],
+    )
+    tl.store(LSE + bh * TQ + offs_m, m_i + tl.log2(l_safe), mask=rows)  # log2 units
 
 # %% ../nbs/08_attention.ipynb #4b2df0b1
 @_jit
-def _dkdv_tiles(dk, dv, k, v, q_base, do_base, sqt, sdot, lse_base, delta_base, offs_n, doc_k, doc_base,
-                lo, hi, TQ, TK, off, qk_scale,
-                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_M: tl.constexpr, D: tl.constexpr):
+def _dkdv_tiles(
+    dk,
+    dv,
+    k,
+    v,
+    q_base,
+    do_base,
+    sqt,
+    sdot,
+    lse_base,
+    delta_base,
+    offs_n,
+    doc_k,
+    doc_base,
+    lo,
+    hi,
+    TQ,
+    TK,
+    off,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    D: tl.constexpr,
+):
     for start_m in range(lo, hi, BLOCK_M):
         qm = start_m + tl.arange(0, BLOCK_M)
         q, do = _load_rows(q_base, qm, sqt, TQ, D, MASKED), _load_rows(do_base, qm, sdot, TQ, D, MASKED)
-        if MASKED: lse, delta = tl.load(lse_base + qm, mask=qm < TQ, other=0.0), tl.load(delta_base + qm, mask=qm < TQ, other=0.0)
-        else: lse, delta = tl.load(lse_base + qm), tl.load(delta_base + qm)
-        pt = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])   # Pᵀ: keys x queries
+        if MASKED:
+            lse, delta = (
+                tl.load(lse_base + qm, mask=qm < TQ, other=0.0),
+                tl.load(delta_base + qm, mask=qm < TQ, other=0.0),
+            )
+        else:
+            lse, delta = tl.load(lse_base + qm), tl.load(delta_base + qm)
+        pt = tl.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :])  # Pᵀ: keys x queries
         if MASKED:
             keep = (qm[None, :] < TQ) & (offs_n[:, None] < TK)
-            if CAUSAL: keep = keep & (qm[None, :] + off >= offs_n[:, None])
-            if HAS_DOC: keep = keep & (doc_k[:, None] == tl.load(doc_base + qm + off, mask=qm < TQ, other=-2)[None, :])
+            if CAUSAL:
+                keep = keep & (qm[None, :] + off >= offs_n[:, None])
+            if HAS_DOC:
+                keep = keep & (
+                    doc_k[:, None] == tl.load(doc_base + qm + off, mask=qm < TQ, other=-2)[None, :]
+                )
             pt = tl.where(keep, pt, 0.0)
         dv += tl.dot(pt.to(do.dtype), do)
         dst = pt * (tl.dot(v, tl.trans(do)) - delta[None, :])
         dk += tl.dot(dst.to(q.dtype), q)
     return dk, dv
 
+
 @_jit
-def _flash_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, DOC, DSTART, DEND,
-                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdob, sdoh, sdot, sdkb, sdkh, sdkt, sdvb, sdvh, sdvt, sdb,
-                    H, HKV, TQ, TK, qk_scale, sm_scale,
-                    D: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _flash_bwd_dkdv(
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    LSE,
+    DELTA,
+    DOC,
+    DSTART,
+    DEND,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sdob,
+    sdoh,
+    sdot,
+    sdkb,
+    sdkh,
+    sdkt,
+    sdvb,
+    sdvh,
+    sdvt,
+    sdb,
+    H,
+    HKV,
+    TQ,
+    TK,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     pid_n, bhk = tl.program_id(0), tl.program_id(1)
     b, hk = bhk // HKV, bhk % HKV
     group = H // HKV
     start_n = pid_n * BLOCK_N
     offs_n, offs_d = start_n + tl.arange(0, BLOCK_N), tl.arange(0, D)
-    k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0)
-    v = tl.load(V + b * svb + hk * svh + offs_n[:, None] * svt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0)
+    k = tl.load(
+        K + b * skb + hk * skh + offs_n[:, None] * skt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0
+    )
+    v = tl.load(
+        V + b * svb + hk * svh + offs_n[:, None] * svt + offs_d[None, :], mask=offs_n[:, None] < TK, other=0.0
+    )
     dk = tl.full([BLOCK_N, D], 0.0, tl.float32)
     dv = tl.full([BLOCK_N, D], 0.0, tl.float32)
     off = TK - TQ
     lo, hi = 0, TQ
-    if CAUSAL: lo = tl.maximum(start_n - off, 0) // BLOCK_M * BLOCK_M  # earlier queries cannot see these keys
+    if CAUSAL:
+        lo = tl.maximum(start_n - off, 0) // BLOCK_M * BLOCK_M  # earlier queries cannot see these keys
     doc_k, doc_base = offs_n, DOC + b * sdb
     if HAS_DOC:
         doc_k = tl.load(doc_base + offs_n, mask=offs_n < TK, other=-1)
-        lo = tl.maximum(lo, tl.load(DSTART + b * sdb + start_n) // BLOCK_M * BLOCK_M)           # nor other documents'
+        lo = tl.maximum(lo, tl.load(DSTART + b * sdb + start_n) // BLOCK_M * BLOCK_M)  # nor other documents'
         hi = tl.minimum(TQ, tl.load(DEND + b * sdb + tl.minimum(start_n + BLOCK_N, TK) - 1))
-        a, z = hi, hi                                                # everything masked
-    else:                                                            # [lo, a) masked, [a, z) not, [z, hi) masked
+        a, z = hi, hi  # everything masked
+    else:  # [lo, a) masked, [a, z) not, [z, hi) masked
         z = TQ // BLOCK_M * BLOCK_M
         a = lo
-        if CAUSAL: a = tl.minimum(tl.maximum((tl.maximum(start_n + BLOCK_N - 1 - off, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M, lo), z)
-        if start_n + BLOCK_N > TK:                                   # the last, partial key block
+        if CAUSAL:
+            a = tl.minimum(
+                tl.maximum(
+                    (tl.maximum(start_n + BLOCK_N - 1 - off, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M, lo
+                ),
+                z,
+            )
+        if start_n + BLOCK_N > TK:  # the last, partial key block
             a, z = hi, hi
         z = tl.maximum(a, z)
-    for g in range(group):                                           # every query head that shares this KV head
+    for g in range(group):  # every query head that shares this KV head
         h = hk * group + g
         q_base, do_base = Q + b * sqb + h * sqh, DO + b * sdob + h * sdoh
         lse_base, delta_base = LSE + (b * H + h) * TQ, DELTA + (b * H + h) * TQ
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, sqt, sdot, lse_base, delta_base, offs_n, doc_k, doc_base,
-                             lo, a, TQ, TK, off, qk_scale, True, CAUSAL, HAS_DOC, BLOCK_M, D)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, sqt, sdot, lse_base, delta_base, offs_n, doc_k, doc_base,
-                             a, z, TQ, TK, off, qk_scale, False, CAUSAL, HAS_DOC, BLOCK_M, D)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, sqt, sdot, lse_base, delta_base, offs_n, doc_k, doc_base,
-                             z, hi, TQ, TK, off, qk_scale, True, CAUSAL, HAS_DOC, BLOCK_M, D)
+        dk, dv = _dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_base,
+            do_base,
+            sqt,
+            sdot,
+            lse_base,
+            delta_base,
+            offs_n,
+            doc_k,
+            doc_base,
+            lo,
+            a,
+            TQ,
+            TK,
+            off,
+            qk_scale,
+            True,
+            CAUSAL,
+            HAS_DOC,
+            BLOCK_M,
+            D,
+        )
+        dk, dv = _dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_base,
+            do_base,
+            sqt,
+            sdot,
+            lse_base,
+            delta_base,
+            offs_n,
+            doc_k,
+            doc_base,
+            a,
+            z,
+            TQ,
+            TK,
+            off,
+            qk_scale,
+            False,
+            CAUSAL,
+            HAS_DOC,
+            BLOCK_M,
+            D,
+        )
+        dk, dv = _dkdv_tiles(
+            dk,
+            dv,
+            k,
+            v,
+            q_base,
+            do_base,
+            sqt,
+            sdot,
+            lse_base,
+            delta_base,
+            offs_n,
+            doc_k,
+            doc_base,
+            z,
+            hi,
+            TQ,
+            TK,
+            off,
+            qk_scale,
+            True,
+            CAUSAL,
+            HAS_DOC,
+            BLOCK_M,
+            D,
+        )
     ok = offs_n[:, None] < TK
-    tl.store(DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkt + offs_d[None, :], (dk * sm_scale).to(DK.dtype.element_ty), mask=ok)
-    tl.store(DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=ok)
+    tl.store(
+        DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkt + offs_d[None, :],
+        (dk * sm_scale).to(DK.dtype.element_ty),
+        mask=ok,
+    )
+    tl.store(
+        DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvt + offs_d[None, :],
+        dv.to(DV.dtype.element_ty),
+        mask=ok,
+    )
 
 # %% ../nbs/08_attention.ipynb #61109ced
 @_jit
-def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, lo, hi, TK, off, qk_scale,
-              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr):
+def _dq_tiles(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    k_base,
+    v_base,
+    skt,
+    svt,
+    offs_m,
+    doc_q,
+    doc_base,
+    lo,
+    hi,
+    TK,
+    off,
+    qk_scale,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    D: tl.constexpr,
+):
     for start_n in range(lo, hi, BLOCK_N):
         kn = start_n + tl.arange(0, BLOCK_N)
         k, v = _load_rows(k_base, kn, skt, TK, D, MASKED), _load_rows(v_base, kn, svt, TK, D, MASKED)
         p = tl.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
-        if MASKED: p = tl.where(_keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL, HAS_DOC), p, 0.0)
+        if MASKED:
+            p = tl.where(_keep(offs_m, kn, TK, off, doc_q, doc_base, CAUSAL, HAS_DOC), p, 0.0)
         ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k)
     return dq
 
+
 @_jit
-def _flash_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, DOC, DSTART,
-                  sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sdob, sdoh, sdot, sdqb, sdqh, sdqt, sdb,
-                  H, HKV, TQ, TK, qk_scale, sm_scale,
-                  D: tl.constexpr, CAUSAL: tl.constexpr, HAS_DOC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _flash_bwd_dq(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    LSE,
+    DELTA,
+    DOC,
+    DSTART,
+    sqb,
+    sqh,
+    sqt,
+    skb,
+    skh,
+    skt,
+    svb,
+    svh,
+    svt,
+    sdob,
+    sdoh,
+    sdot,
+    sdqb,
+    sdqh,
+    sdqt,
+    sdb,
+    H,
+    HKV,
+    TQ,
+    TK,
+    qk_scale,
+    sm_scale,
+    D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_DOC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     pid_m, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     hk = h // (H // HKV)
     offs_m, offs_d = pid_m * BLOCK_M + tl.arange(0, BLOCK_M), tl.arange(0, D)
     rows = offs_m < TQ
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :], mask=rows[:, None], other=0.0)
-    do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdot + offs_d[None, :], mask=rows[:, None], other=0.0)
+    q = tl.load(
+        Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :], mask=rows[:, None], other=0.0
+    )
+    do = tl.load(
+        DO + b * sdob + h * sdoh + offs_m[:, None] * sdot + offs_d[None, :], mask=rows[:, None], other=0.0
+    )
     lse = tl.load(LSE + bh * TQ + offs_m, mask=rows, other=0.0)
     delta = tl.load(DELTA + bh * TQ + offs_m, mask=rows, other=0.0)
     dq = tl.full([BLOCK_M, D], 0.0, tl.float32)
     k_base, v_base, doc_base = K + b * skb + hk * skh, V + b * svb + hk * svh, DOC + b * sdb
     off = TK - TQ
     lo, hi = 0, TK
-    if CAUSAL: hi = tl.minimum(TK, (pid_m + 1) * BLOCK_M + off)
+    if CAUSAL:
+        hi = tl.minimum(TK, (pid_m + 1) * BLOCK_M + off)
     doc_q = offs_m
     if HAS_DOC:
         doc_q = tl.load(DOC + b * sdb + offs_m, mask=rows, other=-2)
@@ -283,102 +648,273 @@ def _flash_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, DOC, DSTART,
         full = lo
     else:
         full = TK // BLOCK_N * BLOCK_N
-        if CAUSAL: full = tl.minimum(full, tl.maximum(pid_m * BLOCK_M + off, 0) // BLOCK_N * BLOCK_N)
-    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, lo, full, TK, off, qk_scale,
-                   False, CAUSAL, HAS_DOC, BLOCK_N, D)
-    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, doc_q, doc_base, full, hi, TK, off, qk_scale,
-                   True, CAUSAL, HAS_DOC, BLOCK_N, D)
-    tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqt + offs_d[None, :], (dq * sm_scale).to(DQ.dtype.element_ty), mask=rows[:, None])
+        if CAUSAL:
+            full = tl.minimum(full, tl.maximum(pid_m * BLOCK_M + off, 0) // BLOCK_N * BLOCK_N)
+    dq = _dq_tiles(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        k_base,
+        v_base,
+        skt,
+        svt,
+        offs_m,
+        doc_q,
+        doc_base,
+        lo,
+        full,
+        TK,
+        off,
+        qk_scale,
+        False,
+        CAUSAL,
+        HAS_DOC,
+        BLOCK_N,
+        D,
+    )
+    dq = _dq_tiles(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        k_base,
+        v_base,
+        skt,
+        svt,
+        offs_m,
+        doc_q,
+        doc_base,
+        full,
+        hi,
+        TK,
+        off,
+        qk_scale,
+        True,
+        CAUSAL,
+        HAS_DOC,
+        BLOCK_N,
+        D,
+    )
+    tl.store(
+        DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqt + offs_d[None, :],
+        (dq * sm_scale).to(DQ.dtype.element_ty),
+        mask=rows[:, None],
+    )
 
 # %% ../nbs/08_attention.ipynb #03e68084
 KERNEL_BLOCKS = {  # (kernel, head dim ≥) -> (BLOCK_M, BLOCK_N, num_warps, num_stages), from an H100 sweep
-    ("fwd", 128): (128, 128, 8, 3), ("fwd", 0): (128, 64, 8, 3),
-    ("dkdv", 128): (64, 128, 8, 2), ("dkdv", 0): (64, 64, 4, 2),
-    ("dq", 128): (64, 64, 4, 2), ("dq", 0): (64, 64, 4, 2),
+    ("fwd", 128): (128, 128, 8, 3),
+    ("fwd", 0): (128, 64, 8, 3),
+    ("dkdv", 128): (64, 128, 8, 2),
+    ("dkdv", 0): (64, 64, 4, 2),
+    ("dq", 128): (64, 64, 4, 2),
+    ("dq", 0): (64, 64, 4, 2),
 }
 
+
 def _blocks(kernel: str, d: int, device: torch.device) -> tuple[int, int, int, int]:
-    if device.type != "cuda": return 16, 16, 4, 1                  # the interpreter: small tiles
+    if device.type != "cuda":
+        return 16, 16, 4, 1  # the interpreter: small tiles
     return KERNEL_BLOCKS[(kernel, 128 if d >= 128 else 0)]
+
 
 def document_tables(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (B, T) ints
     "int32 (ids, start, end): each position's document id, its document's first and one-past-last position."
     B, T = doc_ids.shape
     idx = torch.arange(T, device=doc_ids.device).expand(B, T)
-    new = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device); new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    last = torch.ones_like(new); last[:, :-1] = new[:, 1:]
+    new = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device)
+    new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    last = torch.ones_like(new)
+    last[:, :-1] = new[:, 1:]
     start = torch.where(new, idx, 0).cummax(1).values
     end = torch.where(last, idx + 1, T).flip(1).cummin(1).values.flip(1)
-    return doc_ids.to(torch.int32).contiguous(), start.to(torch.int32).contiguous(), end.to(torch.int32).contiguous()
+    return (
+        doc_ids.to(torch.int32).contiguous(),
+        start.to(torch.int32).contiguous(),
+        end.to(torch.int32).contiguous(),
+    )
 
 # %% ../nbs/08_attention.ipynb #f0117efb
 def _check_inputs(q, k, v, causal, doc_ids):
-    if triton is None: raise RuntimeError("the triton attention backend needs Triton: pip install triton")
-    if q.dim() != 4 or k.shape != v.shape or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"expected q (B, H, Tq, d) and k, v (B, Hkv, Tk, d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if triton is None:
+        raise RuntimeError("the triton attention backend needs Triton: pip install triton")
+    if (
+        q.dim() != 4
+        or k.shape != v.shape
+        or k.dim() != 4
+        or q.shape[0] != k.shape[0]
+        or q.shape[-1] != k.shape[-1]
+    ):
+        raise ValueError(
+            f"expected q (B, H, Tq, d) and k, v (B, Hkv, Tk, d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     d = q.shape[-1]
-    if d < 16 or d > 256 or d & (d - 1): raise ValueError(f"head dim must be a power of two in 16..256 for the Triton kernel, got {d}")
-    if q.shape[1] % k.shape[1]: raise ValueError(f"{q.shape[1]} query heads cannot share {k.shape[1]} KV heads evenly")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"q, k, v must share one of float16/bfloat16/float32, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if d < 16 or d > 256 or d & (d - 1):
+        raise ValueError(f"head dim must be a power of two in 16..256 for the Triton kernel, got {d}")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"{q.shape[1]} query heads cannot share {k.shape[1]} KV heads evenly")
+    if (
+        q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+        or k.dtype != q.dtype
+        or v.dtype != q.dtype
+    ):
+        raise ValueError(
+            f"q, k, v must share one of float16/bfloat16/float32, got {q.dtype}, {k.dtype}, {v.dtype}"
+        )
     if q.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("Triton kernels run on CUDA tensors; on a CPU set TRITON_INTERPRET=1 before importing triton")
-    if causal and q.shape[2] > k.shape[2]: raise ValueError(f"causal attention needs Tq <= Tk, got {q.shape[2]} > {k.shape[2]}")
+        raise RuntimeError(
+            "Triton kernels run on CUDA tensors; on a CPU set TRITON_INTERPRET=1 before importing triton"
+        )
+    if causal and q.shape[2] > k.shape[2]:
+        raise ValueError(f"causal attention needs Tq <= Tk, got {q.shape[2]} > {k.shape[2]}")
     if doc_ids is not None and (tuple(doc_ids.shape) != (q.shape[0], q.shape[2]) or q.shape[2] != k.shape[2]):
-        raise ValueError(f"doc_ids must be (B, T) = {(q.shape[0], q.shape[2])} with Tq = Tk, got {tuple(doc_ids.shape)} and Tk = {k.shape[2]}")
+        raise ValueError(
+            f"doc_ids must be (B, T) = {(q.shape[0], q.shape[2])} with Tq = Tk, got {tuple(doc_ids.shape)} and Tk = {k.shape[2]}"
+        )
 
-def _strides(*ts): return [s for t in ts for s in t.stride()[:3]]
-def _last_dim_contiguous(*ts): return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
+
+def _strides(*ts):
+    return [s for t in ts for s in t.stride()[:3]]
+
+
+def _last_dim_contiguous(*ts):
+    return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
 
 # %% ../nbs/08_attention.ipynb #3fac43a2
 def flash_attention_forward(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
-    causal: bool = True,                      # query i sees keys up to i + Tk − Tq
-    doc_ids: torch.Tensor | None = None,      # (B, T): attend only within the same document
-    scale: float | None = None,               # score scale (default 1/√d)
-) -> tuple[torch.Tensor, torch.Tensor]:       # output like q, lse (B, H, Tq) float32 in natural log
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
+    causal: bool = True,  # query i sees keys up to i + Tk − Tq
+    doc_ids: torch.Tensor | None = None,  # (B, T): attend only within the same document
+    scale: float | None = None,  # score scale (default 1/√d)
+) -> tuple[torch.Tensor, torch.Tensor]:  # output like q, lse (B, H, Tq) float32 in natural log
     "FlashAttention-2 forward pass (Triton)."
     _check_inputs(q, k, v, causal, doc_ids)
     q, k, v = _last_dim_contiguous(q, k, v)
-    B, H, TQ, D = q.shape; HKV, TK = k.shape[1], k.shape[2]
+    B, H, TQ, D = q.shape
+    HKV, TK = k.shape[1], k.shape[2]
     scale = scale or 1 / math.sqrt(D)
     o, lse = torch.empty_like(q), torch.empty(B, H, TQ, device=q.device, dtype=torch.float32)
-    doc, start, _ = document_tables(doc_ids) if doc_ids is not None else [torch.zeros(1, 1, dtype=torch.int32, device=q.device)] * 3
+    doc, start, _ = (
+        document_tables(doc_ids)
+        if doc_ids is not None
+        else [torch.zeros(1, 1, dtype=torch.int32, device=q.device)] * 3
+    )
     BM, BN, warps, stages = _blocks("fwd", D, q.device)
-    _flash_fwd[(triton.cdiv(TQ, BM), B * H)](q, k, v, o, lse, doc, start, *_strides(q, k, v, o), doc.stride(0),
-        H, HKV, TQ, TK, scale * LOG2E, D=D, CAUSAL=causal, HAS_DOC=doc_ids is not None,
-        BLOCK_M=BM, BLOCK_N=BN, num_warps=warps, num_stages=stages)
+    _flash_fwd[(triton.cdiv(TQ, BM), B * H)](
+        q,
+        k,
+        v,
+        o,
+        lse,
+        doc,
+        start,
+        *_strides(q, k, v, o),
+        doc.stride(0),
+        H,
+        HKV,
+        TQ,
+        TK,
+        scale * LOG2E,
+        D=D,
+        CAUSAL=causal,
+        HAS_DOC=doc_ids is not None,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+        num_warps=warps,
+        num_stages=stages,
+    )
     return o, lse * LN2
 
+
 def flash_attention_backward(
-    do: torch.Tensor,                                   # gradient of the output (B, H, Tq, d)
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # the forward's inputs
-    o: torch.Tensor, lse: torch.Tensor,                 # the forward's output and lse (natural log)
-    causal: bool = True, doc_ids: torch.Tensor | None = None, scale: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:   # dq, dk, dv
+    do: torch.Tensor,  # gradient of the output (B, H, Tq, d)
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # the forward's inputs
+    o: torch.Tensor,
+    lse: torch.Tensor,  # the forward's output and lse (natural log)
+    causal: bool = True,
+    doc_ids: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dq, dk, dv
     "FlashAttention-2 backward pass (Triton): recomputes each tile of probabilities from the lse."
     _check_inputs(q, k, v, causal, doc_ids)
     q, k, v, do = _last_dim_contiguous(q, k, v, do)
-    B, H, TQ, D = q.shape; HKV, TK = k.shape[1], k.shape[2]
+    B, H, TQ, D = q.shape
+    HKV, TK = k.shape[1], k.shape[2]
     scale = scale or 1 / math.sqrt(D)
-    delta = (do.float() * o.float()).sum(-1).contiguous()          # Δ = rowsum(dO ⊙ O)
+    delta = (do.float() * o.float()).sum(-1).contiguous()  # Δ = rowsum(dO ⊙ O)
     lse2 = (lse * LOG2E).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    doc, start, end = document_tables(doc_ids) if doc_ids is not None else [torch.zeros(1, 1, dtype=torch.int32, device=q.device)] * 3
+    doc, start, end = (
+        document_tables(doc_ids)
+        if doc_ids is not None
+        else [torch.zeros(1, 1, dtype=torch.int32, device=q.device)] * 3
+    )
     flags = dict(D=D, CAUSAL=causal, HAS_DOC=doc_ids is not None)
     BM, BN, warps, stages = _blocks("dkdv", D, q.device)
-    _flash_bwd_dkdv[(triton.cdiv(TK, BN), B * HKV)](q, k, v, do, dk, dv, lse2, delta, doc, start, end,
-        *_strides(q, k, v, do, dk, dv), doc.stride(0), H, HKV, TQ, TK, scale * LOG2E, scale,
-        BLOCK_M=BM, BLOCK_N=BN, num_warps=warps, num_stages=stages, **flags)
+    _flash_bwd_dkdv[(triton.cdiv(TK, BN), B * HKV)](
+        q,
+        k,
+        v,
+        do,
+        dk,
+        dv,
+        lse2,
+        delta,
+        doc,
+        start,
+        end,
+        *_strides(q, k, v, do, dk, dv),
+        doc.stride(0),
+        H,
+        HKV,
+        TQ,
+        TK,
+        scale * LOG2E,
+        scale,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+        num_warps=warps,
+        num_stages=stages,
+        **flags,
+    )
     BM, BN, warps, stages = _blocks("dq", D, q.device)
-    _flash_bwd_dq[(triton.cdiv(TQ, BM), B * H)](q, k, v, do, dq, lse2, delta, doc, start,
-        *_strides(q, k, v, do, dq), doc.stride(0), H, HKV, TQ, TK, scale * LOG2E, scale,
-        BLOCK_M=BM, BLOCK_N=BN, num_warps=warps, num_stages=stages, **flags)
+    _flash_bwd_dq[(triton.cdiv(TQ, BM), B * H)](
+        q,
+        k,
+        v,
+        do,
+        dq,
+        lse2,
+        delta,
+        doc,
+        start,
+        *_strides(q, k, v, do, dq),
+        doc.stride(0),
+        H,
+        HKV,
+        TQ,
+        TK,
+        scale * LOG2E,
+        scale,
+        BLOCK_M=BM,
+        BLOCK_N=BN,
+        num_warps=warps,
+        num_stages=stages,
+        **flags,
+    )
     return dq, dk, dv
 
 # %% ../nbs/08_attention.ipynb #77e7f9e7
 class FlashAttention(torch.autograd.Function):
     "Our Triton kernels as an autograd operation: saves q, k, v, the output and the lse — O(T) memory."
+
     @staticmethod
     def forward(ctx, q, k, v, causal=True, doc_ids=None, scale=None):
         o, lse = flash_attention_forward(q, k, v, causal, doc_ids, scale)
@@ -390,30 +926,46 @@ class FlashAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _dlse):
         q, k, v, o, lse, doc_ids = ctx.saved_tensors
-        return *flash_attention_backward(do, q, k, v, o, lse, ctx.causal, doc_ids, ctx.scale), None, None, None
+        return (
+            *flash_attention_backward(do, q, k, v, o, lse, ctx.causal, doc_ids, ctx.scale),
+            None,
+            None,
+            None,
+        )
+
 
 def flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
-    causal: bool = True,                  # query i sees keys up to i + Tk − Tq
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
+    causal: bool = True,  # query i sees keys up to i + Tk − Tq
     doc_ids: torch.Tensor | None = None,  # (B, T): attend only within the same document
-    scale: float | None = None,           # score scale (default 1/√d)
-    return_lse: bool = False,             # also return the (non-differentiable) lse
-):                                        # output, or (output, lse)
+    scale: float | None = None,  # score scale (default 1/√d)
+    return_lse: bool = False,  # also return the (non-differentiable) lse
+):  # output, or (output, lse)
     "Differentiable FlashAttention-2 (Triton forward and backward)."
     o, lse = FlashAttention.apply(q, k, v, causal, doc_ids, scale)
     return (o, lse) if return_lse else o
 
 # %% ../nbs/08_attention.ipynb #42ef107d
-SDPA_KERNELS = {"sdpa_flash": SDPBackend.FLASH_ATTENTION, "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
-                "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION, "sdpa_math": SDPBackend.MATH}
+SDPA_KERNELS = {
+    "sdpa_flash": SDPBackend.FLASH_ATTENTION,
+    "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION,
+    "sdpa_efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "sdpa_math": SDPBackend.MATH,
+}
+
 
 def sdpa_with(kernel: SDPBackend) -> Callable:  # one of torch.nn.attention.SDPBackend
     "An attention backend that runs PyTorch's SDPA with only the given kernel allowed."
+
     def run(q, k, v, causal: bool = True, doc_ids=None):
         with sdpa_kernel(kernel):
             return ATTENTION_BACKENDS["sdpa"](q, k, v, causal, doc_ids=doc_ids)
+
     run.__name__ = f"sdpa_{kernel.name.lower()}"
     return run
+
 
 def triton_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:
     "The `triton` backend: our FlashAttention-2 kernel."
@@ -423,57 +975,91 @@ def triton_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor
 def flash_attn_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:
     "The `flash_attn` backend: the FlashAttention package (layout (B, T, H, d); varlen for packed documents)."
     from flash_attn import flash_attn_func, flash_attn_varlen_func
+
     B, H, T, d = q.shape
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
     if doc_ids is None:
         return flash_attn_func(qt, kt, vt, causal=causal).transpose(1, 2)
-    _, start, _ = document_tables(doc_ids)                           # one varlen sequence per document piece
+    _, start, _ = document_tables(doc_ids)  # one varlen sequence per document piece
     flat = start + torch.arange(B, device=q.device)[:, None] * T
     cu = torch.cat([flat.flatten().unique(), torch.tensor([B * T], device=q.device)]).to(torch.int32)
     lens = cu.diff()
-    out = flash_attn_varlen_func(qt.reshape(B * T, H, d), kt.reshape(B * T, -1, d), vt.reshape(B * T, -1, d),
-                                 cu, cu, int(lens.max()), int(lens.max()), causal=causal)
+    out = flash_attn_varlen_func(
+        qt.reshape(B * T, H, d),
+        kt.reshape(B * T, -1, d),
+        vt.reshape(B * T, -1, d),
+        cu,
+        cu,
+        int(lens.max()),
+        int(lens.max()),
+        causal=causal,
+    )
     return out.view(B, T, H, d).transpose(1, 2)
+
 
 def flash_attn_available() -> str | None:  # None when usable, else the reason it is not
     "Why the flash_attn backend cannot be used here (None when it can)."
-    try: importlib.import_module("flash_attn")
-    except ImportError as e: return f"the flash_attn package is not importable ({e.msg}); it has no PyPI wheels and needs a CUDA build"
-    if not torch.cuda.is_available(): return "flash_attn needs a CUDA GPU"
+    try:
+        importlib.import_module("flash_attn")
+    except ImportError as e:
+        return f"the flash_attn package is not importable ({e.msg}); it has no PyPI wheels and needs a CUDA build"
+    if not torch.cuda.is_available():
+        return "flash_attn needs a CUDA GPU"
     return None
+
 
 def register_attention_backends() -> list[str]:  # the names registered
     "Add this chapter's backends to the model's ATTENTION_BACKENDS."
     new = {**{name: sdpa_with(kern) for name, kern in SDPA_KERNELS.items()}, "triton": triton_attention}
-    if flash_attn_available() is None: new["flash_attn"] = flash_attn_attention
+    if flash_attn_available() is None:
+        new["flash_attn"] = flash_attn_attention
     ATTENTION_BACKENDS.update(new)
     return sorted(new)
+
 
 register_attention_backends();
 
 # %% ../nbs/08_attention.ipynb #7d503d15
-def backend_report(device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 48, d: int = 32) -> dict[str, str]:  # name -> "ok (err …)" or the reason it fails
+def backend_report(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, T: int = 48, d: int = 32
+) -> dict[str, str]:  # name -> "ok (err …)" or the reason it fails
     "Try every registered backend on a small GQA input (plain and packed) and compare it with `math`."
     from llmcourse.model import attention
+
     g = torch.Generator(device=device).manual_seed(0)
     q = torch.randn(2, 4, T, d, generator=g, device=device, dtype=dtype)
     k, v = (torch.randn(2, 2, T, d, generator=g, device=device, dtype=dtype) for _ in range(2))
-    doc = (torch.arange(T, device=device) >= T // 3).long().expand(2, T) + (torch.arange(T, device=device) >= T // 2).long()
+    doc = (torch.arange(T, device=device) >= T // 3).long().expand(2, T) + (
+        torch.arange(T, device=device) >= T // 2
+    ).long()
     out = {"flash_attn": flash_attn_available() or "ok"} if "flash_attn" not in ATTENTION_BACKENDS else {}
     for name in sorted(ATTENTION_BACKENDS):
         res = []
         for docs in (None, doc):
             try:
-                with warnings.catch_warnings():                      # PyTorch explains each kernel it rejects; the error says enough
+                with (
+                    warnings.catch_warnings()
+                ):  # PyTorch explains each kernel it rejects; the error says enough
                     warnings.simplefilter("ignore", UserWarning)
-                    e = (attention(q, k, v, backend=name, doc_ids=docs).double() - attention(q, k, v, backend="math", doc_ids=docs).double()).abs().max().item()
+                    e = (
+                        (
+                            attention(q, k, v, backend=name, doc_ids=docs).double()
+                            - attention(q, k, v, backend="math", doc_ids=docs).double()
+                        )
+                        .abs()
+                        .max()
+                        .item()
+                    )
                 res.append(f"ok (max error {e:.0e})")
-            except RuntimeError as ex: res.append("cannot run: " + str(ex).strip().splitlines()[0][:70])
+            except RuntimeError as ex:
+                res.append("cannot run: " + str(ex).strip().splitlines()[0][:70])
         out[name] = f"plain: {res[0]} | packed: {res[1]}"
     return out
 
 # %% ../nbs/08_attention.ipynb #71160fa8
-def attention_flops(B: int, H: int, T: int, d: int, causal: bool = True, backward: bool = False) -> float:  # shape; include the backward pass
+def attention_flops(
+    B: int, H: int, T: int, d: int, causal: bool = True, backward: bool = False
+) -> float:  # shape; include the backward pass
     "FLOPs of one attention call, counted as FlashAttention's papers do (matmuls only)."
     f = 4 * B * H * T * T * d * (0.5 if causal else 1.0)
     return f * 3.5 if backward else f

@@ -34,42 +34,96 @@ __all__ = ['BOILERPLATE_PATTERNS', 'ZH_FULLWIDTH_KEEP', 'EN_STOP_WORDS', 'ZH_STO
 # %% ../nbs/03_cleaning.ipynb #b5c2ad00
 class _TextStripper(HTMLParser):
     "Collects the visible text of a page, one line per block element, skipping page furniture."
-    SKIP = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "button", "select", "template", "svg", "head", "iframe"}
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "article", "section", "main", "blockquote", "pre", "ul", "ol", "table", "dd", "dt"}
+
+    SKIP = {
+        "script",
+        "style",
+        "noscript",
+        "nav",
+        "header",
+        "footer",
+        "aside",
+        "form",
+        "button",
+        "select",
+        "template",
+        "svg",
+        "head",
+        "iframe",
+    }
+    BLOCK = {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "article",
+        "section",
+        "main",
+        "blockquote",
+        "pre",
+        "ul",
+        "ol",
+        "table",
+        "dd",
+        "dt",
+    }
     VOID = {"br", "img", "meta", "link", "input", "hr", "source", "wbr", "col", "area", "base"}
+
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []; self.skip_tag: str | None = None; self.depth = 0
+        self.parts: list[str] = []
+        self.skip_tag: str | None = None
+        self.depth = 0
+
     def handle_starttag(self, tag, attrs):
         if self.skip_tag:
-            self.depth += tag == self.skip_tag; return
+            self.depth += tag == self.skip_tag
+            return
         style = (dict(attrs).get("style") or "").replace(" ", "").lower()
-        if tag not in self.VOID and (tag in self.SKIP or "display:none" in style): self.skip_tag, self.depth = tag, 1
-        elif tag in self.BLOCK: self.parts.append("\n")
+        if tag not in self.VOID and (tag in self.SKIP or "display:none" in style):
+            self.skip_tag, self.depth = tag, 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
     def handle_endtag(self, tag):
         if self.skip_tag:
             self.depth -= tag == self.skip_tag
-            if self.depth == 0: self.skip_tag = None
-        elif tag in self.BLOCK: self.parts.append("\n")
+            if self.depth == 0:
+                self.skip_tag = None
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
     def handle_data(self, data):
-        if not self.skip_tag: self.parts.append(data)
+        if not self.skip_tag:
+            self.parts.append(data)
+
 
 def strip_tags(html: str) -> str:  # an HTML page (may be broken)
     "The visible text of a page, without scripts, styles, navigation, headers, footers or hidden elements."
     p = _TextStripper()
-    p.feed(html); p.close()
+    p.feed(html)
+    p.close()
     lines = (" ".join(l.split()) for l in "".join(p.parts).splitlines())
     return "\n".join(l for l in lines if l)
 
 # %% ../nbs/03_cleaning.ipynb #71020c21
 def extract_main_text(
-    html: str,               # the raw page
-) -> tuple[str, str]:        # (main text, "trafilatura" or "fallback: <why>")
+    html: str,  # the raw page
+) -> tuple[str, str]:  # (main text, "trafilatura" or "fallback: <why>")
     "Main text of a web page with trafilatura, or the plain tag stripper with the reason it was needed."
     import trafilatura  # imported here: it is slow to import and only web pages need it
+
     try:
         text = trafilatura.extract(html, include_comments=False, include_tables=False, deduplicate=False)
-        if text and text.strip(): return text, "trafilatura"
+        if text and text.strip():
+            return text, "trafilatura"
         why = "trafilatura found no main text"
     except Exception as e:  # lxml can raise on pathological markup; the fallback takes over
         why = f"trafilatura failed ({type(e).__name__}: {str(e)[:80]})"
@@ -90,11 +144,14 @@ BOILERPLATE_PATTERNS: dict[str, str] = {  # name -> regex; a line that matches a
 }
 _BOILERPLATE = {k: re.compile(v, re.I) for k, v in BOILERPLATE_PATTERNS.items()}
 
+
 def boilerplate_kind(line: str) -> str | None:  # one line of extracted text
     "The name of the first boilerplate pattern the line matches, or None."
     s = line.strip()
-    if len(s) > 160: return None  # a long line is content, even if a notice is glued to its end
+    if len(s) > 160:
+        return None  # a long line is content, even if a notice is glued to its end
     return next((k for k, rx in _BOILERPLATE.items() if rx.search(s)), None)
+
 
 def is_short_line(line: str) -> bool:  # one line
     "At most 3 words, or at most 8 characters of a script without spaces: a menu item, a label, a heading."
@@ -106,28 +163,35 @@ def line_key(site: str, line: str) -> int:  # the page's site (host); one line
     "A compact, stable key for (site, line), for counting lines across a corpus."
     return zlib.crc32(f"{site}\x00{' '.join(line.split())}".encode("utf-8"))
 
+
 def site_boilerplate(
     pages: Iterable[tuple[str, str]],  # (site, extracted text) per page
-    min_pages: int = 3,                # a short line on at least this many pages of one site is template
-) -> set[int]:                         # `line_key`s of the template lines
+    min_pages: int = 3,  # a short line on at least this many pages of one site is template
+) -> set[int]:  # `line_key`s of the template lines
     "Short lines that repeat across the pages of one site."
     count: Counter = Counter()
     for site, text in pages:
         count.update({line_key(site, l) for l in text.splitlines() if l.strip() and is_short_line(l)})
     return {k for k, n in count.items() if n >= min_pages}
 
+
 def remove_boilerplate(
-    text: str,                      # extracted text
-    site: str = "",                 # the page's site, for the repetition test
+    text: str,  # extracted text
+    site: str = "",  # the page's site, for the repetition test
     template: set[int] = frozenset(),  # from `site_boilerplate`
-) -> tuple[str, Counter]:           # (text left, removed lines per reason)
+) -> tuple[str, Counter]:  # (text left, removed lines per reason)
     "Drop boilerplate lines: pattern matches and short lines of the site's template."
     kept, removed = [], Counter()
     for line in text.splitlines():
-        if not line.strip(): continue
-        kind = boilerplate_kind(line) or ("site_template" if is_short_line(line) and line_key(site, line) in template else None)
-        if kind: removed[kind] += 1
-        else: kept.append(line.strip())
+        if not line.strip():
+            continue
+        kind = boilerplate_kind(line) or (
+            "site_template" if is_short_line(line) and line_key(site, line) in template else None
+        )
+        if kind:
+            removed[kind] += 1
+        else:
+            kept.append(line.strip())
     return "\n".join(kept), removed
 
 # %% ../nbs/03_cleaning.ipynb #38bca972
@@ -138,23 +202,31 @@ def overlap_scores(predicted: str, truth: str) -> tuple[float, float]:  # extrac
     return hit / max(1, sum(a.values())), hit / max(1, sum(b.values()))
 
 # %% ../nbs/03_cleaning.ipynb #7a87231f
-ZH_FULLWIDTH_KEEP = "，！？：；（）"   # full-width punctuation that is correct in Chinese text
+ZH_FULLWIDTH_KEEP = "，！？：；（）"  # full-width punctuation that is correct in Chinese text
 _ZH_KEEP_SPLIT = re.compile(f"([{ZH_FULLWIDTH_KEEP}])")
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‟": '"', "‘": "'", "’": "'", "‚": "'", "‛": "'"})
+
 
 def _drop_controls(text: str) -> str:
     return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf"))
 
+
 def normalize_text(
-    text: str,            # a document's text
-    lang: str = "en",     # "zh" keeps Chinese full-width punctuation and quotes
-    code: bool = False,   # code: NFC only, keep whitespace
+    text: str,  # a document's text
+    lang: str = "en",  # "zh" keeps Chinese full-width punctuation and quotes
+    code: bool = False,  # code: NFC only, keep whitespace
 ) -> str:
     "Unicode, control-character, quote and whitespace normalisation for training text."
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if code: return _drop_controls(unicodedata.normalize("NFC", text))
-    if lang == "zh": text = "".join(p if p and p in ZH_FULLWIDTH_KEEP else unicodedata.normalize("NFKC", p) for p in _ZH_KEEP_SPLIT.split(text))
-    else: text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
+    if code:
+        return _drop_controls(unicodedata.normalize("NFC", text))
+    if lang == "zh":
+        text = "".join(
+            p if p and p in ZH_FULLWIDTH_KEEP else unicodedata.normalize("NFKC", p)
+            for p in _ZH_KEEP_SPLIT.split(text)
+        )
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
     lines = [" ".join(l.split()) for l in _drop_controls(text).split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
@@ -162,106 +234,198 @@ def normalize_text(
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
+
 def words(text: str) -> list[str]:  # any text
     "Words: letter/digit runs (with inner apostrophes), and each CJK character on its own."
     return _WORD.findall(text)
 
+
 @dataclass
 class Rule:
     "One named quality test: a measurement and the bounds a kept document must be within."
-    name: str                               # short name, used in reports and `reason` fields
-    measure: Callable[[str], float]         # text -> the measured value
-    low: float | None = None                # reject when value < low
-    high: float | None = None               # reject when value > high
-    why: str = ""                           # one line: what it catches, and where the threshold comes from
+
+    name: str  # short name, used in reports and `reason` fields
+    measure: Callable[[str], float]  # text -> the measured value
+    low: float | None = None  # reject when value < low
+    high: float | None = None  # reject when value > high
+    why: str = ""  # one line: what it catches, and where the threshold comes from
+
     def check(self, text: str) -> tuple[bool, float]:  # a document's text -> (passes, value)
         v = float(self.measure(text))
         return not ((self.low is not None and v < self.low) or (self.high is not None and v > self.high)), v
-    def describe(self, v: float) -> str:    # the measured value -> a rejection reason
+
+    def describe(self, v: float) -> str:  # the measured value -> a rejection reason
         bound = f"< {self.low:g}" if self.low is not None and v < self.low else f"> {self.high:g}"
         return f"{self.name} = {v:.3g} {bound}"
 
 # %% ../nbs/03_cleaning.ipynb #61f04174
-EN_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}         # Gopher's list
-ZH_STOP_WORDS = set("的了是在和我有不这也就都你他她们")                          # frequent Chinese function characters
+EN_STOP_WORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}  # Gopher's list
+ZH_STOP_WORDS = set("的了是在和我有不这也就都你他她们")  # frequent Chinese function characters
 
-def n_words(text: str) -> float: return len(words(text))                         # words (CJK: characters)
-def mean_word_length(text: str) -> float:                                        # characters per word (alphabetic scripts)
-    w = words(text); return sum(map(len, w)) / len(w) if w else 0.0
-def symbol_ratio(text: str) -> float:                                            # ('#' + ellipses) per word
+
+def n_words(text: str) -> float:
+    return len(words(text))  # words (CJK: characters)
+
+
+def mean_word_length(text: str) -> float:  # characters per word (alphabetic scripts)
+    w = words(text)
+    return sum(map(len, w)) / len(w) if w else 0.0
+
+
+def symbol_ratio(text: str) -> float:  # ('#' + ellipses) per word
     return (text.count("#") + text.count("...") + text.count("…")) / max(1, n_words(text))
-def _lines(text: str) -> list[str]: return [l.strip() for l in text.split("\n") if l.strip()]
-def bullet_line_share(text: str) -> float:                                       # lines starting with a bullet
-    ls = _lines(text); return sum(l[0] in "-*•·‣◦▪●" for l in ls) / max(1, len(ls))
-def ellipsis_line_share(text: str) -> float:                                     # lines ending in an ellipsis
-    ls = _lines(text); return sum(l.endswith(("...", "…")) for l in ls) / max(1, len(ls))
-def alpha_word_share(text: str) -> float:                                        # words with at least one letter
-    w = words(text); return sum(any(c.isalpha() for c in x) for x in w) / max(1, len(w))
-def cjk_share(text: str) -> float:                                               # CJK characters among non-space characters
-    n = sum(not c.isspace() for c in text); return len(_CJK.findall(text)) / max(1, n)
-def stop_words_en(text: str) -> float: return len(EN_STOP_WORDS & {w.lower() for w in words(text)})  # distinct ones present
-def stop_words_zh(text: str) -> float: return len(ZH_STOP_WORDS & set(text))
-def blocklist_hits(text: str, terms: Iterable[str] = SPAM_BLOCKLIST) -> float:   # blocklisted terms per 100 words
-    low = text.lower(); return 100 * sum(low.count(t) for t in terms) / max(1, n_words(text))
+
+
+def _lines(text: str) -> list[str]:
+    return [l.strip() for l in text.split("\n") if l.strip()]
+
+
+def bullet_line_share(text: str) -> float:  # lines starting with a bullet
+    ls = _lines(text)
+    return sum(l[0] in "-*•·‣◦▪●" for l in ls) / max(1, len(ls))
+
+
+def ellipsis_line_share(text: str) -> float:  # lines ending in an ellipsis
+    ls = _lines(text)
+    return sum(l.endswith(("...", "…")) for l in ls) / max(1, len(ls))
+
+
+def alpha_word_share(text: str) -> float:  # words with at least one letter
+    w = words(text)
+    return sum(any(c.isalpha() for c in x) for x in w) / max(1, len(w))
+
+
+def cjk_share(text: str) -> float:  # CJK characters among non-space characters
+    n = sum(not c.isspace() for c in text)
+    return len(_CJK.findall(text)) / max(1, n)
+
+
+def stop_words_en(text: str) -> float:
+    return len(EN_STOP_WORDS & {w.lower() for w in words(text)})  # distinct ones present
+
+
+def stop_words_zh(text: str) -> float:
+    return len(ZH_STOP_WORDS & set(text))
+
+
+def blocklist_hits(
+    text: str, terms: Iterable[str] = SPAM_BLOCKLIST
+) -> float:  # blocklisted terms per 100 words
+    low = text.lower()
+    return 100 * sum(low.count(t) for t in terms) / max(1, n_words(text))
+
+
 _CP1252_HIGH = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ\ufffd"
 _MOJIBAKE_RUN = re.compile(f"[\u00a0-\u00ff{_CP1252_HIGH}]{{2,}}")
-def mojibake_share(text: str) -> float:                                          # characters in runs that are UTF-8 read as cp1252
+
+
+def mojibake_share(text: str) -> float:  # characters in runs that are UTF-8 read as cp1252
     bad = 0
     for m in _MOJIBAKE_RUN.finditer(text):
         raw = m.group().encode("cp1252", "ignore")
         fixed = raw.decode("utf-8", "ignore")
-        if len(fixed.encode("utf-8")) >= len(raw) / 2 and any(ord(c) > 0xff for c in fixed): bad += len(m.group())
+        if len(fixed.encode("utf-8")) >= len(raw) / 2 and any(ord(c) > 0xFF for c in fixed):
+            bad += len(m.group())
     return bad / max(1, sum(not c.isspace() for c in text))
 
 # %% ../nbs/03_cleaning.ipynb #5503b649
-def dup_line_share(text: str, sep: str = "\n") -> float:                        # lines (or paragraphs) that repeat an earlier one
+def dup_line_share(text: str, sep: str = "\n") -> float:  # lines (or paragraphs) that repeat an earlier one
     parts = [p.strip() for p in text.split(sep) if p.strip()]
     return (len(parts) - len(set(parts))) / max(1, len(parts))
-def dup_line_char_share(text: str, sep: str = "\n") -> float:                   # characters in those repeats
+
+
+def dup_line_char_share(text: str, sep: str = "\n") -> float:  # characters in those repeats
     parts = [p.strip() for p in text.split(sep) if p.strip()]
     seen, dup = set(), 0
     for p in parts:
-        if p in seen: dup += len(p)
+        if p in seen:
+            dup += len(p)
         seen.add(p)
     return dup / max(1, sum(map(len, parts)))
-def top_ngram_char_share(text: str, n: int) -> float:                           # characters covered by the most frequent n-gram
+
+
+def top_ngram_char_share(text: str, n: int) -> float:  # characters covered by the most frequent n-gram
     w = [x.lower() for x in words(text)]
-    grams = Counter(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
-    if not grams: return 0.0
+    grams = Counter(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
+    if not grams:
+        return 0.0
     g, c = grams.most_common(1)[0]
-    if c < 2: return 0.0
-    return min(1.0, c * sum(map(len, g)) / max(1, sum(map(len, w))))  # overlapping copies ("a a a a") can count twice
-def dup_ngram_char_share(text: str, n: int) -> float:                           # characters inside n-grams seen more than once
+    if c < 2:
+        return 0.0
+    return min(
+        1.0, c * sum(map(len, g)) / max(1, sum(map(len, w)))
+    )  # overlapping copies ("a a a a") can count twice
+
+
+def dup_ngram_char_share(text: str, n: int) -> float:  # characters inside n-grams seen more than once
     w = [x.lower() for x in words(text)]
-    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
     counts = Counter(grams)
     covered = np.zeros(len(w), bool)
     for i, g in enumerate(grams):
-        if counts[g] > 1: covered[i:i + n] = True
+        if counts[g] > 1:
+            covered[i : i + n] = True
     lens = np.array([len(x) for x in w])
     return float(lens[covered].sum() / max(1, lens.sum()))
 
 # %% ../nbs/03_cleaning.ipynb #27e2e70e
-GOPHER_DUP_NGRAM = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)   # Gopher's bounds for repeated 5..10-grams
+GOPHER_DUP_NGRAM = (0.15, 0.14, 0.13, 0.12, 0.11, 0.10)  # Gopher's bounds for repeated 5..10-grams
+
+
 def _gopher_repetition(top=(0.20, 0.18, 0.16), dup=GOPHER_DUP_NGRAM) -> list[Rule]:
-    rules = [Rule("dup_line_share", dup_line_share, high=0.30, why="Gopher: duplicate lines"),
-             Rule("dup_para_share", lambda t: dup_line_share(t, "\n\n"), high=0.30, why="Gopher: duplicate paragraphs"),
-             Rule("dup_line_char_share", dup_line_char_share, high=0.20, why="Gopher: characters in duplicate lines")]
-    rules += [Rule(f"top_{n}gram_share", lambda t, n=n: top_ngram_char_share(t, n), high=h, why=f"Gopher: most frequent {n}-gram") for n, h in zip((2, 3, 4), top)]
-    rules += [Rule(f"dup_{n}gram_share", lambda t, n=n: dup_ngram_char_share(t, n), high=h, why=f"Gopher: repeated {n}-grams") for n, h in zip(range(5, 11), dup)]
+    rules = [
+        Rule("dup_line_share", dup_line_share, high=0.30, why="Gopher: duplicate lines"),
+        Rule(
+            "dup_para_share",
+            lambda t: dup_line_share(t, "\n\n"),
+            high=0.30,
+            why="Gopher: duplicate paragraphs",
+        ),
+        Rule(
+            "dup_line_char_share", dup_line_char_share, high=0.20, why="Gopher: characters in duplicate lines"
+        ),
+    ]
+    rules += [
+        Rule(
+            f"top_{n}gram_share",
+            lambda t, n=n: top_ngram_char_share(t, n),
+            high=h,
+            why=f"Gopher: most frequent {n}-gram",
+        )
+        for n, h in zip((2, 3, 4), top)
+    ]
+    rules += [
+        Rule(
+            f"dup_{n}gram_share",
+            lambda t, n=n: dup_ngram_char_share(t, n),
+            high=h,
+            why=f"Gopher: repeated {n}-grams",
+        )
+        for n, h in zip(range(5, 11), dup)
+    ]
     return rules
+
 
 RULES_WEB_EN: list[Rule] = [
     Rule("mojibake_share", mojibake_share, high=0.05, why="UTF-8 decoded with the wrong codec"),
-    Rule("n_words", n_words, low=25, high=100_000, why="Gopher: 50..100,000 words; 25 keeps short forum posts"),
+    Rule(
+        "n_words", n_words, low=25, high=100_000, why="Gopher: 50..100,000 words; 25 keeps short forum posts"
+    ),
     Rule("mean_word_length", mean_word_length, low=3, high=12, why="Gopher: 3..10 characters"),
     Rule("symbol_ratio", symbol_ratio, high=0.10, why="Gopher: hash signs and ellipses per word"),
     Rule("bullet_line_share", bullet_line_share, high=0.90, why="Gopher: pages that are all bullet points"),
     Rule("ellipsis_line_share", ellipsis_line_share, high=0.30, why="Gopher: truncated teasers"),
     Rule("alpha_word_share", alpha_word_share, low=0.80, why="Gopher: words with a letter"),
     Rule("stop_words", stop_words_en, low=2, why="Gopher: at least 2 of 8 common English words"),
-    Rule("blocklist_per_100_words", blocklist_hits, high=1.0, why="C4 uses a bad-words list; ours is chapter 02's spam list"),
-    *_gopher_repetition(dup=(0.45, 0.42, 0.40, 0.38, 0.36, 0.35)),  # raised from Gopher's: see the calibration below
+    Rule(
+        "blocklist_per_100_words",
+        blocklist_hits,
+        high=1.0,
+        why="C4 uses a bad-words list; ours is chapter 02's spam list",
+    ),
+    *_gopher_repetition(
+        dup=(0.45, 0.42, 0.40, 0.38, 0.36, 0.35)
+    ),  # raised from Gopher's: see the calibration below
 ]
 RULES_WEB_ZH: list[Rule] = [
     Rule("mojibake_share", mojibake_share, high=0.05, why="UTF-8 decoded with the wrong codec"),
@@ -272,19 +436,31 @@ RULES_WEB_ZH: list[Rule] = [
     Rule("ellipsis_line_share", ellipsis_line_share, high=0.30, why="Gopher: truncated teasers"),
     Rule("stop_words", stop_words_zh, low=2, why="at least 2 common function characters (的, 了, 是 …)"),
     Rule("blocklist_per_100_words", blocklist_hits, high=1.0, why="chapter 02's spam list"),
-    *_gopher_repetition(top=(0.25, 0.22, 0.20), dup=(0.55, 0.52, 0.50, 0.48, 0.46, 0.45)),  # characters repeat more than words
+    *_gopher_repetition(
+        top=(0.25, 0.22, 0.20), dup=(0.55, 0.52, 0.50, 0.48, 0.46, 0.45)
+    ),  # characters repeat more than words
 ]
 
-def max_line_length(text: str) -> float: return max(map(len, text.split("\n")), default=0)
-def alnum_share(text: str) -> float: return sum(c.isalnum() for c in text) / max(1, len(text))
-def autogenerated(text: str) -> float:              # 1.0 when the header says the file is generated
+
+def max_line_length(text: str) -> float:
+    return max(map(len, text.split("\n")), default=0)
+
+
+def alnum_share(text: str) -> float:
+    return sum(c.isalnum() for c in text) / max(1, len(text))
+
+
+def autogenerated(text: str) -> float:  # 1.0 when the header says the file is generated
     return float(bool(re.search(r"auto-?generated|do not edit|generated by", text[:500], re.I)))
+
 
 RULES_CODE: list[Rule] = [
     Rule("n_lines", lambda t: t.count("\n") + 1, low=3, why="a snippet too short to teach anything"),
     Rule("max_line_length", max_line_length, high=1000, why="minified or data blobs (The Stack uses 1,000)"),
     Rule("alnum_share", alnum_share, low=0.25, why="encoded data, ASCII art (The Stack uses 0.25)"),
-    Rule("autogenerated", autogenerated, high=0.5, why="generated files teach the generator, not the language"),
+    Rule(
+        "autogenerated", autogenerated, high=0.5, why="generated files teach the generator, not the language"
+    ),
 ]
 RULES_BASIC: list[Rule] = [
     Rule("mojibake_share", mojibake_share, high=0.05, why="UTF-8 decoded with the wrong codec"),
@@ -292,94 +468,142 @@ RULES_BASIC: list[Rule] = [
     Rule("dup_line_share", dup_line_share, high=0.50, why="mostly repeated lines"),
 ]
 
+
 def rules_for(domain: str, lang: str) -> list[Rule]:  # a document's domain and language
     "The rule set for a kind of document."
-    if domain == "code": return RULES_CODE
-    if domain == "web": return RULES_WEB_ZH if lang == "zh" else RULES_WEB_EN
+    if domain == "code":
+        return RULES_CODE
+    if domain == "web":
+        return RULES_WEB_ZH if lang == "zh" else RULES_WEB_EN
     return RULES_BASIC
 
-def first_failure(text: str, rules: list[Rule]) -> tuple[Rule, float] | None:  # a document's text; its rule set
+
+def first_failure(
+    text: str, rules: list[Rule]
+) -> tuple[Rule, float] | None:  # a document's text; its rule set
     "The first rule the text fails, with the measured value, or None when it passes them all."
     for r in rules:
         ok, v = r.check(text)
-        if not ok: return r, v
+        if not ok:
+            return r, v
     return None
 
 # %% ../nbs/03_cleaning.ipynb #1eb69898
 def cn_id_valid(s: str) -> bool:  # 18 characters: 17 digits and a digit or X
     "Whether a Chinese resident ID number has a real birth date and the right ISO 7064 MOD 11-2 check character."
     import datetime
-    if not re.fullmatch(r"\d{17}[\dXx]", s): return False
-    try: datetime.date(int(s[6:10]), int(s[10:12]), int(s[12:14]))
-    except ValueError: return False
+
+    if not re.fullmatch(r"\d{17}[\dXx]", s):
+        return False
+    try:
+        datetime.date(int(s[6:10]), int(s[10:12]), int(s[12:14]))
+    except ValueError:
+        return False
     total = sum(int(c) * (2 ** (17 - i) % 11) for i, c in enumerate(s[:17]))
     return "10X98765432"[total % 11] == s[17].upper()
 
+
 def _ip_valid(s: str) -> bool:
-    try: addr = ipaddress.ip_address(s)
-    except ValueError: return False
-    if addr.is_loopback or addr.is_unspecified: return False   # 127.0.0.1 and :: name no one
+    try:
+        addr = ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    if addr.is_loopback or addr.is_unspecified:
+        return False  # 127.0.0.1 and :: name no one
     return addr.version == 4 or sum(bool(g) for g in s.split(":")) >= 3
 
-def _phone_digits_ok(s: str) -> bool: return 7 <= sum(c.isdigit() for c in s) <= 15   # E.164 allows at most 15
 
-_D = r"(?<![A-Za-z0-9_.+-])"   # no ASCII word character, dot or sign just before (\w would also refuse a Chinese character)
-PII_PATTERNS: list[tuple[str, re.Pattern, Callable[[str], bool] | None]] = [  # (kind, regex, validator) in the order they are tried
+def _phone_digits_ok(s: str) -> bool:
+    return 7 <= sum(c.isdigit() for c in s) <= 15  # E.164 allows at most 15
+
+
+_D = r"(?<![A-Za-z0-9_.+-])"  # no ASCII word character, dot or sign just before (\w would also refuse a Chinese character)
+PII_PATTERNS: list[
+    tuple[str, re.Pattern, Callable[[str], bool] | None]
+] = [  # (kind, regex, validator) in the order they are tried
     ("id_number", re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])"), cn_id_valid),
     ("id_number", re.compile(rf"{_D}\d{{3}}-\d{{2}}-\d{{4}}(?![\d-])"), None),
-    ("email", re.compile(rf"{_D}[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}(?![A-Za-z0-9_-])"), None),
+    (
+        "email",
+        re.compile(
+            rf"{_D}[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{{2,}}(?![A-Za-z0-9_-])"
+        ),
+        None,
+    ),
     ("ip", re.compile(r"(?<![A-Za-z0-9_.:])(?:\d{1,3}\.){3}\d{1,3}(?![A-Za-z0-9_]|\.\d)"), _ip_valid),
-    ("ip", re.compile(r"(?<![A-Za-z0-9_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![A-Za-z0-9_:])"), _ip_valid),
+    (
+        "ip",
+        re.compile(r"(?<![A-Za-z0-9_:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![A-Za-z0-9_:])"),
+        _ip_valid,
+    ),
     ("phone", re.compile(r"(?<![\d+])(?:\+?86[-\s]?)?1[3-9]\d(?:[-\s]?\d{4}){2}(?!\d)"), None),
-    ("phone", re.compile(r"(?<![A-Za-z0-9_+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?!\d)"), _phone_digits_ok),
+    (
+        "phone",
+        re.compile(r"(?<![A-Za-z0-9_+])\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}(?!\d)"),
+        _phone_digits_ok,
+    ),
     ("phone", re.compile(rf"{_D}(?:\(\d{{3}}\)\s?|\d{{3}}[-.\s])?\d{{3}}-\d{{4}}(?![\d-])"), None),
 ]
 
+
 def find_pii(text: str) -> list[tuple[int, int, str, str]]:  # any text
     "Every PII match as (start, end, kind, value), earlier kinds taking precedence where matches overlap."
-    taken = np.zeros(len(text) + 1, bool); found = []
+    taken = np.zeros(len(text) + 1, bool)
+    found = []
     for kind, rx, ok in PII_PATTERNS:
         for m in rx.finditer(text):
             a, b = m.span()
-            if taken[a:b].any() or (ok and not ok(m.group())): continue
-            taken[a:b] = True; found.append((a, b, kind, m.group()))
+            if taken[a:b].any() or (ok and not ok(m.group())):
+                continue
+            taken[a:b] = True
+            found.append((a, b, kind, m.group()))
     return sorted(found)
+
 
 def mask_pii(text: str) -> tuple[str, Counter]:  # any text
     "The text with every PII match replaced by <KIND>, and the count of each kind."
     out, last, counts = [], 0, Counter()
     for a, b, kind, _ in find_pii(text):
-        out += [text[last:a], f"<{kind.upper()}>"]; last = b; counts[kind] += 1
+        out += [text[last:a], f"<{kind.upper()}>"]
+        last = b
+        counts[kind] += 1
     return "".join(out) + text[last:], counts
 
 # %% ../nbs/03_cleaning.ipynb #1972c3af
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+|[^\w\s]|_+", re.UNICODE)
 
+
 def hashed_features(
-    text: str,                 # a document
-    kind: str = "words",       # "words": tokens + token bigrams; "chars": character 1-3-grams
-    buckets: int = 1 << 17,    # hash space (rows of the embedding table)
-    max_chars: int = 1500,     # only the start of long documents is read
-) -> list[int]:                # bucket ids, at least one
+    text: str,  # a document
+    kind: str = "words",  # "words": tokens + token bigrams; "chars": character 1-3-grams
+    buckets: int = 1 << 17,  # hash space (rows of the embedding table)
+    max_chars: int = 1500,  # only the start of long documents is read
+) -> list[int]:  # bucket ids, at least one
     "Hashed n-gram ids of a text, the input of `FastTextClassifier`."
     text = text[:max_chars]
     if kind == "chars":
         s = f" {' '.join(text.lower().split())} "
-        grams = [s[i:i + n] for n in (1, 2, 3) for i in range(len(s) - n + 1)]
+        grams = [s[i : i + n] for n in (1, 2, 3) for i in range(len(s) - n + 1)]
     elif kind == "words":
         t = [x.lower() for x in _TOKEN.findall(text)]
         grams = t + [f"{a} {b}" for a, b in zip(t, t[1:])]
-    else: raise ValueError(f"kind must be 'words' or 'chars', got {kind!r}")
+    else:
+        raise ValueError(f"kind must be 'words' or 'chars', got {kind!r}")
     return [zlib.crc32(g.encode("utf-8")) % buckets for g in grams] or [0]
+
 
 class FastTextClassifier(torch.nn.Module):
     "Mean of hashed n-gram embeddings, then a linear layer: fastText's model."
+
     def __init__(self, n_classes: int, buckets: int = 1 << 17, dim: int = 16):
         super().__init__()
         self.emb = torch.nn.EmbeddingBag(buckets, dim, mode="mean")
         self.out = torch.nn.Linear(dim, n_classes)
         torch.nn.init.uniform_(self.emb.weight, -1 / dim, 1 / dim)
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:  # flat ids; start of each document
+
+    def forward(
+        self, ids: torch.Tensor, offsets: torch.Tensor
+    ) -> torch.Tensor:  # flat ids; start of each document
         return self.out(self.emb(ids, offsets))
 
 # %% ../nbs/03_cleaning.ipynb #f33a3665
@@ -387,50 +611,77 @@ def _batch(feats: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     offsets = torch.tensor([0, *np.cumsum([len(f) for f in feats[:-1]])], dtype=torch.long)
     return torch.tensor([i for f in feats for i in f], dtype=torch.long), offsets
 
+
 @dataclass
 class TextClassifier:
     "A trained fastText-style classifier with its labels and feature settings."
-    labels: list[str]            # class names, in output order
-    kind: str                    # feature kind for `hashed_features`
+
+    labels: list[str]  # class names, in output order
+    kind: str  # feature kind for `hashed_features`
     buckets: int
     model: FastTextClassifier
-    def predict_proba(self, texts: list[str], batch_size: int = 512) -> np.ndarray:  # documents -> (n, classes) probabilities
-        self.model.eval(); out = []
+
+    def predict_proba(
+        self, texts: list[str], batch_size: int = 512
+    ) -> np.ndarray:  # documents -> (n, classes) probabilities
+        self.model.eval()
+        out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                ids, off = _batch([hashed_features(t, self.kind, self.buckets) for t in texts[i:i + batch_size]])
+                ids, off = _batch(
+                    [hashed_features(t, self.kind, self.buckets) for t in texts[i : i + batch_size]]
+                )
                 out.append(torch.softmax(self.model(ids, off), -1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
     def predict(self, texts: list[str]) -> list[str]:  # documents -> the most likely label of each
         return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]
-    def save(self, path: str | Path) -> Path:  # a .pt file: weights + settings, loadable with weights_only=True
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"labels": self.labels, "kind": self.kind, "buckets": self.buckets, "dim": self.model.emb.embedding_dim,
-                    "state": self.model.state_dict()}, path)
+
+    def save(
+        self, path: str | Path
+    ) -> Path:  # a .pt file: weights + settings, loadable with weights_only=True
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "labels": self.labels,
+                "kind": self.kind,
+                "buckets": self.buckets,
+                "dim": self.model.emb.embedding_dim,
+                "state": self.model.state_dict(),
+            },
+            path,
+        )
         return path
+
     @classmethod
     def load(cls, path: str | Path) -> "TextClassifier":
         d = torch.load(path, weights_only=True)
-        m = FastTextClassifier(len(d["labels"]), d["buckets"], d["dim"]); m.load_state_dict(d["state"])
+        m = FastTextClassifier(len(d["labels"]), d["buckets"], d["dim"])
+        m.load_state_dict(d["state"])
         return cls(d["labels"], d["kind"], d["buckets"], m)
 
+
 def train_text_classifier(
-    texts: list[str],            # training documents
-    labels: list[str],           # one label per document
-    kind: str = "words",         # feature kind ("words" or "chars")
-    buckets: int = 1 << 17,      # hash space
-    dim: int = 16,               # embedding size
-    epochs: int = 5,             # passes over the data
-    lr: float = 0.02,            # Adam learning rate
-    batch_size: int = 32,        # documents per step
-    balance: bool = True,        # weight classes by inverse frequency, so a rare class is not ignored
-    seed: int = 0,               # shuffling and initialisation
+    texts: list[str],  # training documents
+    labels: list[str],  # one label per document
+    kind: str = "words",  # feature kind ("words" or "chars")
+    buckets: int = 1 << 17,  # hash space
+    dim: int = 16,  # embedding size
+    epochs: int = 5,  # passes over the data
+    lr: float = 0.02,  # Adam learning rate
+    batch_size: int = 32,  # documents per step
+    balance: bool = True,  # weight classes by inverse frequency, so a rare class is not ignored
+    seed: int = 0,  # shuffling and initialisation
 ) -> TextClassifier:
     "Train a fastText-style classifier on labelled documents."
-    if len(texts) != len(labels): raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     names = sorted(set(labels))
-    if len(names) < 2: raise ValueError(f"need at least 2 classes to train a classifier, got {names}")
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
+    if len(names) < 2:
+        raise ValueError(f"need at least 2 classes to train a classifier, got {names}")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     y = torch.tensor([names.index(l) for l in labels])
     feats = [hashed_features(t, kind, buckets) for t in texts]
     model = FastTextClassifier(len(names), buckets, dim)
@@ -440,33 +691,51 @@ def train_text_classifier(
     for _ in range(epochs):
         for b in torch.randperm(len(texts), generator=g).split(batch_size):
             ids, off = _batch([feats[i] for i in b])
-            loss = loss_fn(model(ids, off), y[b]); opt.zero_grad(); loss.backward(); opt.step()
+            loss = loss_fn(model(ids, off), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return TextClassifier(names, kind, buckets, model)
 
 # %% ../nbs/03_cleaning.ipynb #9f588390
-def classification_report(y_true: list[str], y_pred: list[str], labels: list[str] | None = None) -> dict:  # true labels; predictions; class order
+def classification_report(
+    y_true: list[str], y_pred: list[str], labels: list[str] | None = None
+) -> dict:  # true labels; predictions; class order
     "Per-class precision/recall/F1/support, accuracy, and the confusion matrix (rows: true, columns: predicted)."
     labels = labels or sorted(set(y_true) | set(y_pred))
     cm = np.zeros((len(labels), len(labels)), int)
-    for t, p in zip(y_true, y_pred): cm[labels.index(t), labels.index(p)] += 1
-    out = {"accuracy": float(np.trace(cm) / max(1, cm.sum())), "labels": labels, "confusion": cm.tolist(), "per_class": {}}
+    for t, p in zip(y_true, y_pred):
+        cm[labels.index(t), labels.index(p)] += 1
+    out = {
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "labels": labels,
+        "confusion": cm.tolist(),
+        "per_class": {},
+    }
     for i, l in enumerate(labels):
         tp, pred, true = cm[i, i], cm[:, i].sum(), cm[i].sum()
         p, r = tp / pred if pred else 0.0, tp / true if true else 0.0
-        out["per_class"][l] = {"precision": float(p), "recall": float(r), "f1": float(2 * p * r / (p + r)) if p + r else 0.0, "support": int(true)}
+        out["per_class"][l] = {
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(2 * p * r / (p + r)) if p + r else 0.0,
+            "support": int(true),
+        }
     return out
 
 # %% ../nbs/03_cleaning.ipynb #ccac585c
 def domain_thresholds(
-    scores: np.ndarray,          # quality score per document (higher is better)
-    domains: list[str],          # domain per document
-    keep: float | dict = 0.9,    # share of each domain to keep (one value, or one per domain)
-) -> dict[str, float]:           # domain -> lowest score that is kept
+    scores: np.ndarray,  # quality score per document (higher is better)
+    domains: list[str],  # domain per document
+    keep: float | dict = 0.9,  # share of each domain to keep (one value, or one per domain)
+) -> dict[str, float]:  # domain -> lowest score that is kept
     "Per-domain score thresholds that keep the best `keep` share of every domain."
-    scores = np.asarray(scores); out = {}
+    scores = np.asarray(scores)
+    out = {}
     for dom in sorted(set(domains)):
         k = keep[dom] if isinstance(keep, dict) else keep
-        if not 0 < k <= 1: raise ValueError(f"keep for {dom!r} must be in (0, 1], got {k}")
+        if not 0 < k <= 1:
+            raise ValueError(f"keep for {dom!r} must be in (0, 1], got {k}")
         out[dom] = float(np.quantile(scores[[d == dom for d in domains]], 1 - k))
     return out
 
@@ -474,51 +743,93 @@ def domain_thresholds(
 @dataclass
 class CleanConfig:
     "Settings of the cleaning stage."
-    max_chars: int = 1_000_000       # longer documents are rejected before any work ("too_long")
-    site_template_pages: int = 3     # a short line on this many pages of one site is template boilerplate
-    mask_pii: bool = True            # replace PII by typed placeholders in kept documents
-    workers: int = 2                 # processes (1: run in this process)
-    chunksize: int = 32              # documents per task sent to a worker
-    keep_fields: tuple = ("id", "domain", "lang", "url", "group")  # fields copied from input to output (besides the cleaned text)
-    quality_model: str | None = None # a saved `TextClassifier`: score every document that passed the rules, keep the score
-    quality_label: str = "high"      # the classifier's label whose probability is the score
-    quality_thresholds: dict | float = 0.5  # reject below this score: one value, or {domain: value} with "*" as the default
+
+    max_chars: int = 1_000_000  # longer documents are rejected before any work ("too_long")
+    site_template_pages: int = 3  # a short line on this many pages of one site is template boilerplate
+    mask_pii: bool = True  # replace PII by typed placeholders in kept documents
+    workers: int = 2  # processes (1: run in this process)
+    chunksize: int = 32  # documents per task sent to a worker
+    keep_fields: tuple = (
+        "id",
+        "domain",
+        "lang",
+        "url",
+        "group",
+    )  # fields copied from input to output (besides the cleaned text)
+    quality_model: str | None = (
+        None  # a saved `TextClassifier`: score every document that passed the rules, keep the score
+    )
+    quality_label: str = "high"  # the classifier's label whose probability is the score
+    quality_thresholds: dict | float = (
+        0.5  # reject below this score: one value, or {domain: value} with "*" as the default
+    )
+
 
 def _is_html(doc: dict) -> bool:
-    return doc.get("domain") == "web" or doc["text"].lstrip()[:100].lower().startswith(("<!doctype html", "<html"))
+    return doc.get("domain") == "web" or doc["text"].lstrip()[:100].lower().startswith(
+        ("<!doctype html", "<html")
+    )
+
 
 def _reject(doc: dict, reason: str, rule: str, value=None, text: str | None = None) -> dict:
-    return {**reject_record(doc.get("_file"), doc.get("_line"), reason, text if text is not None else doc.get("text")),
-            "id": doc.get("id"), "domain": doc.get("domain"), "lang": doc.get("lang"), "rule": rule, "value": value}
+    return {
+        **reject_record(
+            doc.get("_file"), doc.get("_line"), reason, text if text is not None else doc.get("text")
+        ),
+        "id": doc.get("id"),
+        "domain": doc.get("domain"),
+        "lang": doc.get("lang"),
+        "rule": rule,
+        "value": value,
+    }
 
-def prepare_document(doc: dict, cfg: CleanConfig = CleanConfig()) -> dict:  # an input document (with _file/_line if read from a file)
+
+def prepare_document(
+    doc: dict, cfg: CleanConfig = CleanConfig()
+) -> dict:  # an input document (with _file/_line if read from a file)
     "Pass 1: length guard, main-text extraction for HTML, normalisation. Returns the document or a reject (with 'reason')."
     try:
         n = len(doc["text"])
-        if n > cfg.max_chars: return _reject(doc, f"too_long: {n:,} characters > {cfg.max_chars:,}", "too_long", n, doc["text"][:2000])
-        out = {k: doc[k] for k in cfg.keep_fields if k in doc} | {"_file": doc.get("_file"), "_line": doc.get("_line")}
+        if n > cfg.max_chars:
+            return _reject(
+                doc, f"too_long: {n:,} characters > {cfg.max_chars:,}", "too_long", n, doc["text"][:2000]
+            )
+        out = {k: doc[k] for k in cfg.keep_fields if k in doc} | {
+            "_file": doc.get("_file"),
+            "_line": doc.get("_line"),
+        }
         out.setdefault("domain", "unknown")
         text = doc["text"]
         if _is_html(doc):
             text, out["extraction"] = extract_main_text(text)
-            if "url" in doc: out["site"] = doc["url"].split("/")[2] if "//" in doc["url"] else doc["url"]
-        if "lang" not in out: out["lang"], out["lang_guessed"] = ("zh" if cjk_share(text) > 0.3 else "en"), True
+            if "url" in doc:
+                out["site"] = doc["url"].split("/")[2] if "//" in doc["url"] else doc["url"]
+        if "lang" not in out:
+            out["lang"], out["lang_guessed"] = ("zh" if cjk_share(text) > 0.3 else "en"), True
         out["text"] = normalize_text(text, out["lang"], code=out["domain"] == "code")
         return out
     except Exception as e:
         return _reject(doc, f"error in prepare: {type(e).__name__}: {e}", "error")
 
+
 _CLASSIFIERS: dict = {}
+
+
 def _classifier(path: str) -> TextClassifier:
-    if path not in _CLASSIFIERS: _CLASSIFIERS[path] = TextClassifier.load(path)
+    if path not in _CLASSIFIERS:
+        _CLASSIFIERS[path] = TextClassifier.load(path)
     return _CLASSIFIERS[path]
+
 
 def quality_threshold(cfg: CleanConfig, domain: str) -> float:  # the stage's settings; a document's domain
     "The quality threshold that applies to a domain."
     t = cfg.quality_thresholds
     return float(t) if not isinstance(t, dict) else float(t.get(domain, t.get("*", 0.5)))
 
-def finish_document(doc: dict, template: set[int] = frozenset(), cfg: CleanConfig = CleanConfig()) -> dict:  # a prepared document; site template keys
+
+def finish_document(
+    doc: dict, template: set[int] = frozenset(), cfg: CleanConfig = CleanConfig()
+) -> dict:  # a prepared document; site template keys
     "Pass 2: boilerplate lines, rules, quality score, PII. Returns the kept document or a reject (with 'reason')."
     try:
         text = doc["text"]
@@ -526,16 +837,33 @@ def finish_document(doc: dict, template: set[int] = frozenset(), cfg: CleanConfi
             text, removed = remove_boilerplate(text, doc.get("site", ""), template)
             doc["boilerplate_lines"] = sum(removed.values())
         if not text.strip():
-            return _reject(doc, "no_text: nothing left after extraction and boilerplate removal" + (f" ({doc['extraction']})" if "extraction" in doc else ""), "no_text", 0, doc["text"])
+            return _reject(
+                doc,
+                "no_text: nothing left after extraction and boilerplate removal"
+                + (f" ({doc['extraction']})" if "extraction" in doc else ""),
+                "no_text",
+                0,
+                doc["text"],
+            )
         if fail := first_failure(text, rules_for(doc["domain"], doc["lang"])):
             rule, v = fail
             return _reject(doc, rule.describe(v), rule.name, v, text)
         if cfg.quality_model:
             clf = _classifier(cfg.quality_model)
-            doc["quality"] = score = round(float(clf.predict_proba([text])[0, clf.labels.index(cfg.quality_label)]), 4)
+            doc["quality"] = score = round(
+                float(clf.predict_proba([text])[0, clf.labels.index(cfg.quality_label)]), 4
+            )
             if score < (t := quality_threshold(cfg, doc["domain"])):
-                return _reject(doc, f"quality = {score:.3g} < {t:g} (threshold of domain {doc['domain']!r})", "quality", score, text)
-        if cfg.mask_pii: text, counts = mask_pii(text); doc["pii"] = dict(counts)
+                return _reject(
+                    doc,
+                    f"quality = {score:.3g} < {t:g} (threshold of domain {doc['domain']!r})",
+                    "quality",
+                    score,
+                    text,
+                )
+        if cfg.mask_pii:
+            text, counts = mask_pii(text)
+            doc["pii"] = dict(counts)
         doc["text"] = text
         return doc
     except Exception as e:
@@ -543,34 +871,48 @@ def finish_document(doc: dict, template: set[int] = frozenset(), cfg: CleanConfi
 
 # %% ../nbs/03_cleaning.ipynb #37a15ed7
 _TEMPLATE: set[int] = set()
+
+
 def _init_finish(template: set[int]):
-    global _TEMPLATE; _TEMPLATE = template
+    global _TEMPLATE
+    _TEMPLATE = template
     torch.set_num_threads(1)  # a worker process: one thread each, so workers do not compete for cores
-def _prepare_star(args): return prepare_document(*args)
-def _finish_star(args): return finish_document(args[0], _TEMPLATE, args[1])
+
+
+def _prepare_star(args):
+    return prepare_document(*args)
+
+
+def _finish_star(args):
+    return finish_document(args[0], _TEMPLATE, args[1])
+
 
 def _pool_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> Iterator:
     if cfg.workers <= 1:
         threads = torch.get_num_threads()
-        if init: init(*initargs)
-        torch.set_num_threads(threads)   # in the caller's process: its thread count stays as it was
+        if init:
+            init(*initargs)
+        torch.set_num_threads(threads)  # in the caller's process: its thread count stays as it was
         yield from map(fn, items)
         return
     with get_context("fork" if os.name == "posix" else "spawn").Pool(cfg.workers, init, initargs) as pool:
         yield from pool.imap(fn, items, chunksize=cfg.chunksize)
 
+
 def read_documents(
     paths: Iterable[str | Path],  # JSONL files of documents ({"id", "text", ...} per line)
-    rejects: list,                # unreadable lines are appended here, as `reject_record`s
-) -> Iterator[dict]:              # documents, each with _file and _line
+    rejects: list,  # unreadable lines are appended here, as `reject_record`s
+) -> Iterator[dict]:  # documents, each with _file and _line
     "Stream the documents of several JSONL files, tagging each with where it came from."
     for p in paths:
         for n, d in read_jsonl(p, on_error="skip", rejects=rejects, with_lines=True):
             d["_file"], d["_line"] = str(p), n
             yield d
 
+
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no UTF-8 text can hold it
 _READ_RULES = ("invalid_unicode", "blank_line", "truncated")  # `read_jsonl` reason codes kept as rule names
+
 
 def _lone_surrogate(doc: dict) -> str | None:
     "Why a document's strings cannot be written as UTF-8 (a lone surrogate: field and place), or None."
@@ -581,34 +923,48 @@ def _lone_surrogate(doc: dict) -> str | None:
             return f"invalid_unicode: {where} (half of a UTF-16 pair: no UTF-8 text can hold it)"
     return None
 
+
 def _writable(value: object) -> object:
     "A string with any lone surrogate spelled as a `\\udXXX` escape, so that its reject can be written."
     return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
 
+
 def _unreadable_reject(r: dict) -> dict:
     "A line `read_jsonl` could not read, as a reject of this stage; its reason's code is the rule."
     rule = r["reason"].split(":", 1)[0]
-    if rule not in _READ_RULES: rule = "unreadable"
+    if rule not in _READ_RULES:
+        rule = "unreadable"
     reason = r["reason"] if rule != "unreadable" else f"unreadable line: {r['reason']}"
     return {**r, "id": None, "domain": None, "lang": None, "rule": rule, "value": None, "reason": reason}
+
 
 def _open_atomic(stack: contextlib.ExitStack, path: Path):
     "A text file written under a temporary name, moved to `path` only if `stack` closes without an error."
     return stack.enter_context(open(stack.enter_context(atomic_file(path)), "w", encoding="utf-8"))
 
+
 def clean_corpus(
-    docs: Iterable[dict],         # input documents: "id", "text"; optional "domain", "lang", "url", "_file"..
-    out_dir: str | Path,          # where kept.jsonl, rejected.jsonl and clean_stats.json go
+    docs: Iterable[dict],  # input documents: "id", "text"; optional "domain", "lang", "url", "_file"..
+    out_dir: str | Path,  # where kept.jsonl, rejected.jsonl and clean_stats.json go
     cfg: CleanConfig = CleanConfig(),
     unreadable: list | None = None,  # reject records of input lines that could not be read (`read_documents`)
-) -> dict:                        # statistics, also saved as clean_stats.json
+) -> dict:  # statistics, also saved as clean_stats.json
     """Clean a stream of documents into kept.jsonl and rejected.jsonl, with a reason for every reject.
     Both files are written under temporary names and appear only when the whole stage has succeeded."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stats = {"read": 0, "kept": 0, "rejected": 0, "by_rule": Counter(), "by_source": defaultdict(Counter),
-             "pii": Counter(), "extraction": Counter(), "chars_in": 0, "chars_out": 0,
-             "examples": defaultdict(list)}
+    stats = {
+        "read": 0,
+        "kept": 0,
+        "rejected": 0,
+        "by_rule": Counter(),
+        "by_source": defaultdict(Counter),
+        "pii": Counter(),
+        "extraction": Counter(),
+        "chars_in": 0,
+        "chars_out": 0,
+        "examples": defaultdict(list),
+    }
     site_lines: Counter = Counter()
     seen: set = set()
     t0 = time.perf_counter()
@@ -627,7 +983,8 @@ def clean_corpus(
 
         def counted(docs):
             for i, d in enumerate(docs):
-                if not isinstance(d, dict): d = {"text": repr(d)[:2000]}
+                if not isinstance(d, dict):
+                    d = {"text": repr(d)[:2000]}
                 d = {**d, "_file": str(d.get("_file", "<iterable>")), "_line": d.get("_line", i + 1)}
                 stats["read"] += 1
                 stats["by_source"][d["_file"]]["read"] += 1
@@ -669,13 +1026,16 @@ def clean_corpus(
             stats["chars_out"] += len(d["text"])
             stats["by_source"][d["_file"]]["kept"] += 1
             stats["pii"].update(d.get("pii", {}))
-            if "extraction" in d: stats["extraction"][d["extraction"].split(":")[0]] += 1
+            if "extraction" in d:
+                stats["extraction"][d["extraction"].split(":")[0]] += 1
             where = {"source": d["_file"], "line": d["_line"]}
             d = {k: v for k, v in d.items() if k != "site"} | where
             kept.write(json.dumps(d, ensure_ascii=False) + "\n")
         if stats["kept"] + stats["rejected"] != stats["read"]:
-            raise RuntimeError(f"{out}: read {stats['read']} documents but kept {stats['kept']} "
-                               f"and rejected {stats['rejected']}")
+            raise RuntimeError(
+                f"{out}: read {stats['read']} documents but kept {stats['kept']} "
+                f"and rejected {stats['rejected']}"
+            )
     stats["seconds"] = round(time.perf_counter() - t0, 2)
     stats["template_lines"] = len(template)
     stats = json.loads(json.dumps(stats, default=dict))

@@ -19,44 +19,99 @@ __all__ = ['EVAL_DATA', 'build_parser', 'describe_os_error', 'main']
 # %% ../nbs/15a_cli.ipynb #0f998abe
 def build_parser() -> argparse.ArgumentParser:
     "The `llmcourse` argument parser."
-    p = argparse.ArgumentParser(prog="llmcourse", description="llmcourse: pre-train a tiny language model, stage by stage, on CPU or GPU.")
+    p = argparse.ArgumentParser(
+        prog="llmcourse",
+        description="llmcourse: pre-train a tiny language model, stage by stage, on CPU or GPU.",
+    )
     p.add_argument("--version", action="version", version=f"llmcourse {llmcourse.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    r = sub.add_parser("run", help="run the end-to-end pipeline and write a report",
-                       description="Run the pipeline. Stages: " + "; ".join(f"{s.name} ({s.doc})" for s in STAGES))
+    r = sub.add_parser(
+        "run",
+        help="run the end-to-end pipeline and write a report",
+        description="Run the pipeline. Stages: " + "; ".join(f"{s.name} ({s.doc})" for s in STAGES),
+    )
     r.add_argument("--data", help="sample data folder (default: generate the samples into OUT/samples)")
     r.add_argument("--out", help="run folder (default: runs/<date-time>)")
     r.add_argument("--seed", type=int, help=f"seed (default {SAMPLE_SEED})")
-    r.add_argument("--stdlib-files", type=int, help="standard-library files to read as extra text (default 400; 0 for none)")
-    r.add_argument("--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)")
-    r.add_argument("--no-split-digits", action="store_true", help="keep digit runs together in the tokenizer (GPT-2 style)")
-    r.add_argument("--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)")
+    r.add_argument(
+        "--stdlib-files",
+        type=int,
+        help="standard-library files to read as extra text (default 400; 0 for none)",
+    )
+    r.add_argument(
+        "--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)"
+    )
+    r.add_argument(
+        "--no-split-digits",
+        action="store_true",
+        help="keep digit runs together in the tokenizer (GPT-2 style)",
+    )
+    r.add_argument(
+        "--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)"
+    )
     r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
-    r.add_argument("--config", help="a config.json from an earlier run to repeat (into a new folder); flags given here override it")
-    r.add_argument("--rerun", action="store_true",
-                   help="run every stage again, even those whose finished output is up to date")
-    t = sub.add_parser("train", help="train (or resume) a model from a TrainConfig JSON file",
-                       description="Train a model on token shards (chapter 09); resumes from the run folder's latest checkpoint.")
-    t.add_argument("--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)")
+    r.add_argument(
+        "--config",
+        help="a config.json from an earlier run to repeat (into a new folder); flags given here override it",
+    )
+    r.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run every stage again, even those whose finished output is up to date",
+    )
+    t = sub.add_parser(
+        "train",
+        help="train (or resume) a model from a TrainConfig JSON file",
+        description="Train a model on token shards (chapter 09); resumes from the run folder's latest checkpoint.",
+    )
+    t.add_argument(
+        "--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)"
+    )
     t.add_argument("--out", help="run folder (overrides the config's)")
-    t.add_argument("--max-steps", type=int, help="optimizer steps (overrides the config's; 0 writes the initial checkpoint only)")
-    t.add_argument("--override", action="store_true",
-                   help="resume a run whose settings changed (recorded in its metrics.jsonl); without it a change is refused")
-    e = sub.add_parser("eval", help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
-                       description="Evaluate a training run (chapter 13). RUN is a training folder, or a pipeline run folder.")
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        help="optimizer steps (overrides the config's; 0 writes the initial checkpoint only)",
+    )
+    t.add_argument(
+        "--override",
+        action="store_true",
+        help="resume a run whose settings changed (recorded in its metrics.jsonl); without it a change is refused",
+    )
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
+        description="Evaluate a training run (chapter 13). RUN is a training folder, or a pipeline run folder.",
+    )
     e.add_argument("run", help="a training run folder (config.json + checkpoints) or a pipeline run folder")
-    e.add_argument("--tokenizer", help="tokenizer.json (default for a pipeline folder: its 04_tokenizer/tokenizer.json)")
-    e.add_argument("--data", help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl "
-                   "(default for a pipeline folder: the data it ran on)")
-    e.add_argument("--heldout", help="JSONL documents whose held-out split is scored (default for a pipeline folder: 03_dedup/kept.jsonl)")
+    e.add_argument(
+        "--tokenizer", help="tokenizer.json (default for a pipeline folder: its 04_tokenizer/tokenizer.json)"
+    )
+    e.add_argument(
+        "--data",
+        help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl "
+        "(default for a pipeline folder: the data it ran on)",
+    )
+    e.add_argument(
+        "--heldout",
+        help="JSONL documents whose held-out split is scored (default for a pipeline folder: 03_dedup/kept.jsonl)",
+    )
     e.add_argument("--out", help="folder for eval.json and figures (default: RUN/eval)")
     e.add_argument("--probes", type=int, default=200, help="fact probes to score (default 200; 0 skips)")
     e.add_argument("--mcq", type=int, help="multiple-choice items to score (default: all; 0 skips)")
-    s = sub.add_parser("samples", help="generate the sample data", description="Generate data_samples/ (deterministic: same seed, same bytes).")
+    s = sub.add_parser(
+        "samples",
+        help="generate the sample data",
+        description="Generate data_samples/ (deterministic: same seed, same bytes).",
+    )
     s.add_argument("--out", default="data_samples", help="folder to write (default: data_samples)")
     s.add_argument("--seed", type=int, default=SAMPLE_SEED, help=f"seed (default {SAMPLE_SEED})")
-    s.add_argument("--check", action="store_true", help="do not write; exit 1 if OUT differs from what the generators make")
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if OUT differs from what the generators make",
+    )
     return p
 
 # %% ../nbs/15a_cli.ipynb #abaff53a
@@ -64,81 +119,123 @@ def _cmd_run(a) -> int:
     cfg = load_config(RunConfig, a.config) if a.config else RunConfig()
     cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"  # a new folder unless --out says otherwise: never overwrite the run a config came from
     for k in ("data", "out", "seed", "stages"):
-        if getattr(a, k) is not None: setattr(cfg, k, getattr(a, k))
-    if a.stdlib_files is not None: cfg.stdlib_files = a.stdlib_files
-    if a.vocab_size is not None: cfg.vocab_size = a.vocab_size
-    if a.no_split_digits: cfg.split_digits = False
-    if a.dedup_threshold is not None: cfg.dedup_threshold = a.dedup_threshold
-    if a.train_steps is not None: cfg.train_steps = a.train_steps
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
+    if a.stdlib_files is not None:
+        cfg.stdlib_files = a.stdlib_files
+    if a.vocab_size is not None:
+        cfg.vocab_size = a.vocab_size
+    if a.no_split_digits:
+        cfg.split_digits = False
+    if a.dedup_threshold is not None:
+        cfg.dedup_threshold = a.dedup_threshold
+    if a.train_steps is not None:
+        cfg.train_steps = a.train_steps
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg, rerun=a.rerun)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")
     return 0
 
+
 def _cmd_train(a) -> int:
     from llmcourse.training import TrainConfig, train
+
     cfg = load_config(TrainConfig, a.config)
-    if a.out is not None: cfg.out = a.out
-    if a.max_steps is not None: cfg.max_steps = a.max_steps
+    if a.out is not None:
+        cfg.out = a.out
+    if a.max_steps is not None:
+        cfg.max_steps = a.max_steps
     print(json.dumps(train(cfg, override=a.override)))
     return 0
 
+
 EVAL_DATA = ["eval_probes.jsonl", "eval_mcq.jsonl", "long.jsonl"]
+
 
 def _cmd_eval(a) -> int:
     from llmcourse.evaluation import EvalConfig, evaluate_run
+
     run = Path(a.run)
     if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no such folder (give a pipeline run folder, "
-                                "or a training folder with ckpt_*.pt and --tokenizer PATH)")
+        raise FileNotFoundError(
+            f"{run}: no such folder (give a pipeline run folder, "
+            "or a training folder with ckpt_*.pt and --tokenizer PATH)"
+        )
     pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
     train_dir = run / "06_train" if pipeline_run else run
     tokenizer = a.tokenizer or (run / "04_tokenizer" / "tokenizer.json" if pipeline_run else None)
     if tokenizer is None:
-        raise ValueError(f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)")
+        raise ValueError(
+            f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)"
+        )
     data = a.data
-    if data is None and pipeline_run:                 # the data the run itself used, wherever we are now
+    if data is None and pipeline_run:  # the data the run itself used, wherever we are now
         ran = load_config(RunConfig, run / "config.json")
         data = ran.data or str(Path(ran.out) / "samples")
-    if data is None: raise ValueError(f"{run} is a training folder: say where the evaluation sets are (--data DIR)")
+    if data is None:
+        raise ValueError(f"{run} is a training folder: say where the evaluation sets are (--data DIR)")
     if missing := [f for f in EVAL_DATA if not (Path(data) / f).is_file()]:
-        raise FileNotFoundError(f"{data} lacks {missing}: give a folder made by `llmcourse samples` (--data DIR)")
+        raise FileNotFoundError(
+            f"{data} lacks {missing}: give a folder made by `llmcourse samples` (--data DIR)"
+        )
     heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
     out = Path(a.out) if a.out else run / "eval"
     res = evaluate_run(train_dir, tokenizer, data, heldout, out, EvalConfig(probes=a.probes, mcq=a.mcq))
     ppl = res.get("perplexity_all", {})
-    summary = {"perplexity": ppl.get("ppl"), "bits_per_byte": ppl.get("bits_per_byte"),
-               "mcq_acc": res.get("mcq", {}).get("acc"), "probes": res.get("probes")}
+    summary = {
+        "perplexity": ppl.get("ppl"),
+        "bits_per_byte": ppl.get("bits_per_byte"),
+        "mcq_acc": res.get("mcq", {}).get("acc"),
+        "probes": res.get("probes"),
+    }
     print(json.dumps(summary, ensure_ascii=False))
     print(f"wrote {out / 'eval.json'}")
     return 0
 
+
 def _cmd_samples(a) -> int:
     if not a.check:
-        for p in generate_samples(a.out, a.seed): print(f"{p}  {p.stat().st_size:,} bytes")
+        for p in generate_samples(a.out, a.seed):
+            print(f"{p}  {p.stat().st_size:,} bytes")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate_samples(tmp, a.seed)
-        differ = [p.name for p in fresh if not (Path(a.out) / p.name).exists() or (Path(a.out) / p.name).read_bytes() != p.read_bytes()]
-    print(f"{a.out}: " + (f"differs from seed {a.seed}'s output in {differ}" if differ else f"identical to seed {a.seed}'s output"))
+        differ = [
+            p.name
+            for p in fresh
+            if not (Path(a.out) / p.name).exists() or (Path(a.out) / p.name).read_bytes() != p.read_bytes()
+        ]
+    print(
+        f"{a.out}: "
+        + (
+            f"differs from seed {a.seed}'s output in {differ}"
+            if differ
+            else f"identical to seed {a.seed}'s output"
+        )
+    )
     return 1 if differ else 0
 
 # %% ../nbs/15a_cli.ipynb #a28ad2ff
 def describe_os_error(e: OSError) -> str:  # an error from the operating system
     "One line for an OS error: what went wrong and on which path, without a traceback."
-    if e.errno is None: return str(e)                    # raised by the course with its own message
-    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror)
+    if e.errno is None:
+        return str(e)  # raised by the course with its own message
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
+        e.errno, e.strerror
+    )
     paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
     return f"{paths}: {what}" if paths else f"{what or e}"
+
 
 def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
     commands = {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}
-    try: return commands[a.command](a)
+    try:
+        return commands[a.command](a)
     except (DataError, ValueError, FolderBusyError) as e:
         message = str(e)
-    except OSError as e:           # permissions, a full disk, a file where a folder should be, ...
+    except OSError as e:  # permissions, a full disk, a file where a folder should be, ...
         message = describe_os_error(e)
     print(f"llmcourse {a.command}: error: {message}", file=sys.stderr)
     return 2

@@ -24,7 +24,8 @@ def seed_everything(
     seed: int = 0,  # the seed for python, numpy and torch (and every CUDA device)
 ) -> int:  # the seed, so a run can record what it used
     "Seed Python's `random`, NumPy and PyTorch so an experiment can be repeated exactly."
-    if not isinstance(seed, int) or seed < 0: raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -34,22 +35,32 @@ def seed_everything(
 def available_devices() -> list[str]:  # device types usable here, best first
     "The device types this machine offers, in the order the course prefers them."
     devs = []
-    if torch.cuda.is_available(): devs.append("cuda")
+    if torch.cuda.is_available():
+        devs.append("cuda")
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available(): devs.append("mps")
+    if mps is not None and mps.is_available():
+        devs.append("mps")
     return devs + ["cpu"]
 
+
 def pick_device(
-    prefer: str | None = None,  # "cuda", "cuda:1", "mps" or "cpu"; None: $LLMCOURSE_DEVICE, else the best available
+    prefer: str
+    | None = None,  # "cuda", "cuda:1", "mps" or "cpu"; None: $LLMCOURSE_DEVICE, else the best available
 ) -> torch.device:
     "Pick the compute device: cuda > mps > cpu, unless told otherwise."
     want = prefer or os.environ.get("LLMCOURSE_DEVICE") or available_devices()[0]
-    try: dev = torch.device(want)
-    except RuntimeError as e: raise ValueError(f"unknown device {want!r}: expected cuda, cuda:N, mps or cpu") from e
+    try:
+        dev = torch.device(want)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {want!r}: expected cuda, cuda:N, mps or cpu") from e
     if dev.type not in available_devices():
-        raise RuntimeError(f"device {want!r} was asked for but this machine offers only {available_devices()}")
+        raise RuntimeError(
+            f"device {want!r} was asked for but this machine offers only {available_devices()}"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RuntimeError(f"device {want!r} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise RuntimeError(
+            f"device {want!r} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
     return dev
 
 # %% ../nbs/00_core.ipynb #306638f6
@@ -57,16 +68,21 @@ def to_jsonable(obj: Any) -> Any:  # a dataclass, Path, numpy/torch scalar, or n
     "Turn configs and results into plain JSON types."
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict): return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path): return str(obj)
-    if isinstance(obj, (np.generic, torch.Tensor)): return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.generic, torch.Tensor)):
+        return obj.item()
     return obj
+
 
 @contextlib.contextmanager
 def atomic_file(
     path: str | Path,  # the file to produce
-) -> Iterator[Path]:   # a temporary name next to it (`path` + ".tmp") to write to
+) -> Iterator[Path]:  # a temporary name next to it (`path` + ".tmp") to write to
     "Write under a temporary name; move it into place if the block succeeds, delete it if anything fails."
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -77,55 +93,75 @@ def atomic_file(
         tmp.unlink(missing_ok=True)
         raise
 
+
 def save_json(
-    obj: Any,          # anything `to_jsonable` understands
+    obj: Any,  # anything `to_jsonable` understands
     path: str | Path,  # where to write (parent folders are created)
 ) -> Path:
     "Write `obj` as indented UTF-8 JSON, atomically (a crash never leaves half a file)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_jsonable(obj), ensure_ascii=False, indent=2) + "\n"
-    with atomic_file(path) as tmp: tmp.write_text(text, encoding="utf-8")
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 # %% ../nbs/00_core.ipynb #fdf57294
 def save_config(cfg: Any, path: str | Path) -> Path:  # a dataclass instance; the JSON file to write
     "Save a dataclass config as JSON."
-    if not dataclasses.is_dataclass(cfg): raise TypeError(f"save_config expects a dataclass, got {type(cfg).__name__}")
+    if not dataclasses.is_dataclass(cfg):
+        raise TypeError(f"save_config expects a dataclass, got {type(cfg).__name__}")
     return save_json(cfg, path)
+
 
 def _fits(value: Any, hint: Any) -> bool:
     "Whether a JSON value fits a type hint: int, float (an int will do), str, bool, list, dict, X | None..."
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType): return any(_fits(value, a) for a in args)
-    if origin is typing.Literal: return value in args
-    if hint is type(None): return value is None
-    if hint is bool: return isinstance(value, bool)
-    if hint in (int, float) and isinstance(value, bool): return False  # JSON true is not a number here
-    if hint is int: return isinstance(value, int)
-    if hint is float: return isinstance(value, (int, float))
-    if hint is str: return isinstance(value, str)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float) and isinstance(value, bool):
+        return False  # JSON true is not a number here
+    if hint is int:
+        return isinstance(value, int)
+    if hint is float:
+        return isinstance(value, (int, float))
+    if hint is str:
+        return isinstance(value, str)
     if list in (hint, origin):
         return isinstance(value, list) and all(_fits(v, args[0]) for v in value if args)
-    if tuple in (hint, origin): return isinstance(value, list)  # JSON has no tuples
+    if tuple in (hint, origin):
+        return isinstance(value, list)  # JSON has no tuples
     if dict in (hint, origin):
         return isinstance(value, dict) and all(_fits(v, args[1]) for v in value.values() if args)
     return True  # any other type (Any, a class) is left to the dataclass itself
 
+
 def _hint_name(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
+
 def load_config(
-    cls: type,         # the dataclass to build
+    cls: type,  # the dataclass to build
     path: str | Path,  # a JSON file written by `save_config`
 ):
     "Read a config back, refusing unknown keys, missing keys and values of the wrong type, naming the file."
     path = Path(path)
-    try: d = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise DataError(path, None, f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): "
-                                    "a config is a UTF-8 JSON file") from None
-    except json.JSONDecodeError as e: raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+        raise DataError(
+            path,
+            None,
+            f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): a config is a UTF-8 JSON file",
+        ) from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, f"invalid JSON: {e.msg}") from None
     if not isinstance(d, dict):
         want = f"a config must be a JSON object of {cls.__name__} fields"
         raise DataError(path, None, f"{want}, got {type(d).__name__}")
@@ -146,142 +182,187 @@ def load_config(
 # %% ../nbs/00_core.ipynb #dcba7c4e
 class DataError(ValueError):
     "A problem with an input file, located by path and (1-based) line number."
+
     def __init__(self, path: str | Path, line: int | None, reason: str):
         self.path, self.line, self.reason = str(path), line, reason
         super().__init__(f"{self.path}:{line}: {reason}" if line is not None else f"{self.path}: {reason}")
 
 # %% ../nbs/00_core.ipynb #b1141ccb
-DOC_SCHEMA = {"id": str, "text": str}  # what every document must carry; `domain`, `lang` are added by stages that need them
-MAX_LINE_BYTES = 64 * 2**20            # a line longer than this is rejected, not loaded
+DOC_SCHEMA = {
+    "id": str,
+    "text": str,
+}  # what every document must carry; `domain`, `lang` are added by stages that need them
+MAX_LINE_BYTES = 64 * 2**20  # a line longer than this is rejected, not loaded
+
 
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
 
 def _read_lines(f, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     "Yield (line number, bytes); bytes is None for a line over `max_bytes` (skipped without storing it)."
     n = 0
     while True:
         chunk = f.readline(max_bytes + 1)
-        if not chunk: return
+        if not chunk:
+            return
         n += 1
         if len(chunk) > max_bytes and not chunk.endswith(b"\n"):
-            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"): pass  # drain the rest of the line
+            while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass  # drain the rest of the line
             yield n, None
-        else: yield n, chunk
+        else:
+            yield n, chunk
 
 # %% ../nbs/00_core.ipynb #33d6491b
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")  # a JSON escape of a surrogate, \ud800-\udfff
 
+
 def _lone_surrogate(value: Any, field: str = "") -> str | None:
     "Where the first lone surrogate in a parsed JSON value is (field and character), in words; None if none."
     if isinstance(value, str):
-        try: value.encode("utf-8")
+        try:
+            value.encode("utf-8")
         except UnicodeEncodeError as e:
             code = f"U+{ord(value[e.start]):04X}"
             return f"field {field!r} holds a lone surrogate {code} at character {e.start}"
         return None
-    if isinstance(value, dict): children = value.items()
-    elif isinstance(value, list): children = enumerate(value)
-    else: return None
+    if isinstance(value, dict):
+        children = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        return None
     for k, v in children:
         name = f"{field}[{k}]" if isinstance(k, int) else f"{field}.{k}" if field else k
-        if isinstance(k, str) and (found := _lone_surrogate(k, name)): return "the name of " + found
-        if found := _lone_surrogate(v, name): return found
+        if isinstance(k, str) and (found := _lone_surrogate(k, name)):
+            return "the name of " + found
+        if found := _lone_surrogate(v, name):
+            return found
     return None
 
+
 def parse_jsonl_line(
-    raw: bytes,                # one line of the file, as bytes
+    raw: bytes,  # one line of the file, as bytes
     schema: dict | None = DOC_SCHEMA,  # required field -> type (or tuple of types); None: any JSON object
-) -> dict:                     # the parsed object
+) -> dict:  # the parsed object
     "Decode, parse and validate one line, raising `ValueError` with a reason a person can act on."
-    try: s = raw.decode("utf-8").rstrip("\r\n")
+    try:
+        s = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as e:
-        raise ValueError(f"invalid UTF-8 at byte {e.start} of the line (is the file in another encoding?)") from None
-    try: obj = json.loads(s)
-    except json.JSONDecodeError as e: raise ValueError(f"invalid JSON at column {e.colno}: {e.msg}") from None
-    if not isinstance(obj, dict): raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+        raise ValueError(
+            f"invalid UTF-8 at byte {e.start} of the line (is the file in another encoding?)"
+        ) from None
+    try:
+        obj = json.loads(s)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON at column {e.colno}: {e.msg}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     if _SURROGATE_ESCAPE.search(raw) and (where := _lone_surrogate(obj)):  # only then look; valid pairs pass
         raise ValueError(f"invalid_unicode: {where} (half of a UTF-16 pair: no UTF-8 text can hold it)")
     for key, typ in (schema or {}).items():
-        if key not in obj: raise ValueError(f"missing required field {key!r}")
+        if key not in obj:
+            raise ValueError(f"missing required field {key!r}")
         if not isinstance(obj[key], typ) or isinstance(obj[key], bool) and typ is not bool:
             want = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
             raise ValueError(f"field {key!r} should be {want}, got {type(obj[key]).__name__}")
-    if schema and "text" in schema and not obj["text"].strip(): raise ValueError("empty document: field 'text' is blank")
+    if schema and "text" in schema and not obj["text"].strip():
+        raise ValueError("empty document: field 'text' is blank")
     return obj
 
 # %% ../nbs/00_core.ipynb #63727778
 def read_jsonl(
-    path: str | Path,                  # a .jsonl or .jsonl.gz file
+    path: str | Path,  # a .jsonl or .jsonl.gz file
     schema: dict | None = DOC_SCHEMA,  # required fields and types; None accepts any JSON object
-    on_error: str = "raise",           # "raise": stop at the first bad line; "skip": record it in `rejects`
+    on_error: str = "raise",  # "raise": stop at the first bad line; "skip": record it in `rejects`
     rejects: list | str | Path | None = None,  # where skipped lines go: a list, or a JSONL file to append to
-    max_line_bytes: int = MAX_LINE_BYTES,      # longer lines are errors (never loaded whole)
-    with_lines: bool = False,          # yield (line number, object) pairs, for messages about a document's place
+    max_line_bytes: int = MAX_LINE_BYTES,  # longer lines are errors (never loaded whole)
+    with_lines: bool = False,  # yield (line number, object) pairs, for messages about a document's place
 ) -> Iterator[dict]:
     """Stream the objects of a JSONL file; a bad line raises `DataError` or is recorded with its reason.
     Blank lines hold no document: "raise" passes over them silently, "skip" records each one
     (reason `blank_line: ...`) so every line of the file is accounted for. A cut or corrupt `.gz`
     stream ends the file: `DataError`, or one `truncated: ...` record after the lines that were read."""
-    if on_error not in ("raise", "skip"): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if on_error == "skip" and rejects is None: raise ValueError("on_error='skip' needs `rejects` (a list or a file) so no line is lost")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if on_error == "skip" and rejects is None:
+        raise ValueError("on_error='skip' needs `rejects` (a list or a file) so no line is lost")
     path = Path(path)
     with _open_bytes(path) as f, _RejectSink(rejects) as sink:
         lines, n = _read_lines(f, max_line_bytes), 0
         while True:
-            try: n, raw = next(lines)
-            except StopIteration: return
+            try:
+                n, raw = next(lines)
+            except StopIteration:
+                return
             except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # the gzip stream ends early or is damaged
-                reason = (f"truncated: the gzip stream is truncated or corrupt after line {n} "
-                          f"({type(e).__name__}: {e}); the lines before it were read")
-                if on_error == "raise": raise DataError(path, n + 1, reason) from None
+                reason = (
+                    f"truncated: the gzip stream is truncated or corrupt after line {n} "
+                    f"({type(e).__name__}: {e}); the lines before it were read"
+                )
+                if on_error == "raise":
+                    raise DataError(path, n + 1, reason) from None
                 sink.add(path, n + 1, reason, None)
                 return
-            if n == 1 and raw and raw.startswith(b"\xef\xbb\xbf"): raw = raw[3:]
+            if n == 1 and raw and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             if raw is not None and not raw.strip():  # no document here; accounted for in skip mode
                 if on_error == "skip":
                     sink.add(path, n, "blank_line: a whitespace-only line holds no document", raw)
                 continue
             try:
-                if raw is None: raise ValueError(f"line longer than {max_line_bytes:,} bytes")
+                if raw is None:
+                    raise ValueError(f"line longer than {max_line_bytes:,} bytes")
                 obj = parse_jsonl_line(raw, schema)
             except ValueError as e:
-                if on_error == "raise": raise DataError(path, n, str(e)) from None
+                if on_error == "raise":
+                    raise DataError(path, n, str(e)) from None
                 sink.add(path, n, str(e), raw)
                 continue
             yield (n, obj) if with_lines else obj
 
 # %% ../nbs/00_core.ipynb #1b6644ed
 def reject_record(
-    path: str | Path,          # the file the document came from
-    line: int | None,          # its 1-based line number
-    reason: str,               # why it was rejected, in words a person can act on
+    path: str | Path,  # the file the document came from
+    line: int | None,  # its 1-based line number
+    reason: str,  # why it was rejected, in words a person can act on
     raw: bytes | str | None = None,  # the line itself (kept, cut to 2,000 characters), if at hand
 ) -> dict:
     "The one shape of a rejected line, used by every stage that rejects documents."
-    if isinstance(raw, bytes): raw = raw.decode("utf-8", "replace")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
     return {"file": str(path), "line": line, "reason": reason, "raw": None if raw is None else raw[:2000]}
+
 
 class _RejectSink:
     "Collects rejected lines into a list, or appends them to a JSONL file."
-    def __init__(self, dest): self.dest, self.f = dest, None
+
+    def __init__(self, dest):
+        self.dest, self.f = dest, None
+
     def __enter__(self):
         if isinstance(self.dest, (str, Path)):
             Path(self.dest).parent.mkdir(parents=True, exist_ok=True)
             self.f = open(self.dest, "a", encoding="utf-8")
         return self
+
     def add(self, path, line, reason, raw):
         rec = reject_record(path, line, reason, raw)
-        if self.f is not None: self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        else: self.dest.append(rec)
+        if self.f is not None:
+            self.f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            self.dest.append(rec)
+
     def __exit__(self, *exc):
-        if self.f is not None: self.f.close()
+        if self.f is not None:
+            self.f.close()
 
 # %% ../nbs/00_core.ipynb #743c2e31
 def write_jsonl(
-    path: str | Path,         # the file to write (.jsonl, or .jsonl.gz to compress)
+    path: str | Path,  # the file to write (.jsonl, or .jsonl.gz to compress)
     records: Iterable[dict],  # objects to write, streamed
-) -> int:                     # how many records were written
+) -> int:  # how many records were written
     "Write records as JSONL (UTF-8, one object per line), atomically."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,79 +379,103 @@ def write_jsonl(
 # %% ../nbs/00_core.ipynb #3ad3f578
 def chunked(
     items: Iterable,  # any iterable, possibly endless
-    size: int,        # items per chunk (the last chunk may be shorter)
+    size: int,  # items per chunk (the last chunk may be shorter)
 ) -> Iterator[list]:
     "Group a stream into lists of `size` items, lazily."
-    if size < 1: raise ValueError(f"chunk size must be >= 1, got {size}")
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
     buf = []
     for x in items:
         buf.append(x)
-        if len(buf) == size: yield buf; buf = []
-    if buf: yield buf
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
 
-def iter_jsonl_chunks(path: str | Path, size: int = 1000, **kwargs) -> Iterator[list[dict]]:  # file; docs per chunk; `read_jsonl` options
+
+def iter_jsonl_chunks(
+    path: str | Path, size: int = 1000, **kwargs
+) -> Iterator[list[dict]]:  # file; docs per chunk; `read_jsonl` options
     "Stream a JSONL file as lists of `size` documents."
     return chunked(read_jsonl(path, **kwargs), size)
 
 # %% ../nbs/00_core.ipynb #8a78aa4e
 def write_parquet(
-    path: str | Path,         # the .parquet file to write
+    path: str | Path,  # the .parquet file to write
     records: list[dict] | Any,  # a list of dicts (one per row) or a pyarrow Table
-) -> int:                     # number of rows written
+) -> int:  # number of rows written
     "Write rows to a Parquet file, atomically."
     import pyarrow as pa, pyarrow.parquet as pq
+
     table = records if isinstance(records, pa.Table) else pa.Table.from_pylist(list(records))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp: pq.write_table(table, tmp)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
     return table.num_rows
 
+
 def read_parquet(
-    path: str | Path,              # a Parquet file
+    path: str | Path,  # a Parquet file
     columns: list[str] | None = None,  # only these columns (Parquet reads just them from disk)
-    batch_size: int = 10_000,      # rows per batch while streaming
+    batch_size: int = 10_000,  # rows per batch while streaming
 ) -> Iterator[dict]:
     "Stream the rows of a Parquet file as dicts."
     import pyarrow as pa, pyarrow.parquet as pq
+
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such Parquet file")
-    try: pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as e: raise DataError(path, None, f"not a readable Parquet file ({e})") from None
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns): yield from batch.to_pylist()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such Parquet file")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(path, None, f"not a readable Parquet file ({e})") from None
+    for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        yield from batch.to_pylist()
 
 # %% ../nbs/00_core.ipynb #25cbfe63
 class FolderBusyError(RuntimeError):
     "Another process holds the lock on a folder."
 
+
 @dataclasses.dataclass
 class FolderLock:
     "What `lock_folder` yields: the lock file, and the pid of a dead holder whose lock was taken over."
+
     path: Path
     took_over_from: int | None = None
+
 
 def _lock_info(f) -> dict:
     "The JSON a holder wrote into the lock file ({} if there is none or it is unreadable)."
     f.seek(0)
-    try: info = json.loads(f.read().decode("utf-8") or "{}")
-    except (UnicodeDecodeError, json.JSONDecodeError): return {}
+    try:
+        info = json.loads(f.read().decode("utf-8") or "{}")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
     return info if isinstance(info, dict) else {}
+
 
 @contextlib.contextmanager
 def lock_folder(
     folder: str | Path,  # the folder to own (created if needed)
-    what: str = "run",   # what holds it, for the message another process sees ("run", "clean stage", ...)
+    what: str = "run",  # what holds it, for the message another process sees ("run", "clean stage", ...)
 ) -> Iterator[FolderLock]:
     "Own `folder` for a `with` block, or raise `FolderBusyError` at once if another process holds it."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
     with open(path, "a+b") as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             info = _lock_info(f)
             who = f"pid {info.get('pid', '?')} on {info.get('host', '?')}, started {info.get('started', '?')}"
-            raise FolderBusyError(f"{folder} is in use by another llmcourse {what} ({who}): "
-                                  "wait for it to finish, or use another folder") from None
+            raise FolderBusyError(
+                f"{folder} is in use by another llmcourse {what} ({who}): "
+                "wait for it to finish, or use another folder"
+            ) from None
         try:
             old_pid = _lock_info(f).get("pid")
             started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -379,40 +484,66 @@ def lock_folder(
             f.truncate()
             f.write(json.dumps(info).encode("utf-8") + b"\n")
             f.flush()
-            try: yield FolderLock(path, old_pid if isinstance(old_pid, int) else None)
-            finally: f.truncate(0)  # the holder is done (even by an error): only a killed holder leaves its pid
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+            try:
+                yield FolderLock(path, old_pid if isinstance(old_pid, int) else None)
+            finally:
+                f.truncate(0)  # the holder is done (even by an error): only a killed holder leaves its pid
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #611fe906
 def progress(
-    items: Iterable,          # what to loop over
-    desc: str = "",           # label shown before the bar
-    total: int | None = None, # length, if `items` has none
-    **kwargs,                 # passed on to `tqdm`
+    items: Iterable,  # what to loop over
+    desc: str = "",  # label shown before the bar
+    total: int | None = None,  # length, if `items` has none
+    **kwargs,  # passed on to `tqdm`
 ):
     "Wrap a loop in a tqdm progress bar (off when $LLMCOURSE_PROGRESS is 0)."
     from tqdm import tqdm
+
     off = os.environ.get("LLMCOURSE_PROGRESS", "1") == "0"
     return tqdm(items, desc=desc, total=total, disable=off, dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #09fe2049
-COURSE_STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                "axes.spines.right": False, "axes.titlesize": 11, "axes.labelsize": 10, "legend.frameon": False}
+COURSE_STYLE = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.frameon": False,
+}
+
 
 def new_figure(
-    xlabel: str = "", ylabel: str = "", title: str = "",  # axis labels (with units) and title
-    ncols: int = 1, nrows: int = 1, figsize: tuple | None = None,  # grid of axes and size in inches
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",  # axis labels (with units) and title
+    ncols: int = 1,
+    nrows: int = 1,
+    figsize: tuple | None = None,  # grid of axes and size in inches
 ):
     "A matplotlib figure in the course style; returns (fig, ax) or (fig, axes) for a grid."
     import matplotlib.pyplot as plt
+
     plt.rcParams.update(COURSE_STYLE)
     fig, ax = plt.subplots(nrows, ncols, figsize=figsize or (5.5 * ncols, 3.6 * nrows), squeeze=True)
-    for a in np.atleast_1d(ax).ravel(): a.set_xlabel(xlabel); a.set_ylabel(ylabel); a.set_title(title)
+    for a in np.atleast_1d(ax).ravel():
+        a.set_xlabel(xlabel)
+        a.set_ylabel(ylabel)
+        a.set_title(title)
     return fig, ax
+
 
 def save_figure(fig, path: str | Path) -> Path:  # a matplotlib figure; the .png to write
     "Save a figure as PNG and close it."
     import matplotlib.pyplot as plt
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path

@@ -23,135 +23,211 @@ __all__ = ['RELATION_WORDS', 'replay_shares', 'ratio_shares', 'instruction_docum
 
 # %% ../nbs/14_continued_pretraining.ipynb #198b025f
 def replay_shares(
-    replay: float,                   # share of the tokens that replay general (pre-training) data
-    instruction: float = 0.0,        # share of the tokens in instruction format
-    groups: tuple[str, str, str] = ("domain", "general", "instruction"),  # the three groups' names in the shards
-) -> dict[str, float]:               # group -> share of tokens; groups with no share are left out
+    replay: float,  # share of the tokens that replay general (pre-training) data
+    instruction: float = 0.0,  # share of the tokens in instruction format
+    groups: tuple[str, str, str] = (
+        "domain",
+        "general",
+        "instruction",
+    ),  # the three groups' names in the shards
+) -> dict[str, float]:  # group -> share of tokens; groups with no share are left out
     "Token shares of a continued-pre-training mix: the domain gets what replay and instruction data leave."
     for name, v in (("replay", replay), ("instruction", instruction)):
-        if not 0 <= v <= 1: raise ValueError(f"{name} must be a share in [0, 1], got {v}")
-    if replay + instruction >= 1: raise ValueError(f"replay ({replay}) + instruction ({instruction}) leave no tokens for the domain")
+        if not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a share in [0, 1], got {v}")
+    if replay + instruction >= 1:
+        raise ValueError(f"replay ({replay}) + instruction ({instruction}) leave no tokens for the domain")
     shares = dict(zip(groups, (1 - replay - instruction, replay, instruction)))
     return {g: s for g, s in shares.items() if s > 0}
 
+
 def ratio_shares(
-    ratio: str,                      # e.g. "7:2:1"
+    ratio: str,  # e.g. "7:2:1"
     groups: tuple[str, ...] = ("domain", "general", "instruction"),  # the groups, in the ratio's order
-) -> dict[str, float]:               # group -> share of tokens; groups with no share are left out
+) -> dict[str, float]:  # group -> share of tokens; groups with no share are left out
     "Token shares from a ratio written 'a:b:c'."
-    try: parts = [float(p) for p in ratio.split(":")]
-    except ValueError: raise ValueError(f"ratio {ratio!r} must be numbers separated by ':', e.g. '7:2:1'") from None
-    if len(parts) != len(groups): raise ValueError(f"ratio {ratio!r} has {len(parts)} parts for {len(groups)} groups {list(groups)}")
-    if any(p < 0 or not math.isfinite(p) for p in parts) or sum(parts) <= 0: raise ValueError(f"ratio {ratio!r} needs non-negative parts with a positive sum")
+    try:
+        parts = [float(p) for p in ratio.split(":")]
+    except ValueError:
+        raise ValueError(f"ratio {ratio!r} must be numbers separated by ':', e.g. '7:2:1'") from None
+    if len(parts) != len(groups):
+        raise ValueError(f"ratio {ratio!r} has {len(parts)} parts for {len(groups)} groups {list(groups)}")
+    if any(p < 0 or not math.isfinite(p) for p in parts) or sum(parts) <= 0:
+        raise ValueError(f"ratio {ratio!r} needs non-negative parts with a positive sum")
     return {g: p / sum(parts) for g, p in zip(groups, parts) if p > 0}
 
 # %% ../nbs/14_continued_pretraining.ipynb #31ddadd5
-RELATION_WORDS = {"founded": "founding year", "length_km": "length", "honours": "purpose", "use": "main use",
-                  "discovered_by": "discoverer", "dish": "traditional dish", "national_animal": "national animal"}
+RELATION_WORDS = {
+    "founded": "founding year",
+    "length_km": "length",
+    "honours": "purpose",
+    "use": "main use",
+    "discovered_by": "discoverer",
+    "dish": "traditional dish",
+    "national_animal": "national animal",
+}
+
 
 def instruction_documents(
-    facts: list[dict],                 # knowledge_facts.jsonl records: id, text, lang, entity, relation, seen
+    facts: list[dict],  # knowledge_facts.jsonl records: id, text, lang, entity, relation, seen
     entities: set[str] | None = None,  # write only facts about these entities (None: every entity)
-    rejects: list | None = None,       # receives a record (with its reason) for every fact not written
+    rejects: list | None = None,  # receives a record (with its reason) for every fact not written
     source: str = "knowledge_facts.jsonl",  # the file the facts came from, named in rejections
-) -> list[dict]:                       # {"id", "text", "domain": "instruction", "lang", "fact", "entity"}
+) -> list[dict]:  # {"id", "text", "domain": "instruction", "lang", "fact", "entity"}
     "Question-and-answer documents, one per fact the training corpus states, the fact's sentence as the answer."
     out = []
     for n, f in enumerate(facts, 1):
-        if missing := [k for k in ("id", "text", "entity", "relation") if not isinstance(f.get(k), str)]: reason = f"fact lacks {missing}"
-        elif not f.get("seen", False): reason = "held-out fact: the corpus never states it, so no training text may"
-        elif entities is not None and f["entity"] not in entities: reason = "entity not in the instruction set"
-        else: reason = None
+        if missing := [k for k in ("id", "text", "entity", "relation") if not isinstance(f.get(k), str)]:
+            reason = f"fact lacks {missing}"
+        elif not f.get("seen", False):
+            reason = "held-out fact: the corpus never states it, so no training text may"
+        elif entities is not None and f["entity"] not in entities:
+            reason = "entity not in the instruction set"
+        else:
+            reason = None
         if reason:
-            if rejects is not None: rejects.append(reject_record(source, n, reason, str(f.get("id"))))
+            if rejects is not None:
+                rejects.append(reject_record(source, n, reason, str(f.get("id"))))
             continue
         rel = RELATION_WORDS.get(f["relation"], f["relation"].replace("_", " "))
-        out.append({"id": f"instr-{f['id']}", "text": f"Question: What is the {rel} of {f['entity']}?\nAnswer: {f['text']}",
-                    "domain": "instruction", "lang": f.get("lang", "en"), "fact": f["id"], "entity": f["entity"]})
+        out.append(
+            {
+                "id": f"instr-{f['id']}",
+                "text": f"Question: What is the {rel} of {f['entity']}?\nAnswer: {f['text']}",
+                "domain": "instruction",
+                "lang": f.get("lang", "en"),
+                "fact": f["id"],
+                "entity": f["entity"],
+            }
+        )
     return out
 
 # %% ../nbs/14_continued_pretraining.ipynb #10060d4f
 def cpt_config(
-    base: str | Path,                  # the base model's run folder (chapter 09): config.json + checkpoints
-    shards: str | Path,                # token shards holding the groups named in `shares`
-    out: str | Path,                   # the continued run's folder
-    shares: dict[str, float],          # group -> share of tokens, e.g. replay_shares(0.3) or ratio_shares("7:2:1")
-    max_steps: int,                    # optimizer steps of continued pre-training
-    peak_lr: float | None = None,      # re-warmed peak (None: lr_ratio × the base's peak)
-    lr_ratio: float = 1 / 3,           # the peak as a share of the base's when peak_lr is None
-    warmup_steps: int | None = None,   # re-warming steps (None: 5% of max_steps)
-    schedule: str = "cosine",          # the re-decay: "cosine", "wsd" or "constant" (chapter 09)
-    **changes,                         # any other TrainConfig field (heldout_shards, eval_every, seed, …)
+    base: str | Path,  # the base model's run folder (chapter 09): config.json + checkpoints
+    shards: str | Path,  # token shards holding the groups named in `shares`
+    out: str | Path,  # the continued run's folder
+    shares: dict[str, float],  # group -> share of tokens, e.g. replay_shares(0.3) or ratio_shares("7:2:1")
+    max_steps: int,  # optimizer steps of continued pre-training
+    peak_lr: float | None = None,  # re-warmed peak (None: lr_ratio × the base's peak)
+    lr_ratio: float = 1 / 3,  # the peak as a share of the base's when peak_lr is None
+    warmup_steps: int | None = None,  # re-warming steps (None: 5% of max_steps)
+    schedule: str = "cosine",  # the re-decay: "cosine", "wsd" or "constant" (chapter 09)
+    **changes,  # any other TrainConfig field (heldout_shards, eval_every, seed, …)
 ) -> TrainConfig:
     "Settings for continued pre-training from a base run: its model and precision, its weights, a new mixture and a re-warmed schedule."
     base = Path(base)
-    if not (base / "config.json").exists(): raise FileNotFoundError(f"{base} has no config.json: expected a chapter-09 run folder")
+    if not (base / "config.json").exists():
+        raise FileNotFoundError(f"{base} has no config.json: expected a chapter-09 run folder")
     latest = base / "latest"
-    if not latest.exists() or not (base / latest.read_text().strip()).exists(): raise FileNotFoundError(f"{base} has no checkpoint to continue from")
+    if not latest.exists() or not (base / latest.read_text().strip()).exists():
+        raise FileNotFoundError(f"{base} has no checkpoint to continue from")
     bcfg = load_config(TrainConfig, base / "config.json")
     new, old_index = TokenShards(shards), Path(bcfg.shards) / "index.json"
-    if old_index.exists() and new.index["vocab_size"] != (v := json.loads(old_index.read_text())["vocab_size"]):   # (the trainer would refuse the weights later)
-        raise ValueError(f"{shards} has vocabulary size {new.index['vocab_size']} but the base was trained on {bcfg.shards} with "
-                         f"{v}: tokenize the new data with the base's tokenizer")
-    cfg = replace(bcfg, shards=str(shards), out=str(out), init_from=str(base), mixture=token_share_weights(new, shares),
-                  lr=peak_lr if peak_lr is not None else bcfg.lr * lr_ratio, max_steps=max_steps, schedule=schedule,
-                  warmup_steps=max(1, int(0.05 * max_steps + 0.5)) if warmup_steps is None else warmup_steps,
-                  decay_start=None, inject={})
+    if old_index.exists() and new.index["vocab_size"] != (
+        v := json.loads(old_index.read_text())["vocab_size"]
+    ):  # (the trainer would refuse the weights later)
+        raise ValueError(
+            f"{shards} has vocabulary size {new.index['vocab_size']} but the base was trained on {bcfg.shards} with "
+            f"{v}: tokenize the new data with the base's tokenizer"
+        )
+    cfg = replace(
+        bcfg,
+        shards=str(shards),
+        out=str(out),
+        init_from=str(base),
+        mixture=token_share_weights(new, shares),
+        lr=peak_lr if peak_lr is not None else bcfg.lr * lr_ratio,
+        max_steps=max_steps,
+        schedule=schedule,
+        warmup_steps=max(1, int(0.05 * max_steps + 0.5)) if warmup_steps is None else warmup_steps,
+        decay_start=None,
+        inject={},
+    )
     return replace(cfg, **changes)
 
 # %% ../nbs/14_continued_pretraining.ipynb #d404a14a
 def continuation_probes(
-    texts: list[str],                  # held-out documents of the data the base was trained on
-    tok,                               # the model's tokenizer (chapter 02)
-    n: int,                            # how many probes
-    context_tokens: int = 32,          # tokens before the cut
-    option_tokens: int = 4,            # tokens in every option, so that summed log-probabilities compare fairly
-    n_options: int = 4,                # the true continuation and n_options − 1 spans from elsewhere
+    texts: list[str],  # held-out documents of the data the base was trained on
+    tok,  # the model's tokenizer (chapter 02)
+    n: int,  # how many probes
+    context_tokens: int = 32,  # tokens before the cut
+    option_tokens: int = 4,  # tokens in every option, so that summed log-probabilities compare fairly
+    n_options: int = 4,  # the true continuation and n_options − 1 spans from elsewhere
     group: str = "general continuation",  # the probes' group name in ProbeSuite results
     seed: int = 0,
-) -> list[dict]:                       # chapter 13 "choice" probes
+) -> list[dict]:  # chapter 13 "choice" probes
     "Choice probes from plain text: which of these equally long token spans continues the context?"
     rng, need = random.Random(seed), context_tokens + option_tokens
     ids = [x for x in (tok.encode(t) for t in texts) if len(x) >= need]
-    if not ids: raise ValueError(f"no text has the {need} tokens a probe needs")
-    def span() -> tuple[list[int], int]: x = rng.choice(ids); return x, rng.randrange(context_tokens, len(x) - option_tokens + 1)
+    if not ids:
+        raise ValueError(f"no text has the {need} tokens a probe needs")
+
+    def span() -> tuple[list[int], int]:
+        x = rng.choice(ids)
+        return x, rng.randrange(context_tokens, len(x) - option_tokens + 1)
+
     out = []
     while len(out) < n:
-        x, i = span(); true = tok.decode(x[i:i + option_tokens])
+        x, i = span()
+        true = tok.decode(x[i : i + option_tokens])
         others = set()
         for _ in range(50 * n_options):
-            y, j = span(); o = tok.decode(y[j:j + option_tokens])
-            if o != true: others.add(o)
-            if len(others) == n_options - 1: break
-        if len(others) < n_options - 1: raise ValueError("the texts are too uniform to draw distinct distractors")
-        opts = [true, *sorted(others)]; rng.shuffle(opts)
-        out.append({"kind": "choice", "group": group, "context": tok.decode(x[i - context_tokens:i]), "options": opts, "answer": opts.index(true)})
+            y, j = span()
+            o = tok.decode(y[j : j + option_tokens])
+            if o != true:
+                others.add(o)
+            if len(others) == n_options - 1:
+                break
+        if len(others) < n_options - 1:
+            raise ValueError("the texts are too uniform to draw distinct distractors")
+        opts = [true, *sorted(others)]
+        rng.shuffle(opts)
+        out.append(
+            {
+                "kind": "choice",
+                "group": group,
+                "context": tok.decode(x[i - context_tokens : i]),
+                "options": opts,
+                "answer": opts.index(true),
+            }
+        )
     return out
 
 # %% ../nbs/14_continued_pretraining.ipynb #b4ac94e2
 def measure_run(
-    run: str | Path,                   # a training run folder (chapter 09)
-    tok,                               # its tokenizer (chapter 02)
-    suite: ProbeSuite | None = None,   # probes scored on the final model (chapter 13)
-    device: str = "cpu",               # where the probes run
-) -> dict:                             # {"loss": group -> nats/token, "probes": group -> accuracy}
+    run: str | Path,  # a training run folder (chapter 09)
+    tok,  # its tokenizer (chapter 02)
+    suite: ProbeSuite | None = None,  # probes scored on the final model (chapter 13)
+    device: str = "cpu",  # where the probes run
+) -> dict:  # {"loss": group -> nats/token, "probes": group -> accuracy}
     "Held-out loss per group at the run's last evaluation, and probe accuracy of its final model."
     evals = [m for m in read_metrics(run) if "eval_loss" in m]
-    if not evals: raise ValueError(f"{run}/metrics.jsonl has no held-out evaluation: train with heldout_shards and eval_every > 0")
+    if not evals:
+        raise ValueError(
+            f"{run}/metrics.jsonl has no held-out evaluation: train with heldout_shards and eval_every > 0"
+        )
     loss = {k[4:]: math.log(v) for k, v in evals[-1].items() if k.startswith("ppl/")}
     probes = suite.run(load_trained_model(run, device=device)[0], tok) if suite else {}
     return {"loss": loss, "probes": probes}
 
+
 def tradeoff_table(
-    base: dict,                        # measure_run of the base model
-    runs: dict[str, dict],             # name -> measure_run of a continued run
-    domain: str = "domain", general: str = "general",  # the held-out groups
-) -> list[dict]:                       # one row per run: gain, forgetting, and every probe's change
+    base: dict,  # measure_run of the base model
+    runs: dict[str, dict],  # name -> measure_run of a continued run
+    domain: str = "domain",
+    general: str = "general",  # the held-out groups
+) -> list[dict]:  # one row per run: gain, forgetting, and every probe's change
     "Domain gain (fall of the domain loss) against forgetting (rise of the general loss) for each continued run."
     rows = []
     for name, m in runs.items():
-        row = {"run": name, "domain_loss": m["loss"][domain], "general_loss": m["loss"][general],
-               "gain": base["loss"][domain] - m["loss"][domain], "forgetting": m["loss"][general] - base["loss"][general]}
+        row = {
+            "run": name,
+            "domain_loss": m["loss"][domain],
+            "general_loss": m["loss"][general],
+            "gain": base["loss"][domain] - m["loss"][domain],
+            "forgetting": m["loss"][general] - base["loss"][general],
+        }
         row["forgetting_pct"] = 100 * row["forgetting"] / base["loss"][general]
         row |= {f"probe {g}": v for g, v in m["probes"].items()}
         rows.append(row)
@@ -159,27 +235,43 @@ def tradeoff_table(
 
 # %% ../nbs/14_continued_pretraining.ipynb #c61182e3
 def stability_gap(
-    records: list[dict],               # metrics.jsonl records of a continued run (read_metrics)
-    before: float,                     # the base model's loss on the same held-out group (nats/token)
-    key: str = "ppl/general",          # the perplexity to follow
-) -> dict:                             # rise (nats), peak_step, recovered_step (None: never back to `before`), final rise
+    records: list[dict],  # metrics.jsonl records of a continued run (read_metrics)
+    before: float,  # the base model's loss on the same held-out group (nats/token)
+    key: str = "ppl/general",  # the perplexity to follow
+) -> dict:  # rise (nats), peak_step, recovered_step (None: never back to `before`), final rise
     "The highest point of a held-out loss during a continued run (the early rise, when there is one) and its recovery; rise ≤ 0: it never rose."
     pts = [(m["step"], math.log(m[key])) for m in records if key in m]
-    if not pts: raise ValueError(f"no {key!r} in the records: train with heldout_shards and eval_every > 0")
-    steps, losses = zip(*pts); k = int(np.argmax(losses))
+    if not pts:
+        raise ValueError(f"no {key!r} in the records: train with heldout_shards and eval_every > 0")
+    steps, losses = zip(*pts)
+    k = int(np.argmax(losses))
     rec = next((s for s, l in pts[k:] if l <= before), None)
-    return {"rise": losses[k] - before, "peak_step": steps[k], "recovered_step": rec, "final_rise": losses[-1] - before}
+    return {
+        "rise": losses[k] - before,
+        "peak_step": steps[k],
+        "recovered_step": rec,
+        "final_rise": losses[-1] - before,
+    }
 
 # %% ../nbs/14_continued_pretraining.ipynb #91a4f67f
 def dcpt_points(
-    run: str | Path,                   # a continued run folder (chapter 09 metrics)
-    domain_share: float,               # the domain's share of tokens in its mix
-    n_params: float,                   # the model's size N
-    domain: str = "domain", general: str = "general",  # the held-out groups
-) -> list[dict]:                       # {"N", "D", "r", "domain", "general"} per evaluation
+    run: str | Path,  # a continued run folder (chapter 09 metrics)
+    domain_share: float,  # the domain's share of tokens in its mix
+    n_params: float,  # the model's size N
+    domain: str = "domain",
+    general: str = "general",  # the held-out groups
+) -> list[dict]:  # {"N", "D", "r", "domain", "general"} per evaluation
     "The points a continued run gives chapter 12's fit_dcpt: tokens so far, domain share, both held-out losses."
     cfg = load_config(TrainConfig, Path(run) / "config.json")
     per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum
-    return [{"N": n_params, "D": m["step"] * per_step, "r": domain_share,
-             "domain": math.log(m[f"ppl/{domain}"]), "general": math.log(m[f"ppl/{general}"])}
-            for m in read_metrics(run) if f"ppl/{domain}" in m and f"ppl/{general}" in m]
+    return [
+        {
+            "N": n_params,
+            "D": m["step"] * per_step,
+            "r": domain_share,
+            "domain": math.log(m[f"ppl/{domain}"]),
+            "general": math.log(m[f"ppl/{general}"]),
+        }
+        for m in read_metrics(run)
+        if f"ppl/{domain}" in m and f"ppl/{general}" in m
+    ]

@@ -23,95 +23,156 @@ __all__ = ['token_dtype', 'tokenize_to_shards', 'TokenShards', 'segment_position
 # %% ../nbs/06_packing.ipynb #ad8fbce1
 def token_dtype(vocab_size: int) -> np.dtype:  # ids the tokenizer can produce
     "The smallest unsigned dtype that holds every id."
-    if vocab_size <= 2**16: return np.dtype(np.uint16)
-    if vocab_size <= 2**32: return np.dtype(np.uint32)
+    if vocab_size <= 2**16:
+        return np.dtype(np.uint16)
+    if vocab_size <= 2**32:
+        return np.dtype(np.uint32)
     raise ValueError(f"vocab_size {vocab_size} does not fit in 32 bits")
 
+
 _WORKER_TOK: Tokenizer | None = None
+
 
 def _init_worker(tokenizer_path: str):
     global _WORKER_TOK
     _WORKER_TOK = Tokenizer.load(tokenizer_path)
 
+
 def _encode_chunk(docs: list[dict]) -> list[tuple[str, str, np.ndarray]]:
-    return [(d["id"], d.get("group", d.get("domain", "")), np.asarray(_WORKER_TOK.encode(d["text"]), dtype=np.int64)) for d in docs]
+    return [
+        (
+            d["id"],
+            d.get("group", d.get("domain", "")),
+            np.asarray(_WORKER_TOK.encode(d["text"]), dtype=np.int64),
+        )
+        for d in docs
+    ]
+
 
 class _ShardWriter:
     def __init__(self, out_dir: Path, dtype: np.dtype, shard_tokens: int):
         self.out, self.dtype, self.limit = out_dir, dtype, shard_tokens
-        self.names, self.parts, self.docs, self.n = [], [], {"id": [], "group": [], "offset": [], "length": []}, 0
+        self.names, self.parts, self.docs, self.n = (
+            [],
+            [],
+            {"id": [], "group": [], "offset": [], "length": []},
+            0,
+        )
+
     def add(self, doc_id: str, group: str, ids: np.ndarray):
-        if self.n and self.n + len(ids) > self.limit: self.flush()
-        for k, v in zip(("id", "group", "offset", "length"), (doc_id, group, self.n, len(ids))): self.docs[k].append(v)
-        self.parts.append(ids.astype(self.dtype)); self.n += len(ids)
+        if self.n and self.n + len(ids) > self.limit:
+            self.flush()
+        for k, v in zip(("id", "group", "offset", "length"), (doc_id, group, self.n, len(ids))):
+            self.docs[k].append(v)
+        self.parts.append(ids.astype(self.dtype))
+        self.n += len(ids)
+
     def flush(self):
-        if not self.docs["id"]: return
+        if not self.docs["id"]:
+            return
         name = f"shard_{len(self.names):05d}"
         tmp = self.out / f"{name}.bin.tmp"
-        np.concatenate(self.parts).tofile(tmp); os.replace(tmp, self.out / f"{name}.bin")
-        meta = {"dtype": self.dtype.name, "n_tokens": self.n, "n_docs": len(self.docs["id"]), "docs": self.docs}
-        (self.out / f"{name}.json.tmp").write_text(json.dumps(meta)); os.replace(self.out / f"{name}.json.tmp", self.out / f"{name}.json")
-        self.names.append(name); self.parts, self.docs, self.n = [], {"id": [], "group": [], "offset": [], "length": []}, 0
+        np.concatenate(self.parts).tofile(tmp)
+        os.replace(tmp, self.out / f"{name}.bin")
+        meta = {
+            "dtype": self.dtype.name,
+            "n_tokens": self.n,
+            "n_docs": len(self.docs["id"]),
+            "docs": self.docs,
+        }
+        (self.out / f"{name}.json.tmp").write_text(json.dumps(meta))
+        os.replace(self.out / f"{name}.json.tmp", self.out / f"{name}.json")
+        self.names.append(name)
+        self.parts, self.docs, self.n = [], {"id": [], "group": [], "offset": [], "length": []}, 0
+
 
 def tokenize_to_shards(
-    docs: Iterable[dict],              # documents with "id" and "text" (and "group" or "domain"), streamed
-    tokenizer_path: str | Path,        # a tokenizer.json (chapter 02)
-    out_dir: str | Path,               # folder for shard_XXXXX.bin/.json and index.json
-    shard_tokens: int = 1 << 22,       # start a new shard past this many tokens
-    workers: int = 2,                  # tokenising processes (1: in this process)
-    chunk_docs: int = 64,              # documents per task sent to a worker
-) -> dict:                             # the index written to out_dir/index.json
+    docs: Iterable[dict],  # documents with "id" and "text" (and "group" or "domain"), streamed
+    tokenizer_path: str | Path,  # a tokenizer.json (chapter 02)
+    out_dir: str | Path,  # folder for shard_XXXXX.bin/.json and index.json
+    shard_tokens: int = 1 << 22,  # start a new shard past this many tokens
+    workers: int = 2,  # tokenising processes (1: in this process)
+    chunk_docs: int = 64,  # documents per task sent to a worker
+) -> dict:  # the index written to out_dir/index.json
     "Tokenise documents in parallel into memory-mappable token shards."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.load(tokenizer_path)
     writer = _ShardWriter(out_dir, token_dtype(len(tok)), shard_tokens)
     if workers > 1:
         with mp.get_context("fork").Pool(workers, _init_worker, (str(tokenizer_path),)) as pool:
             for enc in pool.imap(_encode_chunk, chunked(docs, chunk_docs)):
-                for doc_id, group, ids in enc: writer.add(doc_id, group, ids)
+                for doc_id, group, ids in enc:
+                    writer.add(doc_id, group, ids)
     else:
         _init_worker(str(tokenizer_path))
         for chunk in chunked(docs, chunk_docs):
-            for doc_id, group, ids in _encode_chunk(chunk): writer.add(doc_id, group, ids)
+            for doc_id, group, ids in _encode_chunk(chunk):
+                writer.add(doc_id, group, ids)
     writer.flush()
     n_docs = sum(json.loads((out_dir / f"{s}.json").read_text())["n_docs"] for s in writer.names)
-    index = {"shards": writer.names, "dtype": writer.dtype.name, "vocab_size": len(tok), "n_docs": n_docs,
-             "n_tokens": sum((out_dir / f"{s}.bin").stat().st_size for s in writer.names) // writer.dtype.itemsize,
-             "specials": tok.specials}
+    index = {
+        "shards": writer.names,
+        "dtype": writer.dtype.name,
+        "vocab_size": len(tok),
+        "n_docs": n_docs,
+        "n_tokens": sum((out_dir / f"{s}.bin").stat().st_size for s in writer.names) // writer.dtype.itemsize,
+        "specials": tok.specials,
+    }
     (out_dir / "index.json").write_text(json.dumps(index, indent=1))
     return index
 
 # %% ../nbs/06_packing.ipynb #d467d524
 class TokenShards:
     "Memory-mapped token shards written by `tokenize_to_shards`, checked on open."
+
     def __init__(self, folder: str | Path):  # the folder with index.json
         self.folder = Path(folder)
-        if not (self.folder / "index.json").exists(): raise FileNotFoundError(f"{self.folder / 'index.json'} is missing: not a shard folder")
+        if not (self.folder / "index.json").exists():
+            raise FileNotFoundError(f"{self.folder / 'index.json'} is missing: not a shard folder")
         self.index = json.loads((self.folder / "index.json").read_text())
         self.dtype = np.dtype(self.index["dtype"])
         self._maps, ids, groups, where = [], [], [], []
         for si, name in enumerate(self.index["shards"]):
             binf, meta_f = self.folder / f"{name}.bin", self.folder / f"{name}.json"
             for f in (binf, meta_f):
-                if not f.exists(): raise FileNotFoundError(f"{f} is missing (listed in {self.folder / 'index.json'})")
-            meta = json.loads(meta_f.read_text()); docs = meta["docs"]
+                if not f.exists():
+                    raise FileNotFoundError(f"{f} is missing (listed in {self.folder / 'index.json'})")
+            meta = json.loads(meta_f.read_text())
+            docs = meta["docs"]
             n = binf.stat().st_size // self.dtype.itemsize
             if binf.stat().st_size % self.dtype.itemsize or n != meta["n_tokens"]:
-                raise DataError(binf, None, f"holds {binf.stat().st_size} bytes = {n} {self.dtype.name} tokens, but {meta_f.name} says {meta['n_tokens']}")
+                raise DataError(
+                    binf,
+                    None,
+                    f"holds {binf.stat().st_size} bytes = {n} {self.dtype.name} tokens, but {meta_f.name} says {meta['n_tokens']}",
+                )
             off, ln = np.asarray(docs["offset"]), np.asarray(docs["length"])
-            if len(off) != meta["n_docs"] or (len(off) and (off[0] != 0 or np.any(off[1:] != off[:-1] + ln[:-1]) or off[-1] + ln[-1] != n)):
-                raise DataError(meta_f, None, f"document offsets/lengths do not tile the {n} tokens of {binf.name}")
+            if len(off) != meta["n_docs"] or (
+                len(off) and (off[0] != 0 or np.any(off[1:] != off[:-1] + ln[:-1]) or off[-1] + ln[-1] != n)
+            ):
+                raise DataError(
+                    meta_f, None, f"document offsets/lengths do not tile the {n} tokens of {binf.name}"
+                )
             self._maps.append(np.memmap(binf, dtype=self.dtype, mode="r") if n else np.zeros(0, self.dtype))
-            ids += docs["id"]; groups += docs["group"]; where += [(si, o, l) for o, l in zip(off.tolist(), ln.tolist())]
+            ids += docs["id"]
+            groups += docs["group"]
+            where += [(si, o, l) for o, l in zip(off.tolist(), ln.tolist())]
         self.ids, self.groups, self._where = ids, groups, where
 
-    def __len__(self) -> int: return len(self._where)
+    def __len__(self) -> int:
+        return len(self._where)
+
     def doc(self, i: int) -> np.ndarray:  # document number i
         "The tokens of one document (a view into the memory map)."
         s, o, l = self._where[i]
-        return self._maps[s][o:o + l]
-    def __getstate__(self): return {"folder": self.folder}              # reopen, do not pickle the maps
-    def __setstate__(self, st): self.__init__(st["folder"])
+        return self._maps[s][o : o + l]
+
+    def __getstate__(self):
+        return {"folder": self.folder}  # reopen, do not pickle the maps
+
+    def __setstate__(self, st):
+        self.__init__(st["folder"])
 
 # %% ../nbs/06_packing.ipynb #2146cf01
 def segment_positions(starts: np.ndarray) -> np.ndarray:  # bool (T,): True where a document starts
@@ -120,77 +181,119 @@ def segment_positions(starts: np.ndarray) -> np.ndarray:  # bool (T,): True wher
     last = np.maximum.accumulate(np.where(starts, idx, 0))
     return idx - last
 
+
 def cu_seqlens_from_starts(starts: np.ndarray) -> np.ndarray:  # bool (T,)
     "Cumulative segment lengths [0, ..., T] of a row."
-    b = np.flatnonzero(starts); b = b[b > 0]
+    b = np.flatnonzero(starts)
+    b = b[b > 0]
     return np.concatenate([[0], b, [len(starts)]]).astype(np.int32)
+
 
 def pack_documents(
     docs: Iterable[np.ndarray],  # token ids per document
-    seq_len: int,                # tokens per training row (inputs); each row holds seq_len + 1
-    eos_id: int,                 # appended after every document
-) -> list[dict]:                 # rows: "tokens" (seq_len+1,), "starts" (seq_len+1,) bool
+    seq_len: int,  # tokens per training row (inputs); each row holds seq_len + 1
+    eos_id: int,  # appended after every document
+) -> list[dict]:  # rows: "tokens" (seq_len+1,), "starts" (seq_len+1,) bool
     "Concatenate documents with EOS and cut into overlapping rows of seq_len + 1 tokens (the tail is dropped)."
     toks, starts = [], []
     for d in docs:
-        toks.append(np.append(np.asarray(d, dtype=np.int64), eos_id)); s = np.zeros(len(d) + 1, bool); s[0] = True; starts.append(s)
-    if not toks: return []
+        toks.append(np.append(np.asarray(d, dtype=np.int64), eos_id))
+        s = np.zeros(len(d) + 1, bool)
+        s[0] = True
+        starts.append(s)
+    if not toks:
+        return []
     toks, starts = np.concatenate(toks), np.concatenate(starts)
-    return [{"tokens": toks[i:i + seq_len + 1], "starts": starts[i:i + seq_len + 1]}
-            for i in range(0, len(toks) - seq_len, seq_len)]
+    return [
+        {"tokens": toks[i : i + seq_len + 1], "starts": starts[i : i + seq_len + 1]}
+        for i in range(0, len(toks) - seq_len, seq_len)
+    ]
 
-def block_causal_mask(cu_seqlens: torch.Tensor, T: int) -> torch.Tensor:  # one row's cumulative lengths; row length
+
+def block_causal_mask(
+    cu_seqlens: torch.Tensor, T: int
+) -> torch.Tensor:  # one row's cumulative lengths; row length
     "Boolean (T, T) attention mask: causal, and only within the same document piece."
     seg = torch.bucketize(torch.arange(T), cu_seqlens[1:], right=True)
     return (seg[:, None] == seg[None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
 
 # %% ../nbs/06_packing.ipynb #a128aa17
-def padding_waste(doc_lengths: np.ndarray, seq_len: int) -> dict[str, float]:  # tokens per document (EOS included); row length
+def padding_waste(
+    doc_lengths: np.ndarray, seq_len: int
+) -> dict[str, float]:  # tokens per document (EOS included); row length
     "Share of padding and of truncated tokens with one document per row, versus packing."
     ln = np.asarray(doc_lengths)
     kept = np.minimum(ln, seq_len)
-    return {"naive_padding": 1 - kept.sum() / (len(ln) * seq_len), "naive_truncated": 1 - kept.sum() / ln.sum(),
-            "packed_padding": 0.0, "packed_dropped": (ln.sum() % seq_len) / ln.sum()}
+    return {
+        "naive_padding": 1 - kept.sum() / (len(ln) * seq_len),
+        "naive_truncated": 1 - kept.sum() / ln.sum(),
+        "packed_padding": 0.0,
+        "packed_dropped": (ln.sum() % seq_len) / ln.sum(),
+    }
 
 # %% ../nbs/06_packing.ipynb #ff7914b2
 class PackedLoader:
     "Packed batches from token shards: seeded order, rank sharding, exact resume."
-    def __init__(self,
-                 shards: TokenShards | str | Path,  # the shard folder (or an open TokenShards)
-                 seq_len: int,                      # tokens per row
-                 batch_size: int,                   # rows per batch (per rank)
-                 eos_id: int,                       # separator appended to every document
-                 seed: int = 0,                     # fixes the document order of every epoch
-                 rank: int = 0, world_size: int = 1,  # this process's share of the rows
-                 shuffle: bool = True,              # False: documents in shard order
-                 mixture: MixtureSampler | None = None):  # draw documents from it instead (see `shard_mixture`)
-        if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is outside world_size {world_size}")
+
+    def __init__(
+        self,
+        shards: TokenShards | str | Path,  # the shard folder (or an open TokenShards)
+        seq_len: int,  # tokens per row
+        batch_size: int,  # rows per batch (per rank)
+        eos_id: int,  # separator appended to every document
+        seed: int = 0,  # fixes the document order of every epoch
+        rank: int = 0,
+        world_size: int = 1,  # this process's share of the rows
+        shuffle: bool = True,  # False: documents in shard order
+        mixture: MixtureSampler | None = None,
+    ):  # draw documents from it instead (see `shard_mixture`)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
-        if len(self.shards) == 0: raise ValueError(f"{self.shards.folder}: no documents")
+        if len(self.shards) == 0:
+            raise ValueError(f"{self.shards.folder}: no documents")
         self.seq_len, self.batch_size, self.eos_id, self.seed = seq_len, batch_size, eos_id, seed
         self.rank, self.world_size, self.shuffle, self.mixture = rank, world_size, shuffle, mixture
-        self.group_names = sorted(set(self.shards.groups))                 # group_ids in batches index this list
+        self.group_names = sorted(set(self.shards.groups))  # group_ids in batches index this list
         self._group_of = np.array([self.group_names.index(g) for g in self.shards.groups])
-        self.state = {"epoch": 0, "doc": 0, "carry": [], "carry_starts": [], "carry_groups": [], "row": 0, "mixture": None}
+        self.state = {
+            "epoch": 0,
+            "doc": 0,
+            "carry": [],
+            "carry_starts": [],
+            "carry_groups": [],
+            "row": 0,
+            "mixture": None,
+        }
 
     def _order(self, epoch: int) -> np.ndarray:
         n = len(self.shards)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     def state_dict(self) -> dict:  # a deep, JSON-safe copy
-        if self.mixture is not None: self.state["mixture"] = self.mixture.state_dict()
+        if self.mixture is not None:
+            self.state["mixture"] = self.mixture.state_dict()
         return json.loads(json.dumps(self.state))
+
     def load_state_dict(self, state: dict):
-        if set(state) != set(self.state): raise ValueError(f"not a PackedLoader state: keys {sorted(state)}")
-        if (state["mixture"] is None) != (self.mixture is None): raise ValueError("state and loader disagree on using a mixture")
+        if set(state) != set(self.state):
+            raise ValueError(f"not a PackedLoader state: keys {sorted(state)}")
+        if (state["mixture"] is None) != (self.mixture is None):
+            raise ValueError("state and loader disagree on using a mixture")
         self.state = json.loads(json.dumps(state))
-        if self.mixture is not None: self.mixture.load_state_dict(self.state["mixture"])
+        if self.mixture is not None:
+            self.mixture.load_state_dict(self.state["mixture"])
 
     def _next_doc(self, order: np.ndarray) -> tuple[int, np.ndarray]:  # the next document's number
         st = self.state
-        if self.mixture is not None: return self.mixture.sample()[1], order
-        if st["doc"] == len(order): st["epoch"] += 1; st["doc"] = 0; order = self._order(st["epoch"])
-        i = int(order[st["doc"]]); st["doc"] += 1
+        if self.mixture is not None:
+            return self.mixture.sample()[1], order
+        if st["doc"] == len(order):
+            st["epoch"] += 1
+            st["doc"] = 0
+            order = self._order(st["epoch"])
+        i = int(order[st["doc"]])
+        st["doc"] += 1
         return i, order
 
     def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -202,12 +305,24 @@ class PackedLoader:
             while len(toks) < need:
                 i, order = self._next_doc(order)
                 d = self.shards.doc(i)
-                toks += d.tolist() + [self.eos_id]; starts += [True] + [False] * len(d); groups += [int(self._group_of[i])] * (len(d) + 1)
-            row = (np.array(toks[:need], dtype=np.int64), np.array(starts[:need]), np.array(groups[:need], dtype=np.int64))
-            toks, starts, groups = toks[self.seq_len:], starts[self.seq_len:], groups[self.seq_len:]  # the last token is the next row's first input
+                toks += d.tolist() + [self.eos_id]
+                starts += [True] + [False] * len(d)
+                groups += [int(self._group_of[i])] * (len(d) + 1)
+            row = (
+                np.array(toks[:need], dtype=np.int64),
+                np.array(starts[:need]),
+                np.array(groups[:need], dtype=np.int64),
+            )
+            toks, starts, groups = (
+                toks[self.seq_len :],
+                starts[self.seq_len :],
+                groups[self.seq_len :],
+            )  # the last token is the next row's first input
             st["carry"], st["carry_starts"], st["carry_groups"] = toks, starts, groups
-            g = st["row"]; st["row"] += 1
-            if g % self.world_size == self.rank: yield row
+            g = st["row"]
+            st["row"] += 1
+            if g % self.world_size == self.rank:
+                yield row
 
     def __iter__(self) -> Iterator[dict]:
         rows = self._rows()
@@ -215,45 +330,75 @@ class PackedLoader:
             batch = [next(rows) for _ in range(self.batch_size)]
             yield collate(batch, self.seq_len)
 
-def shard_mixture(shards: TokenShards, weights: dict[str, float], seed: int = 0, reuse_decay: float = 0.5) -> MixtureSampler:  # groups -> weight
+
+def shard_mixture(
+    shards: TokenShards, weights: dict[str, float], seed: int = 0, reuse_decay: float = 0.5
+) -> MixtureSampler:  # groups -> weight
     "A MixtureSampler over the documents of a shard set, by their group."
     domains: dict[str, list[int]] = {}
-    for i, g in enumerate(shards.groups): domains.setdefault(g, []).append(i)
+    for i, g in enumerate(shards.groups):
+        domains.setdefault(g, []).append(i)
     return MixtureSampler(domains, weights, seed, reuse_decay)
+
 
 def collate(rows: list[tuple[np.ndarray, ...]], seq_len: int) -> dict:  # (tokens, starts[, groups]) per row
     "Stack packed rows into model inputs, targets, position ids, varlen boundaries and each target's document group."
     toks = torch.from_numpy(np.stack([r[0] for r in rows]))
-    starts = np.stack([r[1][:-1] for r in rows]); starts[:, 0] = True   # every row starts a piece
+    starts = np.stack([r[1][:-1] for r in rows])
+    starts[:, 0] = True  # every row starts a piece
     cus = [cu_seqlens_from_starts(s) for s in starts]
     flat = np.concatenate([[0]] + [c[1:] + i * seq_len for i, c in enumerate(cus)]).astype(np.int32)
-    out = {"input_ids": toks[:, :-1].contiguous(), "labels": toks[:, 1:].contiguous(),
-           "position_ids": torch.from_numpy(np.stack([segment_positions(s) for s in starts])),
-           "doc_ids": torch.from_numpy(np.cumsum(starts, axis=1, dtype=np.int32) - 1),
-           "cu_seqlens": torch.from_numpy(flat), "max_seqlen": int(max(np.diff(c).max() for c in cus))}
-    if len(rows[0]) > 2: out["group_ids"] = torch.from_numpy(np.stack([r[2][1:] for r in rows]))  # group of each target token
+    out = {
+        "input_ids": toks[:, :-1].contiguous(),
+        "labels": toks[:, 1:].contiguous(),
+        "position_ids": torch.from_numpy(np.stack([segment_positions(s) for s in starts])),
+        "doc_ids": torch.from_numpy(np.cumsum(starts, axis=1, dtype=np.int32) - 1),
+        "cu_seqlens": torch.from_numpy(flat),
+        "max_seqlen": int(max(np.diff(c).max() for c in cus)),
+    }
+    if len(rows[0]) > 2:
+        out["group_ids"] = torch.from_numpy(np.stack([r[2][1:] for r in rows]))  # group of each target token
     return out
 
 # %% ../nbs/06_packing.ipynb #d92d824b
 def _produce(loader: PackedLoader, q, delay: float):
     for batch in loader:
-        if delay: time.sleep(delay)                                     # stand-in for costly data work
+        if delay:
+            time.sleep(delay)  # stand-in for costly data work
         q.put(({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in batch.items()}, loader.state_dict()))
+
 
 class BackgroundLoader:
     "Run a PackedLoader in a child process, `prefetch` batches ahead, with exact resume."
-    def __init__(self, loader: PackedLoader, prefetch: int = 4, delay: float = 0.0):  # the loader; queue bound; simulated work per batch (s)
-        self.loader, self.prefetch, self.delay, self._proc, self._state = loader, prefetch, delay, None, loader.state_dict()
+
+    def __init__(
+        self, loader: PackedLoader, prefetch: int = 4, delay: float = 0.0
+    ):  # the loader; queue bound; simulated work per batch (s)
+        self.loader, self.prefetch, self.delay, self._proc, self._state = (
+            loader,
+            prefetch,
+            delay,
+            None,
+            loader.state_dict(),
+        )
+
     def __iter__(self) -> Iterator[dict]:
         ctx = mp.get_context("fork")
         self._q = ctx.Queue(maxsize=self.prefetch)
-        self._proc = ctx.Process(target=_produce, args=(self.loader, self._q, self.delay), daemon=True); self._proc.start()
+        self._proc = ctx.Process(target=_produce, args=(self.loader, self._q, self.delay), daemon=True)
+        self._proc.start()
         try:
             while True:
                 batch, self._state = self._q.get(timeout=120)
                 yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
-        finally: self.close()
-    def state_dict(self) -> dict: return json.loads(json.dumps(self._state))
+        finally:
+            self.close()
+
+    def state_dict(self) -> dict:
+        return json.loads(json.dumps(self._state))
+
     def close(self):
-        if self._proc is not None and self._proc.is_alive(): self._proc.terminate(); self._proc.join()
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
         self._proc = None

@@ -30,173 +30,248 @@ def fingerprint(text: str) -> str:  # a document's text
     "SHA-1 of the text in lower case with whitespace collapsed: equal for copies that differ only in case or spacing."
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
 
-def exact_duplicates(docs: Iterable[dict]) -> dict[str, str]:  # documents with distinct "id"s and "text", in input order
+
+def exact_duplicates(
+    docs: Iterable[dict],
+) -> dict[str, str]:  # documents with distinct "id"s and "text", in input order
     "Map each exact copy's id to the id of the first document with the same fingerprint."
     first: dict[str, str] = {}
     dup_of: dict[str, str] = {}
     seen_ids: set[str] = set()
     for d in docs:
-        if d["id"] in seen_ids:   # ids are the keys of the answer: a repeated one would remove its own original
-            raise ValueError(f"id {d['id']!r} appears twice: give every document its own id (see `unique_ids`)")
+        if (
+            d["id"] in seen_ids
+        ):  # ids are the keys of the answer: a repeated one would remove its own original
+            raise ValueError(
+                f"id {d['id']!r} appears twice: give every document its own id (see `unique_ids`)"
+            )
         seen_ids.add(d["id"])
         fp = fingerprint(d["text"])
-        if fp in first: dup_of[d["id"]] = first[fp]
-        else: first[fp] = d["id"]
+        if fp in first:
+            dup_of[d["id"]] = first[fp]
+        else:
+            first[fp] = d["id"]
     return dup_of
 
 # %% ../nbs/04_dedup.ipynb #cdad04bf
-def _line_key(line: str) -> int: return zlib.crc32(" ".join(line.lower().split()).encode("utf-8"))
+def _line_key(line: str) -> int:
+    return zlib.crc32(" ".join(line.lower().split()).encode("utf-8"))
 
-def repeated_lines(texts: Iterable[str], min_docs: int = 10, min_chars: int = 20) -> dict[int, int]:  # documents; how many documents make a line "repeated"; shorter lines are ignored
+
+def repeated_lines(
+    texts: Iterable[str], min_docs: int = 10, min_chars: int = 20
+) -> dict[int, int]:  # documents; how many documents make a line "repeated"; shorter lines are ignored
     "Line key -> number of documents it occurs in, for lines of at least `min_chars` characters found in at least `min_docs` documents."
     count: Counter = Counter()
-    for t in texts: count.update({_line_key(l) for l in t.split("\n") if len(l.strip()) >= min_chars})
+    for t in texts:
+        count.update({_line_key(l) for l in t.split("\n") if len(l.strip()) >= min_chars})
     return {k: n for k, n in count.items() if n >= min_docs}
 
-def remove_repeated_lines(text: str, repeated: dict[int, int], seen: set[int]) -> tuple[str, int]:  # a document; from `repeated_lines`; keys already kept once (updated)
+
+def remove_repeated_lines(
+    text: str, repeated: dict[int, int], seen: set[int]
+) -> tuple[str, int]:  # a document; from `repeated_lines`; keys already kept once (updated)
     "Drop lines that repeat across the corpus, except their first occurrence; returns (text, lines removed)."
     out, removed = [], 0
     for l in text.split("\n"):
         k = _line_key(l)
-        if k in repeated and k in seen: removed += 1; continue
-        if k in repeated: seen.add(k)
+        if k in repeated and k in seen:
+            removed += 1
+            continue
+        if k in repeated:
+            seen.add(k)
         out.append(l)
     return "\n".join(out), removed
 
 # %% ../nbs/04_dedup.ipynb #0c58835f
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 
+
 def shingle_hashes(
-    text: str,     # a document
-    n: int = 5,    # tokens per shingle (words, or CJK characters)
-) -> np.ndarray:   # distinct 32-bit shingle hashes, uint32, sorted
+    text: str,  # a document
+    n: int = 5,  # tokens per shingle (words, or CJK characters)
+) -> np.ndarray:  # distinct 32-bit shingle hashes, uint32, sorted
     "The set of hashed n-token shingles of a text (a text shorter than n gives one shingle of all its tokens)."
     toks = [w.lower() for w in words(text)]
-    if not toks: return np.zeros(0, np.uint32)
+    if not toks:
+        return np.zeros(0, np.uint32)
     cache: dict = {}
     h = np.fromiter((cache.setdefault(t, zlib.crc32(t.encode("utf-8"))) for t in toks), np.uint64, len(toks))
     k = min(n, len(h))
     acc = np.zeros(len(h) - k + 1, np.uint64)
     with np.errstate(over="ignore"):
-        for j in range(k): acc = acc * _M64 + h[j:len(h) - k + 1 + j]   # wraps mod 2^64: a polynomial hash of the k token hashes
-        acc ^= acc >> np.uint64(29); acc *= np.uint64(0xBF58476D1CE4E5B9); acc ^= acc >> np.uint64(32)
+        for j in range(k):
+            acc = (
+                acc * _M64 + h[j : len(h) - k + 1 + j]
+            )  # wraps mod 2^64: a polynomial hash of the k token hashes
+        acc ^= acc >> np.uint64(29)
+        acc *= np.uint64(0xBF58476D1CE4E5B9)
+        acc ^= acc >> np.uint64(32)
     return np.unique((acc & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:  # two sets of shingle hashes (sorted, distinct)
     "Exact Jaccard similarity of two shingle sets."
-    if len(a) == 0 and len(b) == 0: return 1.0
+    if len(a) == 0 and len(b) == 0:
+        return 1.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / (len(a) + len(b) - inter)
 
 # %% ../nbs/04_dedup.ipynb #3e533350
-def _identity(x): return int(x)
+def _identity(x):
+    return int(x)
 
-def minhash(hashes: np.ndarray, num_perm: int = 128, seed: int = 1):  # shingle hashes of one document; permutations; their seed
+
+def minhash(
+    hashes: np.ndarray, num_perm: int = 128, seed: int = 1
+):  # shingle hashes of one document; permutations; their seed
     "A datasketch `MinHash` of a set of pre-hashed shingles."
     from datasketch import MinHash
+
     m = MinHash(num_perm=num_perm, seed=seed, hashfunc=_identity)
-    if len(hashes): m.update_batch(hashes.tolist())
+    if len(hashes):
+        m.update_batch(hashes.tolist())
     return m
+
 
 @lru_cache(maxsize=None)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from datasketch import MinHash
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations   # datasketch's own (a, b): our signatures stay compatible
+
+    a, b = MinHash(
+        num_perm=num_perm, seed=seed
+    ).permutations  # datasketch's own (a, b): our signatures stay compatible
     return a.astype(np.uint32), b.astype(np.uint32)
 
-def _fmix32(h: np.ndarray) -> np.ndarray:  # MurmurHash3's finalizer, the pre-mix datasketch applies before its permutations
-    h = h ^ (h >> np.uint32(16)); h = h * np.uint32(0x85EBCA6B); h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35); return h ^ (h >> np.uint32(16))
+
+def _fmix32(
+    h: np.ndarray,
+) -> np.ndarray:  # MurmurHash3's finalizer, the pre-mix datasketch applies before its permutations
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
 
 def minhash_signatures(
-    texts: list[str],       # documents
-    n: int = 5,             # tokens per shingle
-    num_perm: int = 128,    # signature length
-    seed: int = 1,          # permutation seed (the same for every document!)
-    block: int = 256,       # documents per vectorised block
-) -> np.ndarray:            # (len(texts), num_perm) uint32 signatures, equal to datasketch's MinHash of the same shingles
+    texts: list[str],  # documents
+    n: int = 5,  # tokens per shingle
+    num_perm: int = 128,  # signature length
+    seed: int = 1,  # permutation seed (the same for every document!)
+    block: int = 256,  # documents per vectorised block
+) -> (
+    np.ndarray
+):  # (len(texts), num_perm) uint32 signatures, equal to datasketch's MinHash of the same shingles
     "MinHash signatures of many documents at once: every shingle of a block through every permutation in one numpy operation."
     a, b = _permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, np.uint32)
     hs = [shingle_hashes(t, n) for t in texts]
     for s0 in range(0, len(texts), block):
         rows = [i for i in range(s0, min(s0 + block, len(texts))) if len(hs[i])]
-        if not rows: continue
+        if not rows:
+            continue
         flat = _fmix32(np.concatenate([hs[i] for i in rows]))
-        with np.errstate(over="ignore"): phv = flat[:, None] * a[None, :] + b[None, :]   # wraps mod 2^32: datasketch's affine32 scheme
+        with np.errstate(over="ignore"):
+            phv = flat[:, None] * a[None, :] + b[None, :]  # wraps mod 2^32: datasketch's affine32 scheme
         starts = np.cumsum([0] + [len(hs[i]) for i in rows[:-1]])
         out[rows] = np.minimum.reduceat(phv, starts, axis=0)
     return out
 
 # %% ../nbs/04_dedup.ipynb #a58286af
-def candidate_probability(s: np.ndarray | float, bands: int, rows: int) -> np.ndarray | float:  # Jaccard similarity; b; r
+def candidate_probability(
+    s: np.ndarray | float, bands: int, rows: int
+) -> np.ndarray | float:  # Jaccard similarity; b; r
     "Probability that two documents of similarity s share at least one LSH band."
     return 1 - (1 - np.asarray(s, float) ** rows) ** bands
 
+
 @lru_cache(maxsize=None)
 def lsh_params(
-    threshold: float,           # the Jaccard similarity that should separate "duplicate" from "not"
-    num_perm: int = 128,        # signature length k; b * r <= k
-    fp_weight: float = 0.5,     # weight of false positives (pairs below the threshold that become candidates)
-    fn_weight: float = 0.5,     # weight of false negatives (pairs above it that do not)
-) -> tuple[int, int]:           # (bands, rows)
+    threshold: float,  # the Jaccard similarity that should separate "duplicate" from "not"
+    num_perm: int = 128,  # signature length k; b * r <= k
+    fp_weight: float = 0.5,  # weight of false positives (pairs below the threshold that become candidates)
+    fn_weight: float = 0.5,  # weight of false negatives (pairs above it that do not)
+) -> tuple[int, int]:  # (bands, rows)
     "The (b, r) that minimise the weighted false-positive and false-negative areas of the S-curve."
-    if not 0 < threshold < 1: raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     from scipy.integrate import quad
+
     best, best_err = None, float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
             fp = quad(lambda s: candidate_probability(s, b, r), 0.0, threshold)[0]
             fn = quad(lambda s: 1 - candidate_probability(s, b, r), threshold, 1.0)[0]
             err = fp_weight * fp + fn_weight * fn
-            if err < best_err: best, best_err = (b, r), err
+            if err < best_err:
+                best, best_err = (b, r), err
     return best
 
 # %% ../nbs/04_dedup.ipynb #9558ee41
 class UnionFind:
     "Disjoint sets over hashable items; the root of a set is its member with the smallest rank (input order)."
+
     def __init__(self, rank: dict):  # item -> its position in the input (lower wins)
         self.parent, self.rank = {}, rank
+
     def find(self, x):
         self.parent.setdefault(x, x)
         while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]; x = self.parent[x]   # path halving
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]  # path halving
         return x
+
     def union(self, a, b):
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            if self.rank[rb] < self.rank[ra]: ra, rb = rb, ra
+            if self.rank[rb] < self.rank[ra]:
+                ra, rb = rb, ra
             self.parent[rb] = ra
 
-def clusters_from_pairs(ids: list[str], pairs: Iterable[tuple[str, str]]) -> dict[str, str]:  # documents in input order; similar pairs
+
+def clusters_from_pairs(
+    ids: list[str], pairs: Iterable[tuple[str, str]]
+) -> dict[str, str]:  # documents in input order; similar pairs
     "Map every document that has a duplicate to the id its cluster keeps (the first in input order); kept ones map to themselves."
     uf = UnionFind({i: k for k, i in enumerate(ids)})
-    for a, b in pairs: uf.union(a, b)
+    for a, b in pairs:
+        uf.union(a, b)
     return {x: uf.find(x) for x in uf.parent}
 
 # %% ../nbs/04_dedup.ipynb #d0c011ec
 def lsh_pairs(
-    ids: list[str],            # documents, in input order
-    sigs: np.ndarray,          # their MinHash signatures (rows)
-    threshold: float = 0.7,    # Jaccard threshold: sets bands x rows, and the verification cut
-    verify: bool = True,       # keep only pairs whose signatures agree on >= threshold of positions
+    ids: list[str],  # documents, in input order
+    sigs: np.ndarray,  # their MinHash signatures (rows)
+    threshold: float = 0.7,  # Jaccard threshold: sets bands x rows, and the verification cut
+    verify: bool = True,  # keep only pairs whose signatures agree on >= threshold of positions
 ) -> tuple[set[tuple[str, str]], int]:  # (pairs (earlier id, later id), candidate pairs before verification)
     "Candidate pairs from datasketch's MinHashLSH, verified by signature agreement (documents without shingles take no part)."
     from datasketch import MinHash, MinHashLSH
+
     bands, rows = lsh_params(threshold, sigs.shape[1])
     lsh = MinHashLSH(num_perm=sigs.shape[1], params=(bands, rows))
-    keep = ~(sigs == np.iinfo(np.uint32).max).all(1)   # an empty shingle set leaves the signature at its maximum everywhere
+    keep = ~(sigs == np.iinfo(np.uint32).max).all(
+        1
+    )  # an empty shingle set leaves the signature at its maximum everywhere
     ids, sigs = [i for i, k in zip(ids, keep) if k], sigs[keep]
     mh = [MinHash(num_perm=sigs.shape[1], hashvalues=s, scheme="affine32") for s in sigs]
     with lsh.insertion_session() as session:
-        for i, m in zip(ids, mh): session.insert(i, m)
+        for i, m in zip(ids, mh):
+            session.insert(i, m)
     pos = {i: k for k, i in enumerate(ids)}
     cand = {tuple(sorted((i, j), key=pos.get)) for i, m in zip(ids, mh) for j in lsh.query(m) if j != i}
-    if not verify: return cand, len(cand)
+    if not verify:
+        return cand, len(cand)
     return {(a, b) for a, b in cand if np.mean(sigs[pos[a]] == sigs[pos[b]]) >= threshold}, len(cand)
 
+
 def near_duplicates(
-    ids: list[str], texts: list[str], threshold: float = 0.7, n: int = 5, num_perm: int = 128,
+    ids: list[str],
+    texts: list[str],
+    threshold: float = 0.7,
+    n: int = 5,
+    num_perm: int = 128,
 ) -> dict[str, str]:  # removed id -> the id it duplicates (its cluster's kept document)
     "MinHash + LSH + union-find near-duplicate removal on one machine."
     sigs = minhash_signatures(texts, n, num_perm)
@@ -207,58 +282,84 @@ def near_duplicates(
 @dataclass
 class DedupConfig:
     "Settings of near-duplicate detection."
-    threshold: float = 0.7   # Jaccard threshold (bands x rows follow from it)
-    ngram: int = 5           # tokens per shingle
-    num_perm: int = 128      # MinHash signature length
-    seed: int = 1            # permutation seed
-    workers: int = 2         # processes for signatures (1: this process)
-    partitions: int = 8      # how many parts the documents are split into
 
-def signature_partition(part: list[dict], cfg: DedupConfig = DedupConfig()) -> tuple[list[str], np.ndarray]:  # documents with id, text
+    threshold: float = 0.7  # Jaccard threshold (bands x rows follow from it)
+    ngram: int = 5  # tokens per shingle
+    num_perm: int = 128  # MinHash signature length
+    seed: int = 1  # permutation seed
+    workers: int = 2  # processes for signatures (1: this process)
+    partitions: int = 8  # how many parts the documents are split into
+
+
+def signature_partition(
+    part: list[dict], cfg: DedupConfig = DedupConfig()
+) -> tuple[list[str], np.ndarray]:  # documents with id, text
     "Stage 1: the MinHash signatures of one partition."
-    return [d["id"] for d in part], minhash_signatures([d["text"] for d in part], cfg.ngram, cfg.num_perm, cfg.seed)
+    return [d["id"] for d in part], minhash_signatures(
+        [d["text"] for d in part], cfg.ngram, cfg.num_perm, cfg.seed
+    )
 
-def band_keys(ids: list[str], sigs: np.ndarray, bands: int, rows: int) -> list[tuple[bytes, str]]:  # one partition's signatures
+
+def band_keys(
+    ids: list[str], sigs: np.ndarray, bands: int, rows: int
+) -> list[tuple[bytes, str]]:  # one partition's signatures
     "Stage 2: one (band number + band bytes, id) record per band of every non-empty signature."
     out = []
     for i, s in zip(ids, sigs):
-        if (s == np.iinfo(np.uint32).max).all(): continue   # no shingles: never a candidate
-        out += [(b.to_bytes(2, "little") + s[b * rows:(b + 1) * rows].tobytes(), i) for b in range(bands)]
+        if (s == np.iinfo(np.uint32).max).all():
+            continue  # no shingles: never a candidate
+        out += [(b.to_bytes(2, "little") + s[b * rows : (b + 1) * rows].tobytes(), i) for b in range(bands)]
     return out
 
-def bucket_pairs(records: Iterable[tuple[bytes, str]], order: dict[str, int]) -> set[tuple[str, str]]:  # all partitions' band records; id -> input position
+
+def bucket_pairs(
+    records: Iterable[tuple[bytes, str]], order: dict[str, int]
+) -> set[tuple[str, str]]:  # all partitions' band records; id -> input position
     "Stage 3, the shuffle: group records by key; every two ids in one bucket are a candidate pair (earlier id first)."
     buckets: dict = defaultdict(list)
-    for k, i in records: buckets[k].append(i)
+    for k, i in records:
+        buckets[k].append(i)
     pairs = set()
     for members in buckets.values():
         m = sorted(set(members), key=order.get)
         pairs.update((m[x], m[y]) for x in range(len(m)) for y in range(x + 1, len(m)))
     return pairs
 
-def verify_pairs(pairs: set[tuple[str, str]], sig_of: dict[str, np.ndarray], threshold: float) -> set[tuple[str, str]]:  # candidates; id -> signature
+
+def verify_pairs(
+    pairs: set[tuple[str, str]], sig_of: dict[str, np.ndarray], threshold: float
+) -> set[tuple[str, str]]:  # candidates; id -> signature
     "Stage 4: keep pairs whose signatures agree on at least `threshold` of their positions."
     return {(a, b) for a, b in pairs if np.mean(sig_of[a] == sig_of[b]) >= threshold}
 
-def filter_partition(part: list[dict], dup_of: dict[str, str]) -> tuple[list[dict], list[dict]]:  # documents; removed id -> kept id
+
+def filter_partition(
+    part: list[dict], dup_of: dict[str, str]
+) -> tuple[list[dict], list[dict]]:  # documents; removed id -> kept id
     "Stage 5: split a partition into kept documents and removed ones (with `duplicate_of`)."
     kept = [d for d in part if d["id"] not in dup_of]
     return kept, [d | {"duplicate_of": dup_of[d["id"]]} for d in part if d["id"] in dup_of]
 
-def _sig_star(args): return signature_partition(*args)
+
+def _sig_star(args):
+    return signature_partition(*args)
+
 
 def near_duplicates_partitioned(
-    docs: list[dict],                  # documents with id, text, in input order
+    docs: list[dict],  # documents with id, text, in input order
     cfg: DedupConfig = DedupConfig(),
-) -> tuple[dict[str, str], dict]:      # (removed id -> kept id, counts: candidates, verified pairs, seconds per stage)
+) -> tuple[
+    dict[str, str], dict
+]:  # (removed id -> kept id, counts: candidates, verified pairs, seconds per stage)
     "Near-duplicate detection as map (signatures, band keys) / shuffle (buckets) / reduce (verify, cluster) over partitions."
     t0 = time.perf_counter()
     size = max(1, -(-len(docs) // cfg.partitions))
-    parts = [docs[i:i + size] for i in range(0, len(docs), size)]
+    parts = [docs[i : i + size] for i in range(0, len(docs), size)]
     if cfg.workers > 1:
         with get_context("fork" if os.name == "posix" else "spawn").Pool(cfg.workers) as pool:
             sig_parts = pool.map(_sig_star, [(p, cfg) for p in parts])
-    else: sig_parts = [signature_partition(p, cfg) for p in parts]
+    else:
+        sig_parts = [signature_partition(p, cfg) for p in parts]
     t1 = time.perf_counter()
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
     order = {d["id"]: k for k, d in enumerate(docs)}
@@ -266,75 +367,109 @@ def near_duplicates_partitioned(
     sig_of = {i: s for ids_, sg in sig_parts for i, s in zip(ids_, sg)}
     pairs = verify_pairs(cand, sig_of, cfg.threshold)
     dup_of = {i: k for i, k in clusters_from_pairs([d["id"] for d in docs], pairs).items() if i != k}
-    return dup_of, {"candidates": len(cand), "pairs": len(pairs), "bands": bands, "rows": rows,
-                    "seconds_signatures": round(t1 - t0, 3), "seconds_rest": round(time.perf_counter() - t1, 3)}
+    return dup_of, {
+        "candidates": len(cand),
+        "pairs": len(pairs),
+        "bands": bands,
+        "rows": rows,
+        "seconds_signatures": round(t1 - t0, 3),
+        "seconds_rest": round(time.perf_counter() - t1, 3),
+    }
 
 # %% ../nbs/04_dedup.ipynb #c335e3be
-def eval_item_parts(item: dict) -> tuple[str, str | None]:  # a record of eval_probes.jsonl or eval_mcq.jsonl (or any {"text": ...})
+def eval_item_parts(
+    item: dict,
+) -> tuple[str, str | None]:  # a record of eval_probes.jsonl or eval_mcq.jsonl (or any {"text": ...})
     "(question or prompt, answer text or None) of an evaluation item."
-    if "choices" in item and isinstance(item.get("answer"), int): return item["text"], str(item["choices"][item["answer"]])
+    if "choices" in item and isinstance(item.get("answer"), int):
+        return item["text"], str(item["choices"][item["answer"]])
     return item["text"], item["answer"] if isinstance(item.get("answer"), str) else None
 
-def _tokens(text: str) -> list[str]: return [w.lower() for w in words(text)]
+
+def _tokens(text: str) -> list[str]:
+    return [w.lower() for w in words(text)]
+
 
 class ContaminationIndex:
     "The question n-grams of evaluation items, for finding the items in training text."
+
     def __init__(self, items: Iterable[dict], n: int = 13):  # evaluation records with "id"; n-gram length
         self.n, self.grams, self.answer, self.k = n, defaultdict(set), {}, {}
         for it in items:
             q, a = eval_item_parts(it)
             toks = _tokens(q)
-            if not toks: continue
+            if not toks:
+                continue
             self.k[it["id"]] = k = min(n, len(toks))
             self.answer[it["id"]] = " ".join(_tokens(a)) if a else None
-            for i in range(len(toks) - k + 1): self.grams[" ".join(toks[i:i + k])].add(it["id"])
+            for i in range(len(toks) - k + 1):
+                self.grams[" ".join(toks[i : i + k])].add(it["id"])
         self.sizes = sorted(set(self.k.values()))
+
     def find(self, text: str) -> set[str]:  # a training document
         "Items whose question shares an n-gram with the text (short questions: appear whole) and whose answer appears in it too."
-        toks = _tokens(text); hits = set()
+        toks = _tokens(text)
+        hits = set()
         for k in self.sizes:
             for i in range(len(toks) - k + 1):
-                if (g := self.grams.get(" ".join(toks[i:i + k]))): hits |= {x for x in g if self.k[x] == k}
+                if g := self.grams.get(" ".join(toks[i : i + k])):
+                    hits |= {x for x in g if self.k[x] == k}
         joined = f" {' '.join(toks)} "
         return {x for x in hits if self.answer[x] is None or f" {self.answer[x]} " in joined}
 
-def contamination(docs: Iterable[dict], index: ContaminationIndex) -> list[tuple[str, str]]:  # training documents; the eval index
+
+def contamination(
+    docs: Iterable[dict], index: ContaminationIndex
+) -> list[tuple[str, str]]:  # training documents; the eval index
     "(document id, evaluation item id) for every overlap."
     return [(d["id"], e) for d in docs for e in sorted(index.find(d["text"]))]
 
 # %% ../nbs/04_dedup.ipynb #b5248007
 def unique_ids(
     docs: Iterable[tuple[int, dict]],  # (line number, document) pairs in input order
-) -> tuple[list[dict], list[dict]]:     # the first document of each id; removal records for the later ones
+) -> tuple[list[dict], list[dict]]:  # the first document of each id; removal records for the later ones
     "Keep the first document of each id; every later one becomes a `duplicate_id` removal record."
     first_line: dict[str, int] = {}
     unique, repeats = [], []
     for n, d in docs:
         if d["id"] in first_line:
             reason = f"duplicate_id: {d['id']!r} was first read at line {first_line[d['id']]}"
-            repeats.append({"id": d["id"], "domain": d.get("domain", "unknown"), "reason": "duplicate_id",
-                            "line": n, "detail": reason, "text": d["text"][:2000]})
+            repeats.append(
+                {
+                    "id": d["id"],
+                    "domain": d.get("domain", "unknown"),
+                    "reason": "duplicate_id",
+                    "line": n,
+                    "detail": reason,
+                    "text": d["text"][:2000],
+                }
+            )
             continue
         first_line[d["id"]] = n
         unique.append(d)
     return unique, repeats
 
+
 def dedup_corpus(
-    path: str | Path,                 # JSONL documents with id, text (and domain), e.g. chapter 03's kept.jsonl
-    out_dir: str | Path,              # where kept.jsonl, removed.jsonl, contamination.jsonl, dedup_stats.json go
+    path: str | Path,  # JSONL documents with id, text (and domain), e.g. chapter 03's kept.jsonl
+    out_dir: str | Path,  # where kept.jsonl, removed.jsonl, contamination.jsonl, dedup_stats.json go
     cfg: DedupConfig = DedupConfig(),
-    eval_files: list = (),            # JSONL evaluation sets to decontaminate against
-    remove_domains: tuple = ("web",), # contaminated documents of these domains are removed; others are flagged
-) -> dict:                            # statistics, also saved as dedup_stats.json
+    eval_files: list = (),  # JSONL evaluation sets to decontaminate against
+    remove_domains: tuple = (
+        "web",
+    ),  # contaminated documents of these domains are removed; others are flagged
+) -> dict:  # statistics, also saved as dedup_stats.json
     "Exact dedup, near dedup and decontamination of a JSONL corpus; every document kept or removed with a reason."
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     unreadable: list = []
     lines = read_jsonl(path, on_error="skip", rejects=unreadable, with_lines=True)
-    docs, repeated_ids = unique_ids(lines)          # from here on an id names exactly one document
+    docs, repeated_ids = unique_ids(lines)  # from here on an id names exactly one document
     domain = {d["id"]: d.get("domain", "unknown") for d in docs}
-    t0 = time.perf_counter()   # contamination first: a removed document must never be the copy others point to
-    index = ContaminationIndex([it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})])
+    t0 = time.perf_counter()  # contamination first: a removed document must never be the copy others point to
+    index = ContaminationIndex(
+        [it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})]
+    )
     hits = contamination(docs, index) if eval_files else []
     by_doc = defaultdict(list)
     for d_id, e in hits:
@@ -352,7 +487,7 @@ def dedup_corpus(
         i = d["id"]
         if i in contaminated:
             r = {"reason": "contamination", "eval_ids": by_doc[i]}
-        elif i in exact_of:                                   # its original may itself be a near copy
+        elif i in exact_of:  # its original may itself be a near copy
             r = {"reason": "exact_duplicate", "duplicate_of": near_of.get(exact_of[i], exact_of[i])}
         elif i in near_of:
             r = {"reason": "near_duplicate", "duplicate_of": near_of[i]}
@@ -367,18 +502,38 @@ def dedup_corpus(
         stats["by_reason"][r["reason"]] += 1
         if r["domain"] is not None:
             stats["by_domain"][r["domain"]][r["reason"]] += 1
-    actions = [{"doc_id": d, "eval_id": e, "domain": domain[d], "action": "removed" if d in contaminated else "flagged"}
-               for d, e in hits]
+    actions = [
+        {
+            "doc_id": d,
+            "eval_id": e,
+            "domain": domain[d],
+            "action": "removed" if d in contaminated else "flagged",
+        }
+        for d, e in hits
+    ]
     for name, rows in (("kept.jsonl", kept), ("removed.jsonl", removed), ("contamination.jsonl", actions)):
-        write_jsonl(out / name, rows)                 # each file under a temporary name, renamed when whole
+        write_jsonl(out / name, rows)  # each file under a temporary name, renamed when whole
     flagged = sum(1 for d in by_doc if d not in contaminated)
-    stats |= {"kept": len(kept), "removed": len(removed), "near": info, "threshold": cfg.threshold, "ngram": cfg.ngram,
-              "contamination": {"hits": len(hits), "eval_items": len({e for _, e in hits}),
-                                "indexed_items": len(index.k), "removed_docs": len(contaminated),
-                                "flagged_docs": flagged},
-              "seconds_contamination": round(t1 - t0, 2), "seconds_dedup": round(time.perf_counter() - t1, 2)}
+    stats |= {
+        "kept": len(kept),
+        "removed": len(removed),
+        "near": info,
+        "threshold": cfg.threshold,
+        "ngram": cfg.ngram,
+        "contamination": {
+            "hits": len(hits),
+            "eval_items": len({e for _, e in hits}),
+            "indexed_items": len(index.k),
+            "removed_docs": len(contaminated),
+            "flagged_docs": flagged,
+        },
+        "seconds_contamination": round(t1 - t0, 2),
+        "seconds_dedup": round(time.perf_counter() - t1, 2),
+    }
     if stats["kept"] + stats["removed"] != stats["read"]:
-        raise RuntimeError(f"{out}: read {stats['read']} documents but kept {stats['kept']} and removed {stats['removed']}")
+        raise RuntimeError(
+            f"{out}: read {stats['read']} documents but kept {stats['kept']} and removed {stats['removed']}"
+        )
     stats = json.loads(json.dumps(stats, default=dict))
     save_json(stats, out / "dedup_stats.json")
     return stats

@@ -25,72 +25,103 @@ def _rank_main(rank: int, world: int, init: str, fn: Callable, args: tuple, q):
     try:
         torch.set_num_threads(1)
         dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-        try: q.put((rank, "ok", pickle.dumps(fn(rank, world, *args))))   # by value: a tensor's shared memory would die with the process
-        finally: dist.destroy_process_group()
+        try:
+            q.put(
+                (rank, "ok", pickle.dumps(fn(rank, world, *args)))
+            )  # by value: a tensor's shared memory would die with the process
+        finally:
+            dist.destroy_process_group()
     except BaseException:
         q.put((rank, "error", traceback.format_exc()))
 
+
 def run_ranks(
-    fn: Callable,                     # fn(rank, world, *args) -> a picklable result; runs in every process
-    world: int,                       # number of processes
-    *args,                            # passed to fn (inherited by fork, so tensors need not be picklable twice)
-    timeout: float = 120.0,           # seconds to wait for each result
-) -> list:                            # fn's results, in rank order
+    fn: Callable,  # fn(rank, world, *args) -> a picklable result; runs in every process
+    world: int,  # number of processes
+    *args,  # passed to fn (inherited by fork, so tensors need not be picklable twice)
+    timeout: float = 120.0,  # seconds to wait for each result
+) -> list:  # fn's results, in rank order
     "Run `fn` in `world` forked CPU processes joined by a gloo process group; raise with the rank's traceback if one fails."
     ctx = mp.get_context("fork")
     # the rendezvous folder is removed when the ranks are done, whether they succeeded or not
     with tempfile.TemporaryDirectory(prefix="llmcourse-ranks-", ignore_cleanup_errors=True) as folder:
         q, init = ctx.Queue(), f"file://{folder}/rendezvous"
-        procs = [ctx.Process(target=_rank_main, args=(r, world, init, fn, args, q), daemon=True)
-                 for r in range(world)]
-        for p in procs: p.start()
+        procs = [
+            ctx.Process(target=_rank_main, args=(r, world, init, fn, args, q), daemon=True)
+            for r in range(world)
+        ]
+        for p in procs:
+            p.start()
         try:
             got = [q.get(timeout=timeout) for _ in procs]
         finally:
             for p in procs:
                 p.join(timeout=10)
-                if p.is_alive(): p.kill()
-    if bad := [g for g in got if g[1] == "error"]: raise RuntimeError(f"rank {bad[0][0]} of {world} failed:\n{bad[0][2]}")
+                if p.is_alive():
+                    p.kill()
+    if bad := [g for g in got if g[1] == "error"]:
+        raise RuntimeError(f"rank {bad[0][0]} of {world} failed:\n{bad[0][2]}")
     return [pickle.loads(r) for _, _, r in sorted(got, key=lambda g: g[0])]
 
 # %% ../nbs/10_distributed.ipynb #05a425f3
 def fsdp2(
-    model: Llama,                     # the model (on this rank's device)
-    mesh=None,                        # a DeviceMesh (default: every rank, one dimension)
+    model: Llama,  # the model (on this rank's device)
+    mesh=None,  # a DeviceMesh (default: every rank, one dimension)
     param_dtype: torch.dtype | None = None,  # e.g. torch.bfloat16: compute in it, keep float32 master weights
-) -> Llama:                           # the same object, its parameters now sharded DTensors
+) -> Llama:  # the same object, its parameters now sharded DTensors
     "Shard a Llama with FSDP2: each decoder block, then the rest (embedding, final norm, output matrix)."
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.device_mesh import init_device_mesh
-    if mesh is None: mesh = init_device_mesh("cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu", (dist.get_world_size(),))
+
+    if mesh is None:
+        mesh = init_device_mesh(
+            "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu",
+            (dist.get_world_size(),),
+        )
     kw = {"mesh": mesh}
-    if param_dtype is not None: kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    for block in model.layers: fully_shard(block, **kw)
+    if param_dtype is not None:
+        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for block in model.layers:
+        fully_shard(block, **kw)
     return fully_shard(model, **kw)
+
 
 def full_state(model) -> dict[str, torch.Tensor]:  # a model, sharded or not
     "Its parameters as ordinary full tensors (DTensors gathered)."
-    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+    return {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        for k, v in model.state_dict().items()
+    }
 
 # %% ../nbs/10_distributed.ipynb #d665be5a
 def zigzag_chunks(rank: int, world: int) -> tuple[int, int]:  # this rank; ranks sharing the sequence
     "The two of the 2·world sequence chunks a rank holds: one from the front, its mirror from the back."
     return rank, 2 * world - 1 - rank
 
-def zigzag_shard(x: torch.Tensor, rank: int, world: int, dim: int = -2) -> torch.Tensor:  # full sequence; this rank; ranks; sequence axis
+
+def zigzag_shard(
+    x: torch.Tensor, rank: int, world: int, dim: int = -2
+) -> torch.Tensor:  # full sequence; this rank; ranks; sequence axis
     "This rank's part of a sequence under the load-balanced (zig-zag) split."
-    if x.shape[dim] % (2 * world): raise ValueError(f"sequence length {x.shape[dim]} is not a multiple of 2·world = {2 * world}")
+    if x.shape[dim] % (2 * world):
+        raise ValueError(f"sequence length {x.shape[dim]} is not a multiple of 2·world = {2 * world}")
     parts = x.chunk(2 * world, dim)
     return torch.cat([parts[c] for c in zigzag_chunks(rank, world)], dim)
 
-def zigzag_unshard(shards: list[torch.Tensor], dim: int = -2) -> torch.Tensor:  # every rank's part, in rank order
+
+def zigzag_unshard(
+    shards: list[torch.Tensor], dim: int = -2
+) -> torch.Tensor:  # every rank's part, in rank order
     "The full sequence back from the ranks' zig-zag parts."
     world, chunks = len(shards), [None] * (2 * len(shards))
-    for r, s in enumerate(shards): chunks[r], chunks[2 * world - 1 - r] = s.chunk(2, dim)
+    for r, s in enumerate(shards):
+        chunks[r], chunks[2 * world - 1 - r] = s.chunk(2, dim)
     return torch.cat(chunks, dim)
 
 # %% ../nbs/10_distributed.ipynb #8378c998
-def merge_partials(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor):  # (…, T, d), (…, T) twice
+def merge_partials(
+    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
+):  # (…, T, d), (…, T) twice
     "Attention over two disjoint key sets, combined into attention over their union: (output, lse)."
     lse = torch.logaddexp(lse_a, lse_b)
     return out_a * (lse_a - lse).exp()[..., None] + out_b * (lse_b - lse).exp()[..., None], lse
@@ -101,21 +132,33 @@ def _pairs(rank: int, world: int, src: int) -> list[tuple[int, int, bool]]:
     qc, kc = zigzag_chunks(rank, world), zigzag_chunks(src, world)
     return [(i, j, qc[i] == kc[j]) for i in range(2) for j in range(2) if kc[j] <= qc[i]]
 
+
 def _ring_pass(t: torch.Tensor, group) -> tuple[torch.Tensor, list]:
     "Start sending t to the next rank and receiving the previous rank's; returns the receive buffer and the requests."
     rank, world = dist.get_rank(group), dist.get_world_size(group)
-    nxt, prv = dist.get_global_rank(group, (rank + 1) % world), dist.get_global_rank(group, (rank - 1) % world)
+    nxt, prv = (
+        dist.get_global_rank(group, (rank + 1) % world),
+        dist.get_global_rank(group, (rank - 1) % world),
+    )
     buf = torch.empty_like(t)
-    return buf, dist.batch_isend_irecv([dist.P2POp(dist.isend, t, nxt, group), dist.P2POp(dist.irecv, buf, prv, group)])
+    return buf, dist.batch_isend_irecv(
+        [dist.P2POp(dist.isend, t, nxt, group), dist.P2POp(dist.irecv, buf, prv, group)]
+    )
 
-def _block_grads(q, k, v, do, lse, delta, causal: bool, scale: float):  # float32: q, do (B,H,C,d); k, v (B,Hkv,C,d)
+
+def _block_grads(
+    q, k, v, do, lse, delta, causal: bool, scale: float
+):  # float32: q, do (B,H,C,d); k, v (B,Hkv,C,d)
     rep = q.shape[1] // k.shape[1]
     kr, vr = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
     s = (q @ kr.transpose(-1, -2)) * scale
-    if causal: s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
     p = (s - lse[..., None]).exp()
     ds = p * (do @ vr.transpose(-1, -2) - delta[..., None])
-    fold = lambda t: t.unflatten(1, (k.shape[1], rep)).sum(2)        # repeated heads' gradients onto their shared head
+    fold = lambda t: t.unflatten(1, (k.shape[1], rep)).sum(
+        2
+    )  # repeated heads' gradients onto their shared head
     return ds @ kr * scale, fold(ds.transpose(-1, -2) @ q * scale), fold(p.transpose(-1, -2) @ do)
 
 # %% ../nbs/10_distributed.ipynb #5c4016b5
@@ -126,16 +169,21 @@ class _RingAttention(torch.autograd.Function):
         qs, kv = q.float().chunk(2, 2), torch.stack([k, v]).float()
         out, lse = [None, None], [None, None]
         for step in range(world):
-            if step < world - 1: nxt, reqs = _ring_pass(kv, group)   # the next block travels while this one is used
+            if step < world - 1:
+                nxt, reqs = _ring_pass(kv, group)  # the next block travels while this one is used
             ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
             for i, j, causal in _pairs(rank, world, (rank - step) % world):
-                o, l = naive_attention(qs[i], ks[j], vs[j], causal=causal)   # chapter 08: output and log-sum-exp
+                o, l = naive_attention(
+                    qs[i], ks[j], vs[j], causal=causal
+                )  # chapter 08: output and log-sum-exp
                 out[i], lse[i] = (o, l) if out[i] is None else merge_partials(out[i], lse[i], o, l)
             if step < world - 1:
-                for r in reqs: r.wait()
+                for r in reqs:
+                    r.wait()
                 kv = nxt
         out, lse = torch.cat(out, 2), torch.cat(lse, 2)
-        ctx.save_for_backward(q, k, v, out, lse); ctx.group = group
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.group = group
         return out.to(q.dtype)
 
     @staticmethod
@@ -148,68 +196,116 @@ class _RingAttention(torch.autograd.Function):
         dq = [torch.zeros_like(qs[0]), torch.zeros_like(qs[1])]
         kv, dkv = torch.stack([k, v]).float(), torch.zeros(2, *k.shape, device=k.device)
         for step in range(world):
-            if step < world - 1: nxt, reqs = _ring_pass(kv, group)
+            if step < world - 1:
+                nxt, reqs = _ring_pass(kv, group)
             ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
             dks, dvs = list(dkv[0].chunk(2, 2)), list(dkv[1].chunk(2, 2))
             for i, j, causal in _pairs(rank, world, (rank - step) % world):
                 gq, gk, gv = _block_grads(qs[i], ks[j], vs[j], dos[i], lses[i], deltas[i], causal, scale)
-                dq[i] += gq; dks[j] = dks[j] + gk; dvs[j] = dvs[j] + gv
-            dkv, dreqs = _ring_pass(torch.stack([torch.cat(dks, 2), torch.cat(dvs, 2)]), group)  # gradients follow their block
-            for r in dreqs + (reqs if step < world - 1 else []): r.wait()
-            if step < world - 1: kv = nxt
+                dq[i] += gq
+                dks[j] = dks[j] + gk
+                dvs[j] = dvs[j] + gv
+            dkv, dreqs = _ring_pass(
+                torch.stack([torch.cat(dks, 2), torch.cat(dvs, 2)]), group
+            )  # gradients follow their block
+            for r in dreqs + (reqs if step < world - 1 else []):
+                r.wait()
+            if step < world - 1:
+                kv = nxt
         return torch.cat(dq, 2).to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None
 
+
 def ring_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # this rank's zig-zag part: (B, H, 2C, d), (B, Hkv, 2C, d) x2
-    group=None,                        # the context-parallel process group (default: every rank)
-) -> torch.Tensor:                     # (B, H, 2C, d): causal attention of these queries over the whole sequence
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # this rank's zig-zag part: (B, H, 2C, d), (B, Hkv, 2C, d) x2
+    group=None,  # the context-parallel process group (default: every rank)
+) -> torch.Tensor:  # (B, H, 2C, d): causal attention of these queries over the whole sequence
     "Causal attention over a sequence split zig-zag across the group, passing K/V blocks around a ring."
     return _RingAttention.apply(q, k, v, group or dist.group.WORLD)
 
 # %% ../nbs/10_distributed.ipynb #61fc2947
 def allgather_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,  # this rank's zig-zag part, as for ring_attention
-    group=None,                        # the context-parallel process group
-) -> torch.Tensor:                     # (B, H, 2C, d)
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # this rank's zig-zag part, as for ring_attention
+    group=None,  # the context-parallel process group
+) -> torch.Tensor:  # (B, H, 2C, d)
     "Causal attention over a zig-zag-split sequence by gathering every rank's keys and values (the Llama 3 way)."
     from torch.distributed.nn.functional import all_gather
+
     group = group or dist.group.WORLD
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     k_all, v_all = (zigzag_unshard(list(all_gather(t.contiguous(), group=group)), 2) for t in (k, v))
     C, outs = q.shape[2] // 2, []
-    for i, c in enumerate(zigzag_chunks(rank, world)):             # chunk c sees keys [0, (c + 1)·C), causally at its end
-        outs.append(naive_attention(q[:, :, i * C:(i + 1) * C], k_all[:, :, :(c + 1) * C], v_all[:, :, :(c + 1) * C], causal=True)[0])
+    for i, c in enumerate(
+        zigzag_chunks(rank, world)
+    ):  # chunk c sees keys [0, (c + 1)·C), causally at its end
+        outs.append(
+            naive_attention(
+                q[:, :, i * C : (i + 1) * C],
+                k_all[:, :, : (c + 1) * C],
+                v_all[:, :, : (c + 1) * C],
+                causal=True,
+            )[0]
+        )
     return torch.cat(outs, 2)
 
 # %% ../nbs/10_distributed.ipynb #afe9ceb6
 _CP: dict = {"group": None}
 
+
 def _cp_backend(fn: Callable) -> Callable:
     def backend(q, k, v, causal: bool = True, doc_ids=None):
-        if _CP["group"] is None: raise RuntimeError("a context-parallel attention backend runs inside `with context_parallel(group):`")
-        if not causal or doc_ids is not None: raise ValueError("context-parallel attention here is causal over whole rows (no doc_ids)")
+        if _CP["group"] is None:
+            raise RuntimeError(
+                "a context-parallel attention backend runs inside `with context_parallel(group):`"
+            )
+        if not causal or doc_ids is not None:
+            raise ValueError("context-parallel attention here is causal over whole rows (no doc_ids)")
         return fn(q, k, v, _CP["group"])
+
     return backend
+
 
 def register_cp_backends() -> list[str]:
     "Add `ring` and `allgather` to the model's ATTENTION_BACKENDS."
-    ATTENTION_BACKENDS.update({"ring": _cp_backend(ring_attention), "allgather": _cp_backend(allgather_attention)})
+    ATTENTION_BACKENDS.update(
+        {"ring": _cp_backend(ring_attention), "allgather": _cp_backend(allgather_attention)}
+    )
     return ["allgather", "ring"]
+
 
 @contextlib.contextmanager
 def context_parallel(group=None):  # the process group the sequence is split over (default: every rank)
     "Within this block, the `ring` and `allgather` attention backends split sequences over `group`."
     old, _CP["group"] = _CP["group"], group or dist.group.WORLD
-    try: yield
-    finally: _CP["group"] = old
+    try:
+        yield
+    finally:
+        _CP["group"] = old
 
-def cp_batch(ids: torch.Tensor, labels: torch.Tensor, rank: int, world: int) -> dict:  # (B, T) each; the CP rank and size
+
+def cp_batch(
+    ids: torch.Tensor, labels: torch.Tensor, rank: int, world: int
+) -> dict:  # (B, T) each; the CP rank and size
     "This CP rank's zig-zag share of a batch: input_ids, labels and position_ids (B, 2T/2world)."
     pos = torch.arange(ids.shape[1]).expand_as(ids)
-    return {k: zigzag_shard(t, rank, world, dim=1) for k, t in (("input_ids", ids), ("labels", labels), ("position_ids", pos))}
+    return {
+        k: zigzag_shard(t, rank, world, dim=1)
+        for k, t in (("input_ids", ids), ("labels", labels), ("position_ids", pos))
+    }
 
-def cp_loss(logits: torch.Tensor, labels: torch.Tensor, total_tokens: int, world: int) -> torch.Tensor:  # this rank's; all ranks' tokens; ranks averaging gradients
+
+def cp_loss(
+    logits: torch.Tensor, labels: torch.Tensor, total_tokens: int, world: int
+) -> torch.Tensor:  # this rank's; all ranks' tokens; ranks averaging gradients
     "This rank's share of the global mean cross-entropy, scaled for gradient averaging over `world` ranks."
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum") * world / total_tokens
+    return (
+        F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum")
+        * world
+        / total_tokens
+    )
+
 
 register_cp_backends();

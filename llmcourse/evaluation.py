@@ -30,206 +30,358 @@ def checkpoint_steps(run: str | Path) -> list[int]:  # a training run folder (ch
     "The steps of the checkpoints a run folder holds, in order."
     return sorted(int(p.stem.split("_")[1]) for p in Path(run).glob("ckpt_*.pt"))
 
+
 def load_trained_model(
-    run: str | Path,            # a training run folder: config.json + ckpt_*.pt (chapter 09)
-    step: int | None = None,    # which checkpoint (None: the one `latest` points to)
+    run: str | Path,  # a training run folder: config.json + ckpt_*.pt (chapter 09)
+    step: int | None = None,  # which checkpoint (None: the one `latest` points to)
     device: str = "cpu",
 ) -> tuple[Llama, TrainConfig]:
     "The model of a training run, in eval mode, with the config it was trained with."
     from llmcourse.core import load_config
+
     run = Path(run)
-    if not (run / "config.json").exists(): raise FileNotFoundError(f"{run} has no config.json: is it a training run folder (chapter 09)?")
+    if not (run / "config.json").exists():
+        raise FileNotFoundError(f"{run} has no config.json: is it a training run folder (chapter 09)?")
     cfg = load_config(TrainConfig, run / "config.json")
     index_path = Path(cfg.shards) / "index.json"
-    if not index_path.exists(): raise FileNotFoundError(f"{index_path} (the shards {run / 'config.json'} names) is missing; run from the folder training ran in")
+    if not index_path.exists():
+        raise FileNotFoundError(
+            f"{index_path} (the shards {run / 'config.json'} names) is missing; run from the folder training ran in"
+        )
     vocab = json.loads(index_path.read_text())["vocab_size"]
-    model = Llama(model_config(cfg, vocab))                       # built exactly as the trainer built it
-    if step is None: ck = load_checkpoint(run)
+    model = Llama(model_config(cfg, vocab))  # built exactly as the trainer built it
+    if step is None:
+        ck = load_checkpoint(run)
     else:
         path = run / f"ckpt_{step:07d}.pt"
-        if not path.exists(): raise FileNotFoundError(f"{path} is missing; the run has checkpoints at steps {checkpoint_steps(run)}")
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing; the run has checkpoints at steps {checkpoint_steps(run)}"
+            )
         ck = torch.load(path, weights_only=True, map_location="cpu")
-    if ck is None: raise FileNotFoundError(f"{run} has no checkpoint")
+    if ck is None:
+        raise FileNotFoundError(f"{run} has no checkpoint")
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), cfg
 
 # %% ../nbs/13_evaluation.ipynb #d29b8378
 @torch.no_grad()
-def token_nll(model: Llama, ids: list[int] | torch.Tensor) -> torch.Tensor:  # a model; a sequence (first id is context only)
+def token_nll(
+    model: Llama, ids: list[int] | torch.Tensor
+) -> torch.Tensor:  # a model; a sequence (first id is context only)
     "−log p(ids[t] | ids[:t]) for t = 1 … len−1, in one forward pass (float64)."
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))   # stub models in tests have no parameters
+    dev = next(
+        (p.device for p in model.parameters()), torch.device("cpu")
+    )  # stub models in tests have no parameters
     x = torch.as_tensor(ids, dtype=torch.long).view(1, -1).to(dev)
     logits = model(x[:, :-1]).double()
     return -torch.log_softmax(logits, -1)[0].gather(-1, x[0, 1:, None])[:, 0].cpu()
 
+
 @torch.no_grad()
 def sliding_window_nll(
     model: Llama,
-    ids: list[int],                 # the whole sequence (first id is context only)
-    window: int | None = None,      # tokens per forward pass (None: the model's context)
-    stride: int | None = None,      # how far each window moves (None: window // 2)
-) -> torch.Tensor:                  # NLL of ids[1:], one value per token, each scored exactly once
+    ids: list[int],  # the whole sequence (first id is context only)
+    window: int | None = None,  # tokens per forward pass (None: the model's context)
+    stride: int | None = None,  # how far each window moves (None: window // 2)
+) -> torch.Tensor:  # NLL of ids[1:], one value per token, each scored exactly once
     "Per-token NLL of a sequence of any length, each token predicted from up to `window` − 1 previous tokens."
-    window = window or model.cfg.max_seq_len; stride = stride or max(1, window // 2)
-    if window < 2 or not 1 <= stride <= window - 1 + (window == 2): raise ValueError(f"need window >= 2 and 1 <= stride < window, got {window}, {stride}")
-    out, done, begin = [], 1, 0       # `done`: the first position not yet scored
+    window = window or model.cfg.max_seq_len
+    stride = stride or max(1, window // 2)
+    if window < 2 or not 1 <= stride <= window - 1 + (window == 2):
+        raise ValueError(f"need window >= 2 and 1 <= stride < window, got {window}, {stride}")
+    out, done, begin = [], 1, 0  # `done`: the first position not yet scored
     while done < len(ids):
         end = min(begin + window, len(ids))
-        nll = token_nll(model, ids[begin:end])          # scores positions begin+1 … end−1
-        out.append(nll[done - begin - 1:]); done = end
+        nll = token_nll(model, ids[begin:end])  # scores positions begin+1 … end−1
+        out.append(nll[done - begin - 1 :])
+        done = end
         begin += stride
-        if begin + 1 >= done and end < len(ids): begin = done - 1  # never skip a token when the stride is large
+        if begin + 1 >= done and end < len(ids):
+            begin = done - 1  # never skip a token when the stride is large
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 # %% ../nbs/13_evaluation.ipynb #04d00b7d
 def perplexity(
     model: Llama,
-    tok: Tokenizer,                 # the tokenizer the model was trained with
-    texts: list[str],               # documents
-    window: int | None = None,      # sliding window (None: the model's context)
+    tok: Tokenizer,  # the tokenizer the model was trained with
+    texts: list[str],  # documents
+    window: int | None = None,  # sliding window (None: the model's context)
     stride: int | None = None,
-    bos: int | None = None,         # id put before every document (default: <|endoftext|>)
-) -> dict:                          # nll (nats), tokens, bytes, ppl, nats_per_token, bits_per_byte, docs
+    bos: int | None = None,  # id put before every document (default: <|endoftext|>)
+) -> dict:  # nll (nats), tokens, bytes, ppl, nats_per_token, bits_per_byte, docs
     "Perplexity and bits per byte of documents, scored with a sliding window."
     bos = tok.special_id("<|endoftext|>") if bos is None else bos
     nll = tokens = nbytes = 0.0
     for t in texts:
         ids = [bos, *tok.encode(t)]
-        if len(ids) < 2: continue
-        nll += float(sliding_window_nll(model, ids, window, stride).sum()); tokens += len(ids) - 1; nbytes += len(t.encode("utf-8"))
-    if tokens == 0: raise ValueError("no tokens to score: all texts were empty")
-    return {"nll": nll, "tokens": int(tokens), "bytes": int(nbytes), "docs": len(texts), "nats_per_token": nll / tokens,
-            "ppl": math.exp(nll / tokens), "bits_per_byte": nll / (math.log(2) * nbytes)}
+        if len(ids) < 2:
+            continue
+        nll += float(sliding_window_nll(model, ids, window, stride).sum())
+        tokens += len(ids) - 1
+        nbytes += len(t.encode("utf-8"))
+    if tokens == 0:
+        raise ValueError("no tokens to score: all texts were empty")
+    return {
+        "nll": nll,
+        "tokens": int(tokens),
+        "bytes": int(nbytes),
+        "docs": len(texts),
+        "nats_per_token": nll / tokens,
+        "ppl": math.exp(nll / tokens),
+        "bits_per_byte": nll / (math.log(2) * nbytes),
+    }
 
 # %% ../nbs/13_evaluation.ipynb #34114490
-def split_encode(tok: Tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:  # a tokenizer; the two strings
+def split_encode(
+    tok: Tokenizer, context: str, continuation: str
+) -> tuple[list[int], list[int]]:  # a tokenizer; the two strings
     "Token ids of (context, continuation) such that together they are the encoding of context + continuation."
     whole, ctx = tok.encode(context + continuation), tok.encode(context)
-    if whole[:len(ctx)] == ctx and len(whole) > len(ctx): return ctx, whole[len(ctx):]
-    return ctx, tok.encode(continuation)   # a merge across the boundary: fall back to encoding the parts separately
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return ctx, whole[len(ctx) :]
+    return ctx, tok.encode(
+        continuation
+    )  # a merge across the boundary: fall back to encoding the parts separately
+
 
 @torch.no_grad()
 def continuation_logprob(
-    model: Llama, tok: Tokenizer,
-    context: str, continuation: str,
-    bos: int | None = None,          # id before the context (default: <|endoftext|>)
-) -> tuple[float, int]:              # (sum of log-probabilities of the continuation's tokens, their number)
+    model: Llama,
+    tok: Tokenizer,
+    context: str,
+    continuation: str,
+    bos: int | None = None,  # id before the context (default: <|endoftext|>)
+) -> tuple[float, int]:  # (sum of log-probabilities of the continuation's tokens, their number)
     "log p(continuation | context) under the model."
     bos = tok.special_id("<|endoftext|>") if bos is None else bos
     ctx, cont = split_encode(tok, context, continuation)
-    ids = [bos, *ctx, *cont][-model.cfg.max_seq_len - 1:]
-    nll = token_nll(model, ids)[-len(cont):]
+    ids = [bos, *ctx, *cont][-model.cfg.max_seq_len - 1 :]
+    nll = token_nll(model, ids)[-len(cont) :]
     return -float(nll.sum()), len(cont)
 
 # %% ../nbs/13_evaluation.ipynb #ba6edb88
 @dataclass
 class ProbeSuite:
     "A named list of probes, scored together; `run_over_checkpoints` follows them through training."
-    probes: list[dict]                       # {"kind": "choice"|"pair"|"contrast"|"target", "group": ..., ...}
-    def score(self, model: Llama, tok: Tokenizer, p: dict) -> float:  # one probe -> 1.0/0.0 (right/wrong) or a probability
+
+    probes: list[dict]  # {"kind": "choice"|"pair"|"contrast"|"target", "group": ..., ...}
+
+    def score(
+        self, model: Llama, tok: Tokenizer, p: dict
+    ) -> float:  # one probe -> 1.0/0.0 (right/wrong) or a probability
         if p["kind"] in ("choice", "contrast"):
             lps = [continuation_logprob(model, tok, p["context"], c)[0] for c in p["options"]]
             return float(int(np.argmax(lps)) == p["answer"])
         if p["kind"] == "pair":
-            mean_nll = [-continuation_logprob(model, tok, "", s)[0] / max(1, len(tok.encode(s))) for s in (p["true"], p["false"])]
+            mean_nll = [
+                -continuation_logprob(model, tok, "", s)[0] / max(1, len(tok.encode(s)))
+                for s in (p["true"], p["false"])
+            ]
             return float(mean_nll[0] < mean_nll[1])
-        if p["kind"] == "target": return math.exp(continuation_logprob(model, tok, p["context"], p["target"])[0])
+        if p["kind"] == "target":
+            return math.exp(continuation_logprob(model, tok, p["context"], p["target"])[0])
         raise ValueError(f"unknown probe kind {p['kind']!r} (choice, pair, contrast, target)")
+
     def run(self, model: Llama, tok: Tokenizer) -> dict[str, float]:  # -> mean score per group
         acc = defaultdict(list)
-        for p in self.probes: acc[p["group"]].append(self.score(model, tok, p))
+        for p in self.probes:
+            acc[p["group"]].append(self.score(model, tok, p))
         return {g: float(np.mean(v)) for g, v in sorted(acc.items())}
-    def run_over_checkpoints(self, run: str | Path, tok: Tokenizer) -> list[dict]:  # a training run folder -> one row per checkpoint
+
+    def run_over_checkpoints(
+        self, run: str | Path, tok: Tokenizer
+    ) -> list[dict]:  # a training run folder -> one row per checkpoint
         return [{"step": s, **self.run(load_trained_model(run, s)[0], tok)} for s in checkpoint_steps(run)]
 
-def fact_probes(records: list[dict], n: int | None = None, seed: int = 0) -> list[dict]:  # eval_probes.jsonl records; how many
+
+def fact_probes(
+    records: list[dict], n: int | None = None, seed: int = 0
+) -> list[dict]:  # eval_probes.jsonl records; how many
     "Choice and pair probes from fact probes: the answer against its distractors, in both languages, seen or held-out facts."
-    rng = random.Random(seed); recs = records if n is None else rng.sample(records, min(n, len(records)))
+    rng = random.Random(seed)
+    recs = records if n is None else rng.sample(records, min(n, len(records)))
     out = []
     for r in recs:
         sep = " " if r["lang"] == "en" else ""
-        opts = [r["answer"], *r["distractors"]]; order = list(range(len(opts))); rng.shuffle(order)
+        opts = [r["answer"], *r["distractors"]]
+        order = list(range(len(opts)))
+        rng.shuffle(order)
         seen = "seen" if r["seen"] else "held-out"
-        out.append({"kind": "choice", "group": f"fact {r['lang']} {seen}", "context": r["text"], "options": [sep + opts[i] for i in order], "answer": order.index(0)})
-        out.append({"kind": "pair", "group": f"true vs false {r['lang']}", "true": r["text"] + sep + r["answer"], "false": r["text"] + sep + r["distractors"][0]})
+        out.append(
+            {
+                "kind": "choice",
+                "group": f"fact {r['lang']} {seen}",
+                "context": r["text"],
+                "options": [sep + opts[i] for i in order],
+                "answer": order.index(0),
+            }
+        )
+        out.append(
+            {
+                "kind": "pair",
+                "group": f"true vs false {r['lang']}",
+                "true": r["text"] + sep + r["answer"],
+                "false": r["text"] + sep + r["distractors"][0],
+            }
+        )
     return out
 
 # %% ../nbs/13_evaluation.ipynb #99f19018
-def mcq_prompt(question: str) -> str: return f"Question: {question}\nAnswer:"   # the harness's generic format
+def mcq_prompt(question: str) -> str:
+    return f"Question: {question}\nAnswer:"  # the harness's generic format
 
-def score_mcq(model: Llama, tok: Tokenizer, item: dict) -> dict:  # {"text": question, "choices": [...], "answer": index}
+
+def score_mcq(
+    model: Llama, tok: Tokenizer, item: dict
+) -> dict:  # {"text": question, "choices": [...], "answer": index}
     "Log-likelihood of every choice; acc and acc_norm (log-likelihood per character of the choice) for one item."
-    ll = [continuation_logprob(model, tok, mcq_prompt(item["text"]), " " + str(c))[0] for c in item["choices"]]
-    norm = [l / len(str(c)) for l, c in zip(ll, item["choices"])]       # the harness divides by the choice's length in characters
-    return {"loglik": ll, "acc": float(int(np.argmax(ll)) == item["answer"]), "acc_norm": float(int(np.argmax(norm)) == item["answer"])}
+    ll = [
+        continuation_logprob(model, tok, mcq_prompt(item["text"]), " " + str(c))[0] for c in item["choices"]
+    ]
+    norm = [
+        l / len(str(c)) for l, c in zip(ll, item["choices"])
+    ]  # the harness divides by the choice's length in characters
+    return {
+        "loglik": ll,
+        "acc": float(int(np.argmax(ll)) == item["answer"]),
+        "acc_norm": float(int(np.argmax(norm)) == item["answer"]),
+    }
+
 
 def evaluate_mcq(model: Llama, tok: Tokenizer, items: list[dict]) -> dict:  # records of eval_mcq.jsonl
     "Mean acc and acc_norm, overall and per `source`, with the chance level."
     rows = [(it, score_mcq(model, tok, it)) for it in items]
-    out = {"n": len(rows), "acc": float(np.mean([s["acc"] for _, s in rows])), "acc_norm": float(np.mean([s["acc_norm"] for _, s in rows])),
-           "chance": float(np.mean([1 / len(it["choices"]) for it, _ in rows])), "by_source": {}}
+    out = {
+        "n": len(rows),
+        "acc": float(np.mean([s["acc"] for _, s in rows])),
+        "acc_norm": float(np.mean([s["acc_norm"] for _, s in rows])),
+        "chance": float(np.mean([1 / len(it["choices"]) for it, _ in rows])),
+        "by_source": {},
+    }
     for src in sorted({it.get("source", "all") for it, _ in rows}):
         sel = [s for it, s in rows if it.get("source", "all") == src]
-        out["by_source"][src] = {"n": len(sel), "acc": float(np.mean([s["acc"] for s in sel])), "acc_norm": float(np.mean([s["acc_norm"] for s in sel]))}
+        out["by_source"][src] = {
+            "n": len(sel),
+            "acc": float(np.mean([s["acc"] for s in sel])),
+            "acc_norm": float(np.mean([s["acc_norm"] for s in sel])),
+        }
     return out
 
 # %% ../nbs/13_evaluation.ipynb #1cc29729
-NAMES = ["Mira", "Tobin", "Lasse", "Oriane", "Kenji", "Adaeze", "Pavel", "Sunniva", "Ilse", "Rafe", "Wen", "Dario"]
+NAMES = [
+    "Mira",
+    "Tobin",
+    "Lasse",
+    "Oriane",
+    "Kenji",
+    "Adaeze",
+    "Pavel",
+    "Sunniva",
+    "Ilse",
+    "Rafe",
+    "Wen",
+    "Dario",
+]
 COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
 DOORS = ["north", "south", "east", "west", "cellar", "garden"]
 
-def niah_case(kind: str, rng: random.Random, n_options: int = 5) -> dict:  # "single", "multi", "reasoning" or "ancestral"; a seeded generator
+
+def niah_case(
+    kind: str, rng: random.Random, n_options: int = 5
+) -> dict:  # "single", "multi", "reasoning" or "ancestral"; a seeded generator
     "Needle sentences, the completion prompt, the options and the index of the right one."
     if kind in ("single", "multi"):
         people = rng.sample(NAMES, 1 if kind == "single" else 3)
         codes = rng.sample(range(10000, 99999), max(n_options, len(people)))
         needles = [f"The secret number of {p} is {c}." for p, c in zip(people, codes)]
-        k = rng.randrange(len(people)); ask, right = people[k], codes[k]
-        opts = [right] + [c for c in codes if c != right][:n_options - 1]
-        return {"needles": needles, "question": f"The secret number of {ask} is", "options": [f" {o}" for o in opts], "answer": 0}
+        k = rng.randrange(len(people))
+        ask, right = people[k], codes[k]
+        opts = [right] + [c for c in codes if c != right][: n_options - 1]
+        return {
+            "needles": needles,
+            "question": f"The secret number of {ask} is",
+            "options": [f" {o}" for o in opts],
+            "answer": 0,
+        }
     if kind == "reasoning":
-        p, col = rng.choice(NAMES), rng.sample(COLOURS, 1)[0]; doors = rng.sample(DOORS, n_options)
-        return {"needles": [f"{p} holds the {col} key.", f"The {col} key opens the {doors[0]} door."],
-                "question": f"The door that {p} can open is the", "options": [f" {d}" for d in doors], "answer": 0}
+        p, col = rng.choice(NAMES), rng.sample(COLOURS, 1)[0]
+        doors = rng.sample(DOORS, n_options)
+        return {
+            "needles": [f"{p} holds the {col} key.", f"The {col} key opens the {doors[0]} door."],
+            "question": f"The door that {p} can open is the",
+            "options": [f" {d}" for d in doors],
+            "answer": 0,
+        }
     if kind == "ancestral":
         chain = rng.sample(NAMES, n_options)
         needles = [f"{a} is the parent of {b}." for a, b in zip(chain, chain[1:])]
-        return {"needles": needles, "question": f"The eldest ancestor of {chain[-1]} is", "options": [f" {c}" for c in chain], "answer": 0}
+        return {
+            "needles": needles,
+            "question": f"The eldest ancestor of {chain[-1]} is",
+            "options": [f" {c}" for c in chain],
+            "answer": 0,
+        }
     raise ValueError(f"unknown needle kind {kind!r}: single, multi, reasoning, ancestral")
 
+
 def niah_prompt(
-    tok: Tokenizer, haystack: str, needles: list[str], question: str,
-    length: int,            # tokens of the whole prompt (haystack + needles + question)
-    depth: float,           # where the first needle goes, as a share of the context (0 = start, 1 = end)
-    rng: random.Random,     # places the other needles after the first, in order
-) -> tuple[str, list[int]]: # (prompt text, token position of each needle)
+    tok: Tokenizer,
+    haystack: str,
+    needles: list[str],
+    question: str,
+    length: int,  # tokens of the whole prompt (haystack + needles + question)
+    depth: float,  # where the first needle goes, as a share of the context (0 = start, 1 = end)
+    rng: random.Random,  # places the other needles after the first, in order
+) -> tuple[str, list[int]]:  # (prompt text, token position of each needle)
     "A completion-style prompt of `length` tokens with the needles hidden in the haystack from `depth` on."
-    if not 0 <= depth <= 1: raise ValueError(f"depth must be in [0, 1], got {depth}")
-    q = tok.encode("\n" + question); ns = [tok.encode(" " + n) for n in needles]
+    if not 0 <= depth <= 1:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    q = tok.encode("\n" + question)
+    ns = [tok.encode(" " + n) for n in needles]
     room = length - len(q) - sum(map(len, ns))
-    if room < 0: raise ValueError(f"length {length} is too short for {len(needles)} needle(s) and the question ({length - room} tokens)")
+    if room < 0:
+        raise ValueError(
+            f"length {length} is too short for {len(needles)} needle(s) and the question ({length - room} tokens)"
+        )
     hay = tok.encode(haystack)
-    if len(hay) < room: hay = (hay * (room // max(1, len(hay)) + 1))
+    if len(hay) < room:
+        hay = hay * (room // max(1, len(hay)) + 1)
     hay = hay[:room]
-    ends = [i + 1 for i, t in enumerate(hay) if tok.decode([t]).rstrip().endswith((".", "。", "!", "?"))]  # after a sentence
+    ends = [
+        i + 1 for i, t in enumerate(hay) if tok.decode([t]).rstrip().endswith((".", "。", "!", "?"))
+    ]  # after a sentence
+
     def snap(c):  # the nearest sentence end within 12 tokens, so the needle does not split a word
         near = [e for e in ends if abs(e - c) <= 12]
         return min(near, key=lambda e: abs(e - c)) if near else c
-    first = snap(int(round(depth * room))); rest = sorted(snap(rng.randint(first, room)) for _ in ns[1:])
-    cuts = [first, *rest]; ids, pos, last = [], [], 0
-    for c, n in zip(cuts, ns): ids += hay[last:c]; pos.append(len(ids)); ids += n; last = c
+
+    first = snap(int(round(depth * room)))
+    rest = sorted(snap(rng.randint(first, room)) for _ in ns[1:])
+    cuts = [first, *rest]
+    ids, pos, last = [], [], 0
+    for c, n in zip(cuts, ns):
+        ids += hay[last:c]
+        pos.append(len(ids))
+        ids += n
+        last = c
     ids += hay[last:] + q
     return tok.decode(ids), pos
 
+
 def niah_grid(
-    model: Llama, tok: Tokenizer, haystack: str,
+    model: Llama,
+    tok: Tokenizer,
+    haystack: str,
     kinds: tuple = ("single", "multi", "reasoning", "ancestral"),
-    lengths: tuple = (32, 64, 96, 128),    # prompt lengths in tokens (at most the model's context)
+    lengths: tuple = (32, 64, 96, 128),  # prompt lengths in tokens (at most the model's context)
     depths: tuple = (0.0, 0.25, 0.5, 0.75, 1.0),
-    trials: int = 8, seed: int = 0,
-) -> dict:                                 # kind -> accuracy array (len(depths), len(lengths)), plus settings
+    trials: int = 8,
+    seed: int = 0,
+) -> dict:  # kind -> accuracy array (len(depths), len(lengths)), plus settings
     "Needle-in-a-haystack accuracy for each kind, depth and length (chance = 1 / options)."
-    rng = random.Random(seed); out = {"lengths": list(lengths), "depths": list(depths), "trials": trials}
+    rng = random.Random(seed)
+    out = {"lengths": list(lengths), "depths": list(depths), "trials": trials}
     for kind in kinds:
         acc = np.zeros((len(depths), len(lengths)))
         for i, dep in enumerate(depths):
@@ -237,8 +389,13 @@ def niah_grid(
                 hits = 0
                 for _ in range(trials):
                     case = niah_case(kind, rng)
-                    try: prompt, _ = niah_prompt(tok, haystack, case["needles"], case["question"], L - 3, dep, rng)  # 3 tokens left for the option
-                    except ValueError: hits = float("nan"); break    # too short for this kind's needles: no measurement
+                    try:
+                        prompt, _ = niah_prompt(
+                            tok, haystack, case["needles"], case["question"], L - 3, dep, rng
+                        )  # 3 tokens left for the option
+                    except ValueError:
+                        hits = float("nan")
+                        break  # too short for this kind's needles: no measurement
                     lps = [continuation_logprob(model, tok, prompt, o)[0] for o in case["options"]]
                     hits += int(np.argmax(lps)) == case["answer"]
                 acc[i, j] = hits / trials
@@ -248,78 +405,118 @@ def niah_grid(
 # %% ../nbs/13_evaluation.ipynb #1e7c5611
 def repeated_ngram_share(ids: list[int], n: int = 4) -> float:  # token ids; n-gram length
     "Share of the n-grams of a sequence that already occurred earlier in it."
-    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
     return 0.0 if not grams else 1 - len(set(grams)) / len(grams)
 
+
 @torch.no_grad()
-def generation_samples(model: Llama, tok: Tokenizer, prompts: list[str], max_new_tokens: int = 40) -> list[dict]:  # fixed prompts
+def generation_samples(
+    model: Llama, tok: Tokenizer, prompts: list[str], max_new_tokens: int = 40
+) -> list[dict]:  # fixed prompts
     "Greedy continuations of fixed prompts, with their repeated-4-gram share."
-    bos = tok.special_id("<|endoftext|>"); out = []
+    bos = tok.special_id("<|endoftext|>")
+    out = []
     for p in prompts:
-        ids = [bos, *tok.encode(p)][-(model.cfg.max_seq_len - max_new_tokens):]
-        new = generate(model, torch.tensor([ids]), max_new_tokens)[0, len(ids):].tolist()
-        if bos in new: new = new[:new.index(bos)]
-        out.append({"prompt": p, "continuation": tok.decode(new), "repeated_4gram_share": repeated_ngram_share(new)})
+        ids = [bos, *tok.encode(p)][-(model.cfg.max_seq_len - max_new_tokens) :]
+        new = generate(model, torch.tensor([ids]), max_new_tokens)[0, len(ids) :].tolist()
+        if bos in new:
+            new = new[: new.index(bos)]
+        out.append(
+            {"prompt": p, "continuation": tok.decode(new), "repeated_4gram_share": repeated_ngram_share(new)}
+        )
     return out
 
 # %% ../nbs/13_evaluation.ipynb #828a93d6
 @dataclass
 class EvalConfig:
     "What `evaluate_run` measures, and how much of it."
-    probes: int = 200                 # fact probes sampled from eval_probes.jsonl (0: skip)
-    mcq: int | None = None            # multiple-choice items from eval_mcq.jsonl (None: all; 0: skip)
+
+    probes: int = 200  # fact probes sampled from eval_probes.jsonl (0: skip)
+    mcq: int | None = None  # multiple-choice items from eval_mcq.jsonl (None: all; 0: skip)
     niah_lengths: tuple = (48, 64, 96, 128)
     niah_depths: tuple = (0.0, 0.5, 1.0)
-    niah_trials: int = 4              # per kind, depth and length (0: skip)
-    max_docs_per_group: int = 200     # held-out documents per group for perplexity
+    niah_trials: int = 4  # per kind, depth and length (0: skip)
+    max_docs_per_group: int = 200  # held-out documents per group for perplexity
     seed: int = 0
 
+
 def evaluate_run(
-    run: str | Path,                  # a training run folder (chapter 09)
-    tokenizer: str | Path,            # its tokenizer.json
-    data_dir: str | Path,             # the samples: eval_probes.jsonl, eval_mcq.jsonl, long.jsonl
-    heldout: str | Path | None,       # JSONL documents with id, text, group; the held-out split is used (None: skip perplexity)
-    out_dir: str | Path,              # where eval.json and the figures go
+    run: str | Path,  # a training run folder (chapter 09)
+    tokenizer: str | Path,  # its tokenizer.json
+    data_dir: str | Path,  # the samples: eval_probes.jsonl, eval_mcq.jsonl, long.jsonl
+    heldout: str
+    | Path
+    | None,  # JSONL documents with id, text, group; the held-out split is used (None: skip perplexity)
+    out_dir: str | Path,  # where eval.json and the figures go
     cfg: EvalConfig = EvalConfig(),
-) -> dict:                            # everything measured (also eval.json)
+) -> dict:  # everything measured (also eval.json)
     "Perplexity/bits per byte per group, fact probes, multiple choice, needle grid and generations for one trained model."
-    out, data = Path(out_dir), Path(data_dir); out.mkdir(parents=True, exist_ok=True)
-    model, tcfg = load_trained_model(run); tok = Tokenizer.load(tokenizer)
-    res: dict = {"run": str(run), "tokenizer": str(tokenizer), "context": model.cfg.max_seq_len, "parameters": sum(p.numel() for p in model.parameters())}
+    out, data = Path(out_dir), Path(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tcfg = load_trained_model(run)
+    tok = Tokenizer.load(tokenizer)
+    res: dict = {
+        "run": str(run),
+        "tokenizer": str(tokenizer),
+        "context": model.cfg.max_seq_len,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     if heldout:
         groups = defaultdict(list)
         for d in read_jsonl(heldout, schema={"id": str, "text": str}):
-            if is_heldout(d["id"]) and len(groups[g := d.get("group", d.get("domain", "all"))]) < cfg.max_docs_per_group: groups[g].append(d["text"])
+            if (
+                is_heldout(d["id"])
+                and len(groups[g := d.get("group", d.get("domain", "all"))]) < cfg.max_docs_per_group
+            ):
+                groups[g].append(d["text"])
         res["perplexity"] = {g: perplexity(model, tok, ts) for g, ts in sorted(groups.items())}
         res["perplexity_all"] = perplexity(model, tok, [t for ts in groups.values() for t in ts])
     if cfg.probes:
-        res["probes"] = ProbeSuite(fact_probes(list(read_jsonl(data / "eval_probes.jsonl", schema=None)), cfg.probes, cfg.seed)).run(model, tok)
+        res["probes"] = ProbeSuite(
+            fact_probes(list(read_jsonl(data / "eval_probes.jsonl", schema=None)), cfg.probes, cfg.seed)
+        ).run(model, tok)
     if cfg.mcq != 0:
-        items = list(read_jsonl(data / "eval_mcq.jsonl", schema=None)); items = items if cfg.mcq is None else items[:cfg.mcq]
+        items = list(read_jsonl(data / "eval_mcq.jsonl", schema=None))
+        items = items if cfg.mcq is None else items[: cfg.mcq]
         res["mcq"] = evaluate_mcq(model, tok, items)
     if cfg.niah_trials:
         hay = " ".join(d["text"] for d in read_jsonl(data / "long.jsonl") if d.get("lang") == "en")[:20000]
         lengths = tuple(L for L in cfg.niah_lengths if L <= model.cfg.max_seq_len)
-        res["niah"] = niah_grid(model, tok, hay, lengths=lengths, depths=cfg.niah_depths, trials=cfg.niah_trials, seed=cfg.seed)
-    res["generations"] = generation_samples(model, tok, ["The capital of", "def add(a, b):", "Question: What is 12 + 7?\nAnswer:", "今天天气"])
+        res["niah"] = niah_grid(
+            model, tok, hay, lengths=lengths, depths=cfg.niah_depths, trials=cfg.niah_trials, seed=cfg.seed
+        )
+    res["generations"] = generation_samples(
+        model, tok, ["The capital of", "def add(a, b):", "Question: What is 12 + 7?\nAnswer:", "今天天气"]
+    )
     res["figures"] = _eval_figures(res, out)
     save_json(res, out / "eval.json")
     return res
+
 
 def _eval_figures(res: dict, out: Path) -> list[str]:
     figs = []
     if "perplexity" in res:
         g = list(res["perplexity"])
         fig, (a1, a2) = new_figure("", "", "", ncols=2, figsize=(11, 3.6))
-        a1.barh(g, [res["perplexity"][k]["ppl"] for k in g]); a1.set_xscale("log"); a1.set_xlabel("perplexity per token (log)"); a1.invert_yaxis(); a1.set_title("Held-out perplexity")
-        a2.barh(g, [res["perplexity"][k]["bits_per_byte"] for k in g], color="tab:green"); a2.set_xlabel("bits per byte"); a2.invert_yaxis(); a2.set_title("Held-out bits per byte")
+        a1.barh(g, [res["perplexity"][k]["ppl"] for k in g])
+        a1.set_xscale("log")
+        a1.set_xlabel("perplexity per token (log)")
+        a1.invert_yaxis()
+        a1.set_title("Held-out perplexity")
+        a2.barh(g, [res["perplexity"][k]["bits_per_byte"] for k in g], color="tab:green")
+        a2.set_xlabel("bits per byte")
+        a2.invert_yaxis()
+        a2.set_title("Held-out bits per byte")
         figs.append(save_figure(fig, out / "perplexity.png").name)
     if "niah" in res:
         kinds = [k for k in ("single", "multi", "reasoning", "ancestral") if k in res["niah"]]
         fig, axs = new_figure("", "", "", ncols=len(kinds), figsize=(3.5 * len(kinds), 3))
         for ax, k in zip(np.atleast_1d(axs), kinds):
             ax.imshow(np.array(res["niah"][k]), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-            ax.set_xticks(range(len(res["niah"]["lengths"])), res["niah"]["lengths"]); ax.set_yticks(range(len(res["niah"]["depths"])), res["niah"]["depths"])
-            ax.set_xlabel("length (tokens)"); ax.set_ylabel("depth"); ax.set_title(f"needle: {k}")
+            ax.set_xticks(range(len(res["niah"]["lengths"])), res["niah"]["lengths"])
+            ax.set_yticks(range(len(res["niah"]["depths"])), res["niah"]["depths"])
+            ax.set_xlabel("length (tokens)")
+            ax.set_ylabel("depth")
+            ax.set_title(f"needle: {k}")
         figs.append(save_figure(fig, out / "niah.png").name)
     return figs

@@ -22,18 +22,20 @@ __all__ = ['EXTENSION_METHODS', 'rope_wavelengths', 'rope_decay_bound', 'linear_
 
 # %% ../nbs/11_long_context.ipynb #e5f2850c
 def rope_wavelengths(
-    head_dim: int,             # d
-    theta: float = 10_000.0,   # the base
-    scaling: dict | None = None, cfg: ModelConfig | None = None,  # optional rope_scaling (see below) and the config it needs
-) -> np.ndarray:               # tokens per full turn, one per dimension pair
+    head_dim: int,  # d
+    theta: float = 10_000.0,  # the base
+    scaling: dict | None = None,
+    cfg: ModelConfig | None = None,  # optional rope_scaling (see below) and the config it needs
+) -> np.ndarray:  # tokens per full turn, one per dimension pair
     "Wavelength 2π/θᵢ of each RoPE pair (after scaling, if given)."
     return (2 * math.pi / rope_frequencies(head_dim, theta, scaling, cfg)[0].double()).numpy()
 
 # %% ../nbs/11_long_context.ipynb #833bcae8
 def rope_decay_bound(
-    head_dim: int, theta: float,   # d and the base
-    distances: np.ndarray,         # relative distances r (tokens)
-) -> np.ndarray:                   # (1/(d/2)) Σⱼ |Σ_{k<j} e^{i r θₖ}| per distance
+    head_dim: int,
+    theta: float,  # d and the base
+    distances: np.ndarray,  # relative distances r (tokens)
+) -> np.ndarray:  # (1/(d/2)) Σⱼ |Σ_{k<j} e^{i r θₖ}| per distance
     "RoFormer's relative upper bound of the attention score at each distance."
     inv = 1.0 / theta ** (np.arange(0, head_dim, 2) / head_dim)
     partial = np.cumsum(np.exp(1j * np.outer(np.asarray(distances, dtype=float), inv)), axis=1)
@@ -42,122 +44,195 @@ def rope_decay_bound(
 # %% ../nbs/11_long_context.ipynb #759e8fa8
 def _factor(factor: float) -> float:
     if not isinstance(factor, (int, float)) or factor < 1:
-        raise ValueError(f"a RoPE scaling factor must be a number >= 1 (it stretches the context), got {factor!r}")
+        raise ValueError(
+            f"a RoPE scaling factor must be a number >= 1 (it stretches the context), got {factor!r}"
+        )
     return float(factor)
 
+
 def _need(cfg: ModelConfig | None, kind: str) -> ModelConfig:
-    if cfg is None: raise ValueError(f"rope_scaling type {kind!r} needs the model config (head_dim, rope_theta)")
+    if cfg is None:
+        raise ValueError(f"rope_scaling type {kind!r} needs the model config (head_dim, rope_theta)")
     return cfg
 
-def linear_scaling(inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float) -> tuple[torch.Tensor, float]:
+
+def linear_scaling(
+    inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float
+) -> tuple[torch.Tensor, float]:
     "Position interpolation: every angle divided by the factor."
     return inv_freq / _factor(factor), 1.0
 
+
 def ntk_scaling(inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float) -> tuple[torch.Tensor, float]:
     "NTK-aware: the base raised by factor^(d/(d−2)), so the slowest pair is interpolated by the factor and the fastest not at all."
-    c = _need(cfg, "ntk"); d = c.head_dim
+    c = _need(cfg, "ntk")
+    d = c.head_dim
     base = c.rope_theta * _factor(factor) ** (d / (d - 2))
     return 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float64) / d), 1.0
 
-def dynamic_ntk_scaling(inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float, original_max_seq_len: int,
-                        seq_len: int | None = None) -> tuple[torch.Tensor, float]:  # seq_len: the current length (None: cfg.max_seq_len)
+
+def dynamic_ntk_scaling(
+    inv_freq: torch.Tensor,
+    cfg: ModelConfig | None,
+    factor: float,
+    original_max_seq_len: int,
+    seq_len: int | None = None,
+) -> tuple[torch.Tensor, float]:  # seq_len: the current length (None: cfg.max_seq_len)
     "Dynamic NTK: the NTK base chosen from the current length; unchanged up to the original length."
-    c = _need(cfg, "dynamic"); d, s = c.head_dim, _factor(factor)
+    c = _need(cfg, "dynamic")
+    d, s = c.head_dim, _factor(factor)
     L = max(seq_len or c.max_seq_len, original_max_seq_len)
     base = c.rope_theta * (s * L / original_max_seq_len - (s - 1)) ** (d / (d - 2))
     return 1.0 / base ** (torch.arange(0, d, 2, dtype=torch.float64) / d), 1.0
 
 # %% ../nbs/11_long_context.ipynb #4afae300
-def yarn_ramp(head_dim: int, theta: float, original_max_seq_len: int, beta_fast: float = 32, beta_slow: float = 1,
-              truncate: bool = True) -> torch.Tensor:  # 1 = keep the pair's frequency, 0 = interpolate it fully
+def yarn_ramp(
+    head_dim: int,
+    theta: float,
+    original_max_seq_len: int,
+    beta_fast: float = 32,
+    beta_slow: float = 1,
+    truncate: bool = True,
+) -> torch.Tensor:  # 1 = keep the pair's frequency, 0 = interpolate it fully
     "YaRN's per-pair blend between extrapolation (fast pairs) and interpolation (slow pairs)."
-    def pair_with_turns(n):   # the (fractional) pair index that turns n times in the original length
+
+    def pair_with_turns(n):  # the (fractional) pair index that turns n times in the original length
         return head_dim * math.log(original_max_seq_len / (n * 2 * math.pi)) / (2 * math.log(theta))
+
     lo, hi = pair_with_turns(beta_fast), pair_with_turns(beta_slow)
-    if truncate: lo, hi = math.floor(lo), math.ceil(hi)
+    if truncate:
+        lo, hi = math.floor(lo), math.ceil(hi)
     lo, hi = max(lo, 0), min(hi, head_dim - 1)
-    if lo == hi: hi += 1e-3
+    if lo == hi:
+        hi += 1e-3
     return 1 - ((torch.arange(head_dim // 2, dtype=torch.float64) - lo) / (hi - lo)).clamp(0, 1)
 
-def yarn_scaling(inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float, original_max_seq_len: int,
-                 beta_fast: float = 32, beta_slow: float = 1, attention_factor: float | None = None,
-                 truncate: bool = True) -> tuple[torch.Tensor, float]:
+
+def yarn_scaling(
+    inv_freq: torch.Tensor,
+    cfg: ModelConfig | None,
+    factor: float,
+    original_max_seq_len: int,
+    beta_fast: float = 32,
+    beta_slow: float = 1,
+    attention_factor: float | None = None,
+    truncate: bool = True,
+) -> tuple[torch.Tensor, float]:
     "YaRN: interpolate the slow pairs, keep the fast ones, ramp between; sharpen attention by 0.1·ln s + 1."
-    c = _need(cfg, "yarn"); s = _factor(factor)
+    c = _need(cfg, "yarn")
+    s = _factor(factor)
     keep = yarn_ramp(c.head_dim, c.rope_theta, original_max_seq_len, beta_fast, beta_slow, truncate)
     inv = inv_freq / s * (1 - keep) + inv_freq * keep
-    return inv, attention_factor if attention_factor is not None else (0.1 * math.log(s) + 1.0 if s > 1 else 1.0)
+    return inv, attention_factor if attention_factor is not None else (
+        0.1 * math.log(s) + 1.0 if s > 1 else 1.0
+    )
 
-ROPE_SCALINGS.update({"linear": linear_scaling, "ntk": ntk_scaling, "dynamic": dynamic_ntk_scaling, "yarn": yarn_scaling})
+
+ROPE_SCALINGS.update(
+    {"linear": linear_scaling, "ntk": ntk_scaling, "dynamic": dynamic_ntk_scaling, "yarn": yarn_scaling}
+)
 
 # %% ../nbs/11_long_context.ipynb #2baeef40
 EXTENSION_METHODS = ("none", "base", "linear", "ntk", "dynamic", "yarn")
 
+
 def extension_overrides(
-    method: str,                 # one of EXTENSION_METHODS ("none": only the longer max_seq_len)
-    original_len: int,           # the context the model was trained at
-    factor: float = 4,           # how many times longer
-    theta: float = 10_000.0,     # the model's base
-    new_theta: float = 1e6,      # "base": the raised base
-) -> dict:                       # ModelConfig fields to change
+    method: str,  # one of EXTENSION_METHODS ("none": only the longer max_seq_len)
+    original_len: int,  # the context the model was trained at
+    factor: float = 4,  # how many times longer
+    theta: float = 10_000.0,  # the model's base
+    new_theta: float = 1e6,  # "base": the raised base
+) -> dict:  # ModelConfig fields to change
     "max_seq_len, rope_theta and rope_scaling for extending a model by `factor` with `method`."
-    if method not in EXTENSION_METHODS: raise ValueError(f"unknown extension method {method!r}; choose from {EXTENSION_METHODS}")
+    if method not in EXTENSION_METHODS:
+        raise ValueError(f"unknown extension method {method!r}; choose from {EXTENSION_METHODS}")
     out = {"max_seq_len": int(original_len * _factor(factor)), "rope_theta": theta, "rope_scaling": None}
-    if method == "base": out["rope_theta"] = new_theta
-    elif method == "linear": out["rope_scaling"] = {"type": "linear", "factor": factor}
-    elif method == "ntk": out["rope_scaling"] = {"type": "ntk", "factor": factor}
-    elif method in ("dynamic", "yarn"): out["rope_scaling"] = {"type": method, "factor": factor, "original_max_seq_len": original_len}
+    if method == "base":
+        out["rope_theta"] = new_theta
+    elif method == "linear":
+        out["rope_scaling"] = {"type": "linear", "factor": factor}
+    elif method == "ntk":
+        out["rope_scaling"] = {"type": "ntk", "factor": factor}
+    elif method in ("dynamic", "yarn"):
+        out["rope_scaling"] = {"type": method, "factor": factor, "original_max_seq_len": original_len}
     return out
+
 
 @contextmanager
 def rope_at_length(model: Llama, seq_len: int):  # a model; the length about to be processed
     "Frequencies for this length while inside (only `dynamic` scaling depends on it)."
     sc, old = model.cfg.rope_scaling, (model.inv_freq.clone(), model.attention_scale)
     if sc and sc.get("type") == "dynamic":
-        inv, scale = rope_frequencies(model.cfg.head_dim, model.cfg.rope_theta, {**sc, "seq_len": seq_len}, model.cfg)
-        model.inv_freq.copy_(inv); model.attention_scale = scale
-    try: yield model
-    finally: model.inv_freq.copy_(old[0]); model.attention_scale = old[1]
+        inv, scale = rope_frequencies(
+            model.cfg.head_dim, model.cfg.rope_theta, {**sc, "seq_len": seq_len}, model.cfg
+        )
+        model.inv_freq.copy_(inv)
+        model.attention_scale = scale
+    try:
+        yield model
+    finally:
+        model.inv_freq.copy_(old[0])
+        model.attention_scale = old[1]
 
 # %% ../nbs/11_long_context.ipynb #d5bcf577
 @torch.no_grad()
 def nll_by_position(model: Llama, windows: torch.Tensor) -> np.ndarray:  # (N, T+1) token windows
     "Mean next-token loss at each position 0..T−1 over the windows (position 0 predicts the second token)."
-    model.eval(); T = windows.shape[1] - 1
+    model.eval()
+    T = windows.shape[1] - 1
     dev = next(model.parameters()).device
     with rope_at_length(model, T):
         logits = model(windows[:, :-1].to(dev)).float()
     nll = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten().to(dev), reduction="none")
     return nll.view(len(windows), T).mean(0).cpu().numpy()
 
+
 def word_tokens(tok: Tokenizer, min_len: int = 3) -> list[int]:  # a tokenizer; shortest word
     "Ids of vocabulary entries that are a space and a lower-case word (each encodes back to itself alone)."
     out = []
     for i, b in tok.vocab.items():
         s = b.decode("utf-8", errors="replace")
-        if re.fullmatch(rf" [a-z]{{{min_len},}}", s) and tok.encode(s) == [i]: out.append(i)
+        if re.fullmatch(rf" [a-z]{{{min_len},}}", s) and tok.encode(s) == [i]:
+            out.append(i)
     return sorted(out)
+
 
 def filler_token(tok: Tokenizer) -> int:  # a tokenizer
     "A one-token filler (' -', ' =', …) that stays one token per repeat when text is encoded again."
     for c in (" -", " =", " *", " |", " #"):
         ids = tok.encode(c)
-        if len(ids) == 1 and tok.encode(tok.decode(ids * 5)) == ids * 5: return ids[0]
+        if len(ids) == 1 and tok.encode(tok.decode(ids * 5)) == ids * 5:
+            return ids[0]
     raise ValueError("the tokenizer has no one-token filler among ' -', ' =', ' *', ' |', ' #'")
 
-def recall_document(tok: Tokenizer, words: list[int], n: int, gap: int, rng: random.Random) -> tuple[str, list[int]]:  # word ids; list length; filler tokens
+
+def recall_document(
+    tok: Tokenizer, words: list[int], n: int, gap: int, rng: random.Random
+) -> tuple[str, list[int]]:  # word ids; list length; filler tokens
     "n distinct random words, `gap` filler tokens, then the same n words again: text and token ids."
     pick, nl = rng.sample(words, n), tok.encode("\n")
     ids = nl + pick + nl + [filler_token(tok)] * gap + nl + pick
     return tok.decode(ids), ids
 
+
 @torch.no_grad()
-def recall_accuracy(model: Llama, tok: Tokenizer, words: list[int], distance: int, n: int = 16, trials: int = 16, seed: int = 0) -> float:
+def recall_accuracy(
+    model: Llama,
+    tok: Tokenizer,
+    words: list[int],
+    distance: int,
+    n: int = 16,
+    trials: int = 16,
+    seed: int = 0,
+) -> float:
     "Share of the repeated list's words 2..n predicted exactly (greedy), the first copy `distance` tokens back."
-    rng = random.Random(seed); model.eval(); dev = next(model.parameters()).device
-    gap = distance - n - 2                                        # word i of the copy sits n + gap + 2 tokens after word i of the list
-    if gap < 0: raise ValueError(f"distance {distance} is shorter than a list of {n} words allows ({n + 2})")
+    rng = random.Random(seed)
+    model.eval()
+    dev = next(model.parameters()).device
+    gap = distance - n - 2  # word i of the copy sits n + gap + 2 tokens after word i of the list
+    if gap < 0:
+        raise ValueError(f"distance {distance} is shorter than a list of {n} words allows ({n + 2})")
     ids = torch.tensor([recall_document(tok, words, n, gap, rng)[1] for _ in range(trials)], device=dev)
     with rope_at_length(model, ids.shape[1] - 1):
         pred = model(ids[:, :-1]).argmax(-1)
-    return (pred[:, -(n - 1):] == ids[:, -(n - 1):]).float().mean().item()
+    return (pred[:, -(n - 1) :] == ids[:, -(n - 1) :]).float().mean().item()

@@ -19,53 +19,80 @@ __all__ = ['normalize', 'temperature_weights', 'epochs_per_domain', 'MixtureSamp
 # %% ../nbs/05_mixing.ipynb #6ae2ea3e
 def normalize(weights: dict[str, float]) -> dict[str, float]:  # non-negative weights
     "Weights scaled to sum to 1."
-    if any(w < 0 for w in weights.values()): raise ValueError(f"negative weight in {weights}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError(f"negative weight in {weights}")
     total = sum(weights.values())
-    if total <= 0: raise ValueError(f"weights must not all be zero: {weights}")
+    if total <= 0:
+        raise ValueError(f"weights must not all be zero: {weights}")
     return {k: w / total for k, w in weights.items()}
 
-def temperature_weights(sizes: dict[str, float], temperature: float = 1.0) -> dict[str, float]:  # domain -> size; T >= some small positive
+
+def temperature_weights(
+    sizes: dict[str, float], temperature: float = 1.0
+) -> dict[str, float]:  # domain -> size; T >= some small positive
     "Sampling weights p_d ∝ size_d^(1/T): T=1 proportional, large T towards uniform."
-    if temperature <= 0: raise ValueError(f"temperature must be > 0, got {temperature}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     return normalize({d: s ** (1 / temperature) for d, s in sizes.items()})
 
-def epochs_per_domain(weights: dict[str, float], sizes: dict[str, float], budget: float) -> dict[str, float]:  # mixture; domain sizes; total drawn (same unit)
+
+def epochs_per_domain(
+    weights: dict[str, float], sizes: dict[str, float], budget: float
+) -> dict[str, float]:  # mixture; domain sizes; total drawn (same unit)
     "How many times each domain is read in full when `budget` units are drawn with these weights."
     return {d: weights[d] * budget / sizes[d] for d in weights}
 
 # %% ../nbs/05_mixing.ipynb #15ca581b
 class MixtureSampler:
     "Draw documents from domains by weight, preferring documents used less often."
-    def __init__(self,
-                 domains: dict[str, list[int]],    # domain -> ids of its documents (e.g. indices into a shard set)
-                 weights: dict[str, float],        # domain -> sampling weight (normalised here)
-                 seed: int = 0,                    # the random stream
-                 reuse_decay: float = 0.5):        # a document's weight is reuse_decay ** uses (1.0: plain sampling)
-        if not 0 < reuse_decay <= 1: raise ValueError(f"reuse_decay must be in (0, 1], got {reuse_decay}")
-        if empty := [d for d, ids in domains.items() if not ids]: raise ValueError(f"domains without documents: {empty}")
-        self.domains, self.names, self.decay = {d: np.asarray(ids) for d, ids in domains.items()}, sorted(domains), reuse_decay
+
+    def __init__(
+        self,
+        domains: dict[str, list[int]],  # domain -> ids of its documents (e.g. indices into a shard set)
+        weights: dict[str, float],  # domain -> sampling weight (normalised here)
+        seed: int = 0,  # the random stream
+        reuse_decay: float = 0.5,
+    ):  # a document's weight is reuse_decay ** uses (1.0: plain sampling)
+        if not 0 < reuse_decay <= 1:
+            raise ValueError(f"reuse_decay must be in (0, 1], got {reuse_decay}")
+        if empty := [d for d, ids in domains.items() if not ids]:
+            raise ValueError(f"domains without documents: {empty}")
+        self.domains, self.names, self.decay = (
+            {d: np.asarray(ids) for d, ids in domains.items()},
+            sorted(domains),
+            reuse_decay,
+        )
         self.uses = {d: np.zeros(len(ids), dtype=np.int64) for d, ids in self.domains.items()}
         self.rng = np.random.default_rng(seed)
         self.set_weights(weights)
 
     def set_weights(self, weights: dict[str, float]):  # e.g. the next curriculum stage's
         "Change the domain weights (from the next draw on)."
-        if unknown := set(weights) - set(self.domains): raise ValueError(f"weights for unknown domains {sorted(unknown)}; domains are {self.names}")
+        if unknown := set(weights) - set(self.domains):
+            raise ValueError(f"weights for unknown domains {sorted(unknown)}; domains are {self.names}")
         self.weights = normalize({d: weights.get(d, 0.0) for d in self.names})
 
     def sample(self) -> tuple[str, int]:
         "One draw: (domain, document id); updates the use count."
         d = self.names[self.rng.choice(len(self.names), p=[self.weights[n] for n in self.names])]
         u = self.uses[d]
-        p = self.decay ** (u - u.min()) if self.decay < 1 else np.ones(len(u))   # relative to the least used: no underflow
+        p = (
+            self.decay ** (u - u.min()) if self.decay < 1 else np.ones(len(u))
+        )  # relative to the least used: no underflow
         i = self.rng.choice(len(u), p=p / p.sum())
         u[i] += 1
         return d, int(self.domains[d][i])
 
     def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state, "uses": {d: u.tolist() for d, u in self.uses.items()}, "weights": dict(self.weights)}
+        return {
+            "rng": self.rng.bit_generator.state,
+            "uses": {d: u.tolist() for d, u in self.uses.items()},
+            "weights": dict(self.weights),
+        }
+
     def load_state_dict(self, state: dict):
-        if set(state.get("uses", {})) != set(self.domains): raise ValueError(f"state is for domains {sorted(state.get('uses', {}))}, not {self.names}")
+        if set(state.get("uses", {})) != set(self.domains):
+            raise ValueError(f"state is for domains {sorted(state.get('uses', {}))}, not {self.names}")
         self.rng.bit_generator.state = state["rng"]
         self.uses = {d: np.asarray(u, dtype=np.int64) for d, u in state["uses"].items()}
         self.weights = dict(state["weights"])
@@ -74,44 +101,66 @@ class MixtureSampler:
 @dataclass
 class CurriculumStage:
     "One stage: a name, how many tokens it lasts, and its mixture."
+
     name: str
     tokens: float
     weights: dict[str, float]
 
+
 class Curriculum:
     "Stages of mixtures over the course of training."
+
     def __init__(self, stages: list[CurriculumStage]):  # in order
-        if not stages: raise ValueError("a curriculum needs at least one stage")
-        if bad := [s.name for s in stages if s.tokens <= 0]: raise ValueError(f"stages with no length: {bad}")
+        if not stages:
+            raise ValueError("a curriculum needs at least one stage")
+        if bad := [s.name for s in stages if s.tokens <= 0]:
+            raise ValueError(f"stages with no length: {bad}")
         self.stages = stages
         self.bounds = np.cumsum([s.tokens for s in stages])
+
     @property
-    def total_tokens(self) -> float: return float(self.bounds[-1])
+    def total_tokens(self) -> float:
+        return float(self.bounds[-1])
+
     def stage_at(self, tokens_seen: float) -> CurriculumStage:  # tokens trained on so far
         "The stage in force after `tokens_seen` tokens (the last one after the end)."
-        return self.stages[min(int(np.searchsorted(self.bounds, tokens_seen, side="right")), len(self.stages) - 1)]
-    def weights_at(self, tokens_seen: float) -> dict[str, float]: return normalize(self.stage_at(tokens_seen).weights)
+        return self.stages[
+            min(int(np.searchsorted(self.bounds, tokens_seen, side="right")), len(self.stages) - 1)
+        ]
+
+    def weights_at(self, tokens_seen: float) -> dict[str, float]:
+        return normalize(self.stage_at(tokens_seen).weights)
+
     @classmethod
-    def from_config(cls, config: list[dict]) -> "Curriculum":  # [{"name", "tokens", "weights"}, ...] (e.g. from JSON)
+    def from_config(
+        cls, config: list[dict]
+    ) -> "Curriculum":  # [{"name", "tokens", "weights"}, ...] (e.g. from JSON)
         return cls([CurriculumStage(c["name"], float(c["tokens"]), dict(c["weights"])) for c in config])
 
 # %% ../nbs/05_mixing.ipynb #6d70db14
 class OnlineReweighter:
     "DoReMi-style domain weights: exponentiated excess loss, smoothed towards uniform."
-    def __init__(self,
-                 reference: dict[str, float],    # domain -> achievable (reference) loss
-                 step_size: float = 1.0,         # how fast weights follow the excess loss
-                 smoothing: float = 0.1,         # share of uniform mixed in (keeps every domain alive)
-                 init: dict[str, float] | None = None):  # starting weights (default uniform)
+
+    def __init__(
+        self,
+        reference: dict[str, float],  # domain -> achievable (reference) loss
+        step_size: float = 1.0,  # how fast weights follow the excess loss
+        smoothing: float = 0.1,  # share of uniform mixed in (keeps every domain alive)
+        init: dict[str, float] | None = None,
+    ):  # starting weights (default uniform)
         self.reference, self.step_size, self.smoothing = dict(reference), step_size, smoothing
         w = normalize(init or {d: 1.0 for d in reference})
         self.logits = {d: math.log(max(w[d], 1e-12)) for d in reference}
         self.weights = w
 
-    def update(self, losses: dict[str, float]) -> dict[str, float]:  # domain -> current loss (e.g. a running mean)
+    def update(
+        self, losses: dict[str, float]
+    ) -> dict[str, float]:  # domain -> current loss (e.g. a running mean)
         "One update from the trainer's per-domain losses; returns the new weights."
-        if missing := set(self.reference) - set(losses): raise ValueError(f"no loss reported for {sorted(missing)}")
-        for d in self.reference: self.logits[d] += self.step_size * max(losses[d] - self.reference[d], 0.0)
+        if missing := set(self.reference) - set(losses):
+            raise ValueError(f"no loss reported for {sorted(missing)}")
+        for d in self.reference:
+            self.logits[d] += self.step_size * max(losses[d] - self.reference[d], 0.0)
         m = max(self.logits.values())
         p = normalize({d: math.exp(v - m) for d, v in self.logits.items()})
         k = len(p)
@@ -125,19 +174,25 @@ def hashed_tfidf(texts: list[str], dim: int = 4096) -> np.ndarray:  # documents;
     for t in texts:
         words = regex.findall(r"[\p{Latin}\p{N}]+", t.lower())
         cjk = "".join(regex.findall(r"\p{Han}", t))
-        feats.append(Counter(words + [cjk[i:i + 2] for i in range(len(cjk) - 1)]))
+        feats.append(Counter(words + [cjk[i : i + 2] for i in range(len(cjk) - 1)]))
     X = np.zeros((len(texts), dim), dtype=np.float32)
     for r, f in enumerate(feats):
-        for w, c in f.items(): X[r, zlib.crc32(w.encode()) % dim] += c
+        for w, c in f.items():
+            X[r, zlib.crc32(w.encode()) % dim] += c
     df = (X > 0).sum(0)
     X = np.log1p(X) * np.log((1 + len(texts)) / (1 + df))
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
+
 def similarity_order(vectors: np.ndarray, seed: int = 0) -> np.ndarray:  # unit rows; start point
     "A greedy nearest-neighbour walk through all documents (in-context pre-training order)."
-    n = len(vectors); sim = vectors @ vectors.T
-    visited = np.zeros(n, bool); order = [int(np.random.default_rng(seed).integers(n))]; visited[order[0]] = True
+    n = len(vectors)
+    sim = vectors @ vectors.T
+    visited = np.zeros(n, bool)
+    order = [int(np.random.default_rng(seed).integers(n))]
+    visited[order[0]] = True
     for _ in range(n - 1):
         s = np.where(visited, -np.inf, sim[order[-1]])
-        order.append(int(s.argmax())); visited[order[-1]] = True
+        order.append(int(s.argmax()))
+        visited[order[-1]] = True
     return np.array(order)

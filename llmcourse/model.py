@@ -27,62 +27,96 @@ def llama_ffn_dim(dim: int, multiple_of: int = 256) -> int:  # hidden size H; ro
     "LLaMA's SwiGLU width: 8H/3, rounded up to a multiple."
     return multiple_of * math.ceil(int(8 * dim / 3) / multiple_of)
 
+
 @dataclass
 class ModelConfig:
     "The shape of a Llama model."
-    vocab_size: int = 8192            # rows of the embedding and output layers
-    dim: int = 256                    # hidden size H
-    n_layers: int = 4                 # decoder blocks L
-    n_heads: int = 8                  # query heads
-    n_kv_heads: int | None = None     # key/value heads (None: = n_heads, i.e. MHA; 1: MQA)
-    ffn_dim: int | None = None        # SwiGLU width H' (None: llama_ffn_dim(dim, multiple_of))
-    multiple_of: int = 64             # rounding for the default ffn_dim
-    max_seq_len: int = 1024           # longest context (RoPE tables, KV cache)
-    rope_theta: float = 10_000.0      # RoPE base θ
+
+    vocab_size: int = 8192  # rows of the embedding and output layers
+    dim: int = 256  # hidden size H
+    n_layers: int = 4  # decoder blocks L
+    n_heads: int = 8  # query heads
+    n_kv_heads: int | None = None  # key/value heads (None: = n_heads, i.e. MHA; 1: MQA)
+    ffn_dim: int | None = None  # SwiGLU width H' (None: llama_ffn_dim(dim, multiple_of))
+    multiple_of: int = 64  # rounding for the default ffn_dim
+    max_seq_len: int = 1024  # longest context (RoPE tables, KV cache)
+    rope_theta: float = 10_000.0  # RoPE base θ
     rope_scaling: dict | None = None  # e.g. {"type": "linear", "factor": 4}: chapter 11 registers the types
-    norm_eps: float = 1e-5            # RMSNorm epsilon
-    tie_embeddings: bool = False      # share the embedding matrix with the output layer
-    init_std: float = 0.02            # standard deviation of the initial weights
-    attn_backend: str = "sdpa"        # which attention function (see ATTENTION_BACKENDS)
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    tie_embeddings: bool = False  # share the embedding matrix with the output layer
+    init_std: float = 0.02  # standard deviation of the initial weights
+    attn_backend: str = "sdpa"  # which attention function (see ATTENTION_BACKENDS)
 
     def __post_init__(self):
-        if self.n_kv_heads is None: self.n_kv_heads = self.n_heads
-        if self.ffn_dim is None: self.ffn_dim = llama_ffn_dim(self.dim, self.multiple_of)
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.ffn_dim is None:
+            self.ffn_dim = llama_ffn_dim(self.dim, self.multiple_of)
         for k in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):
-            if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.dim % self.n_heads: raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
-        if self.n_heads % self.n_kv_heads: raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
-        if self.head_dim % 2: raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
 
     @property
-    def head_dim(self) -> int: return self.dim // self.n_heads
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
 
 PRESETS = {
     "tiny": dict(vocab_size=8192, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256),
-    "125m": dict(vocab_size=50304, dim=768, n_layers=12, n_heads=12, n_kv_heads=4, max_seq_len=2048, multiple_of=256, tie_embeddings=True),
-    "350m": dict(vocab_size=32000, dim=1024, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=2816, max_seq_len=2048),
-    "llama-7b": dict(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, ffn_dim=11008, max_seq_len=2048, norm_eps=1e-6),
+    "125m": dict(
+        vocab_size=50304,
+        dim=768,
+        n_layers=12,
+        n_heads=12,
+        n_kv_heads=4,
+        max_seq_len=2048,
+        multiple_of=256,
+        tie_embeddings=True,
+    ),
+    "350m": dict(
+        vocab_size=32000, dim=1024, n_layers=24, n_heads=16, n_kv_heads=8, ffn_dim=2816, max_seq_len=2048
+    ),
+    "llama-7b": dict(
+        vocab_size=32000, dim=4096, n_layers=32, n_heads=32, ffn_dim=11008, max_seq_len=2048, norm_eps=1e-6
+    ),
 }
+
 
 def preset(name: str, **overrides) -> ModelConfig:  # a key of PRESETS; fields to change
     "A named configuration."
-    if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
     return ModelConfig(**{**PRESETS[name], **overrides})
 
-def shape_warnings(cfg: ModelConfig, tensor_parallel: int = 8) -> list[str]:  # config; GPUs heads may be split over
+
+def shape_warnings(
+    cfg: ModelConfig, tensor_parallel: int = 8
+) -> list[str]:  # config; GPUs heads may be split over
     "Shape advice this config does not follow (an empty list: none)."
     w = []
-    if cfg.head_dim not in (64, 128): w.append(f"head_dim {cfg.head_dim}: kernels are fastest at 64 or 128")
+    if cfg.head_dim not in (64, 128):
+        w.append(f"head_dim {cfg.head_dim}: kernels are fastest at 64 or 128")
     for k in ("dim", "ffn_dim", "vocab_size"):
-        if getattr(cfg, k) % 64: w.append(f"{k} {getattr(cfg, k)} is not a multiple of 64")
+        if getattr(cfg, k) % 64:
+            w.append(f"{k} {getattr(cfg, k)} is not a multiple of 64")
     if cfg.n_heads % tensor_parallel or cfg.n_kv_heads % tensor_parallel and tensor_parallel % cfg.n_kv_heads:
-        w.append(f"{cfg.n_heads} query / {cfg.n_kv_heads} KV heads do not split evenly over {tensor_parallel} GPUs")
-    if not 30 <= cfg.dim / cfg.n_layers <= 130: w.append(f"width/depth {cfg.dim / cfg.n_layers:.0f} is outside 30-130")
+        w.append(
+            f"{cfg.n_heads} query / {cfg.n_kv_heads} KV heads do not split evenly over {tensor_parallel} GPUs"
+        )
+    if not 30 <= cfg.dim / cfg.n_layers <= 130:
+        w.append(f"width/depth {cfg.dim / cfg.n_layers:.0f} is outside 30-130")
     return w
 
 # %% ../nbs/07_model.ipynb #1835af9e
 class RMSNorm(nn.Module):
     "Root-mean-square normalisation with a learned scale, computed in float32."
+
     def __init__(self, dim: int, eps: float = 1e-5):  # features; added to the mean square
         super().__init__()
         self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
@@ -92,87 +126,135 @@ class RMSNorm(nn.Module):
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 # %% ../nbs/07_model.ipynb #d1100a6d
-ROPE_SCALINGS: dict[str, Callable] = {}  # type -> fn(inv_freq, cfg, **params) -> (inv_freq, attention_scale); chapter 11 fills it
+ROPE_SCALINGS: dict[
+    str, Callable
+] = {}  # type -> fn(inv_freq, cfg, **params) -> (inv_freq, attention_scale); chapter 11 fills it
+
 
 def rope_frequencies(
-    head_dim: int,                      # size of one head (even)
-    theta: float = 10_000.0,            # the base
-    scaling: dict | None = None,        # {"type": name in ROPE_SCALINGS, ...params}
-    cfg: ModelConfig | None = None,     # passed to the scaling function (it may need max_seq_len)
-) -> tuple[torch.Tensor, float]:        # inverse frequencies (head_dim/2,), attention scale
+    head_dim: int,  # size of one head (even)
+    theta: float = 10_000.0,  # the base
+    scaling: dict | None = None,  # {"type": name in ROPE_SCALINGS, ...params}
+    cfg: ModelConfig | None = None,  # passed to the scaling function (it may need max_seq_len)
+) -> tuple[torch.Tensor, float]:  # inverse frequencies (head_dim/2,), attention scale
     "RoPE's rotation speed per pair, optionally rescaled for longer contexts."
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    if not scaling: return inv_freq.float(), 1.0
+    if not scaling:
+        return inv_freq.float(), 1.0
     kind = scaling.get("type")
-    if kind not in ROPE_SCALINGS: raise ValueError(f"unknown rope_scaling type {kind!r}; registered: {sorted(ROPE_SCALINGS)}")
+    if kind not in ROPE_SCALINGS:
+        raise ValueError(f"unknown rope_scaling type {kind!r}; registered: {sorted(ROPE_SCALINGS)}")
     inv, scale = ROPE_SCALINGS[kind](inv_freq, cfg, **{k: v for k, v in scaling.items() if k != "type"})
     return inv.float(), scale
 
-def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+
+def rope_cos_sin(
+    positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     "cos and sin tables (T, head_dim) for the given positions, halves convention."
-    angles = positions.float()[..., None] * inv_freq.to(positions.device)   # (T, d/2), or (B, T, d/2) for per-row positions
+    angles = positions.float()[..., None] * inv_freq.to(
+        positions.device
+    )  # (T, d/2), or (B, T, d/2) for per-row positions
     emb = torch.cat([angles, angles], dim=-1)
     return emb.cos() * scale, emb.sin() * scale
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # (B, heads, T, head_dim)
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:  # (B, heads, T, head_dim)
     "Rotate each (x_i, x_{i+d/2}) pair by its position's angle."
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
 
 # %% ../nbs/07_model.ipynb #a97c4ced
-def causal_mask(tq: int, tk: int, device=None) -> torch.Tensor:  # queries, keys (queries are the last tq positions)
+def causal_mask(
+    tq: int, tk: int, device=None
+) -> torch.Tensor:  # queries, keys (queries are the last tq positions)
     "Boolean (tq, tk) mask: True where a query may attend to a key."
     return torch.ones(tq, tk, dtype=torch.bool, device=device).tril(diagonal=tk - tq)
 
-def document_mask(doc_ids: torch.Tensor, causal: bool = True) -> torch.Tensor:  # (B, T) document number per position
+
+def document_mask(
+    doc_ids: torch.Tensor, causal: bool = True
+) -> torch.Tensor:  # (B, T) document number per position
     "Boolean (B, 1, T, T) mask: True where a query may attend to a key of the same document."
     same = doc_ids[:, None, :, None] == doc_ids[:, None, None, :]
     return same & causal_mask(doc_ids.shape[1], doc_ids.shape[1], doc_ids.device) if causal else same
 
-def math_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
+
+def math_attention(
+    q, k, v, causal: bool = True, doc_ids=None
+) -> torch.Tensor:  # (B, H, Tq, d), (B, Hkv, Tk, d) x2
     "Reference attention: softmax(q kᵀ / √d) v, KV heads repeated for their query groups."
     rep = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    if doc_ids is not None: scores = scores.masked_fill(~document_mask(doc_ids, causal), float("-inf"))
-    elif causal: scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
+    if doc_ids is not None:
+        scores = scores.masked_fill(~document_mask(doc_ids, causal), float("-inf"))
+    elif causal:
+        scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
     return (scores.softmax(-1) @ v.float()).to(q.dtype)
+
 
 def sdpa_attention(q, k, v, causal: bool = True, doc_ids=None) -> torch.Tensor:
     "PyTorch's fused scaled-dot-product attention (GQA without copying the KV heads)."
     tq, tk = q.shape[2], k.shape[2]
-    if doc_ids is not None: mask = document_mask(doc_ids, causal)
-    else: mask = causal_mask(tq, tk, q.device) if causal and tq != tk and tq > 1 else None
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None and tq > 1,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+    if doc_ids is not None:
+        mask = document_mask(doc_ids, causal)
+    else:
+        mask = causal_mask(tq, tk, q.device) if causal and tq != tk and tq > 1 else None
+    return F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=causal and mask is None and tq > 1,
+        enable_gqa=k.shape[1] != q.shape[1],
+    )
+
 
 ATTENTION_BACKENDS: dict[str, Callable] = {"sdpa": sdpa_attention, "math": math_attention}
 
-def attention(q, k, v, causal: bool = True,
-              backend: str = "sdpa",                 # a key of ATTENTION_BACKENDS (chapter 08 adds its kernels)
-              doc_ids: torch.Tensor | None = None,   # (B, T): attend only within the same document (needs Tq = Tk)
-             ) -> torch.Tensor:                      # (B, H, Tq, d)
+
+def attention(
+    q,
+    k,
+    v,
+    causal: bool = True,
+    backend: str = "sdpa",  # a key of ATTENTION_BACKENDS (chapter 08 adds its kernels)
+    doc_ids: torch.Tensor | None = None,  # (B, T): attend only within the same document (needs Tq = Tk)
+) -> torch.Tensor:  # (B, H, Tq, d)
     "Attention through the chosen backend."
     if backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; registered: {sorted(ATTENTION_BACKENDS)} "
-                         "(import llmcourse.attention to add the chapter-08 kernels)")
+        raise ValueError(
+            f"unknown attention backend {backend!r}; registered: {sorted(ATTENTION_BACKENDS)} "
+            "(import llmcourse.attention to add the chapter-08 kernels)"
+        )
     if doc_ids is not None and (q.shape[2] != k.shape[2] or tuple(doc_ids.shape) != (q.shape[0], q.shape[2])):
-        raise ValueError(f"doc_ids must be (batch, T) = {(q.shape[0], q.shape[2])} with as many keys as queries, "
-                         f"got doc_ids {tuple(doc_ids.shape)}, {q.shape[2]} queries, {k.shape[2]} keys")
-    if doc_ids is None: return ATTENTION_BACKENDS[backend](q, k, v, causal)
+        raise ValueError(
+            f"doc_ids must be (batch, T) = {(q.shape[0], q.shape[2])} with as many keys as queries, "
+            f"got doc_ids {tuple(doc_ids.shape)}, {q.shape[2]} queries, {k.shape[2]} keys"
+        )
+    if doc_ids is None:
+        return ATTENTION_BACKENDS[backend](q, k, v, causal)
     return ATTENTION_BACKENDS[backend](q, k, v, causal, doc_ids=doc_ids)
 
 # %% ../nbs/07_model.ipynb #3a072509
 class SwiGLU(nn.Module):
     "The gated feed-forward layer: down(silu(gate(x)) * up(x))."
+
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.gate_proj, self.up_proj = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
-    def forward(self, x): return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
 
 class Attention(nn.Module):
     "Grouped-query self-attention with RoPE."
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg, hd = cfg, cfg.head_dim
@@ -182,21 +264,26 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, cache=None, start_pos: int = 0, doc_ids=None):
-        B, T, _ = x.shape; c = self.cfg
+        B, T, _ = x.shape
+        c = self.cfg
         q = self.q_proj(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None: k, v = cache.update(k, v, start_pos)
+        if cache is not None:
+            k, v = cache.update(k, v, start_pos)
         out = attention(q, k, v, causal=True, backend=c.attn_backend, doc_ids=doc_ids)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, c.n_heads * c.head_dim))
 
+
 class Block(nn.Module):
     "Pre-norm decoder block: x + attn(norm(x)), then + ffn(norm(.))."
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.attn_norm, self.attn = RMSNorm(cfg.dim, cfg.norm_eps), Attention(cfg)
         self.ffn_norm, self.ffn = RMSNorm(cfg.dim, cfg.norm_eps), SwiGLU(cfg.dim, cfg.ffn_dim)
+
     def forward(self, x, cos, sin, cache=None, start_pos: int = 0, doc_ids=None):
         h = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos, doc_ids)
         return h + self.ffn(self.ffn_norm(h))
@@ -204,6 +291,7 @@ class Block(nn.Module):
 # %% ../nbs/07_model.ipynb #85fee79f
 class Llama(nn.Module):
     "The Llama decoder language model."
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -211,7 +299,8 @@ class Llama(nn.Module):
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings: self.lm_head.weight = self.embed.weight
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
         inv_freq, self.attention_scale = rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling, cfg)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.reset_parameters()
@@ -221,29 +310,43 @@ class Llama(nn.Module):
         "N(0, std²) for every weight; residual-writing projections scaled by 1/√(2L); norms at 1."
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if p.dim() == 1: p.fill_(1.0)
-            elif name.endswith(("o_proj.weight", "down_proj.weight")): p.normal_(0, std / math.sqrt(2 * self.cfg.n_layers))
-            else: p.normal_(0, std)
+            if p.dim() == 1:
+                p.fill_(1.0)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                p.normal_(0, std / math.sqrt(2 * self.cfg.n_layers))
+            else:
+                p.normal_(0, std)
 
-    def forward(self,
-                ids: torch.Tensor,        # (B, T) token ids
-                cache=None,               # a KVCache, for generation
-                start_pos: int = 0,       # position of ids[:, 0] (with a cache)
-                position_ids: torch.Tensor | None = None,  # (B, T) RoPE position per token (packed rows: restart per document)
-                doc_ids: torch.Tensor | None = None,       # (B, T) document number per token: attention stays inside it
-               ) -> torch.Tensor:         # (B, T, vocab_size) logits
+    def forward(
+        self,
+        ids: torch.Tensor,  # (B, T) token ids
+        cache=None,  # a KVCache, for generation
+        start_pos: int = 0,  # position of ids[:, 0] (with a cache)
+        position_ids: torch.Tensor
+        | None = None,  # (B, T) RoPE position per token (packed rows: restart per document)
+        doc_ids: torch.Tensor | None = None,  # (B, T) document number per token: attention stays inside it
+    ) -> torch.Tensor:  # (B, T, vocab_size) logits
         return self.lm_head(self.hidden(ids, cache, start_pos, position_ids, doc_ids))
 
-    def hidden(self, ids, cache=None, start_pos: int = 0, position_ids=None, doc_ids=None) -> torch.Tensor:  # as forward
+    def hidden(
+        self, ids, cache=None, start_pos: int = 0, position_ids=None, doc_ids=None
+    ) -> torch.Tensor:  # as forward
         "The final normalised hidden states (B, T, dim), before the output matrix (a loss can apply `lm_head` in chunks)."
         T = ids.shape[1]
         if start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"positions up to {start_pos + T} exceed max_seq_len={self.cfg.max_seq_len}")
         if (position_ids is not None or doc_ids is not None) and cache is not None:
-            raise ValueError("position_ids/doc_ids are for packed training rows, not for generation with a cache")
-        pos = torch.arange(start_pos, start_pos + T, device=ids.device) if position_ids is None else position_ids
+            raise ValueError(
+                "position_ids/doc_ids are for packed training rows, not for generation with a cache"
+            )
+        pos = (
+            torch.arange(start_pos, start_pos + T, device=ids.device)
+            if position_ids is None
+            else position_ids
+        )
         cos, sin = rope_cos_sin(pos, self.inv_freq, self.attention_scale)
-        if cos.dim() == 3: cos, sin = cos[:, None], sin[:, None]   # per-row positions: broadcast over heads
+        if cos.dim() == 3:
+            cos, sin = cos[:, None], sin[:, None]  # per-row positions: broadcast over heads
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache.layer(i) if cache is not None else None, start_pos, doc_ids)
@@ -254,11 +357,17 @@ def count_parameters(cfg: ModelConfig) -> dict[str, int]:  # the shape
     "Parameters by part, from the formula (no model is built)."
     V, H, L, Hf = cfg.vocab_size, cfg.dim, cfg.n_layers, cfg.ffn_dim
     kv = cfg.n_kv_heads * cfg.head_dim
-    parts = {"embedding": V * H, "output": 0 if cfg.tie_embeddings else V * H, "norms": (2 * L + 1) * H,
-             "attention": L * (2 * H * H + 2 * H * kv), "ffn": 3 * L * H * Hf}
+    parts = {
+        "embedding": V * H,
+        "output": 0 if cfg.tie_embeddings else V * H,
+        "norms": (2 * L + 1) * H,
+        "attention": L * (2 * H * H + 2 * H * kv),
+        "ffn": 3 * L * H * Hf,
+    }
     parts["total"] = sum(parts.values())
     parts["non_embedding"] = parts["total"] - parts["embedding"] - parts["output"]
     return parts
+
 
 def numel(model: nn.Module) -> int:  # unique parameters (a tied matrix counts once)
     "Parameters of a real model."
@@ -270,10 +379,14 @@ def matmul_parameters(cfg: ModelConfig) -> int:
     p = count_parameters(cfg)
     return p["attention"] + p["ffn"] + cfg.vocab_size * cfg.dim
 
-def flops_per_token(cfg: ModelConfig, seq_len: int, training: bool = True) -> float:  # shape; context T; forward+backward?
+
+def flops_per_token(
+    cfg: ModelConfig, seq_len: int, training: bool = True
+) -> float:  # shape; context T; forward+backward?
     "FLOPs per token: 6N + 12·L·H·T for training (2N + 4·L·H·T forward only)."
     fwd = 2 * matmul_parameters(cfg) + 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
     return 3 * fwd if training else fwd
+
 
 def training_flops(cfg: ModelConfig, tokens: float, seq_len: int) -> float:  # tokens D; context T
     "Total training compute C for D tokens: flops_per_token · D (≈ 6·N·D while the attention term is small)."
@@ -281,148 +394,249 @@ def training_flops(cfg: ModelConfig, tokens: float, seq_len: int) -> float:  # t
 
 # %% ../nbs/07_model.ipynb #ee7d7f20
 def training_memory(
-    cfg: ModelConfig,        # the shape
-    batch: int,              # sequences per micro-batch (per GPU)
-    seq_len: int,            # tokens per sequence
-    n_gpus: int = 1,         # GPUs the model states are sharded over (ZeRO-3 / FSDP); 1: no sharding
-    flash: bool = True,      # attention kernel that does not store the s×s matrix
-) -> dict[str, float]:       # bytes per GPU, by part, and "total"
+    cfg: ModelConfig,  # the shape
+    batch: int,  # sequences per micro-batch (per GPU)
+    seq_len: int,  # tokens per sequence
+    n_gpus: int = 1,  # GPUs the model states are sharded over (ZeRO-3 / FSDP); 1: no sharding
+    flash: bool = True,  # attention kernel that does not store the s×s matrix
+) -> dict[str, float]:  # bytes per GPU, by part, and "total"
     "Estimated peak training memory per GPU: model states (16 bytes/parameter) + activations."
     N, H, L, Hf, V = count_parameters(cfg)["total"], cfg.dim, cfg.n_layers, cfg.ffn_dim, cfg.vocab_size
     kv, tokens = cfg.n_kv_heads * cfg.head_dim, batch * seq_len
     per_layer = tokens * (24 * H + 4 * kv + 8 * Hf)
-    if not flash: per_layer += 5 * cfg.n_heads * seq_len * tokens      # Korthikanti's s×s term: scores, softmax, dropout mask
-    out = {"weights": 4 * N / n_gpus, "gradients": 4 * N / n_gpus, "adam": 8 * N / n_gpus,
-           "activations": L * per_layer + tokens * (10 * V + 8 * H)}
+    if not flash:
+        per_layer += (
+            5 * cfg.n_heads * seq_len * tokens
+        )  # Korthikanti's s×s term: scores, softmax, dropout mask
+    out = {
+        "weights": 4 * N / n_gpus,
+        "gradients": 4 * N / n_gpus,
+        "adam": 8 * N / n_gpus,
+        "activations": L * per_layer + tokens * (10 * V + 8 * H),
+    }
     out["total"] = sum(out.values())
     return out
 
 # %% ../nbs/07_model.ipynb #060bd21d
-_TO_HF = [(r"^embed\.", "model.embed_tokens."), (r"^norm\.", "model.norm."), (r"^layers\.(\d+)\.attn\.", r"model.layers.\1.self_attn."),
-          (r"^layers\.(\d+)\.ffn\.", r"model.layers.\1.mlp."), (r"^layers\.(\d+)\.attn_norm\.", r"model.layers.\1.input_layernorm."),
-          (r"^layers\.(\d+)\.ffn_norm\.", r"model.layers.\1.post_attention_layernorm.")]
+_TO_HF = [
+    (r"^embed\.", "model.embed_tokens."),
+    (r"^norm\.", "model.norm."),
+    (r"^layers\.(\d+)\.attn\.", r"model.layers.\1.self_attn."),
+    (r"^layers\.(\d+)\.ffn\.", r"model.layers.\1.mlp."),
+    (r"^layers\.(\d+)\.attn_norm\.", r"model.layers.\1.input_layernorm."),
+    (r"^layers\.(\d+)\.ffn_norm\.", r"model.layers.\1.post_attention_layernorm."),
+]
+
 
 def hf_name(name: str) -> str:  # one of our parameter names
     "The transformers LlamaForCausalLM name of a parameter."
     for pat, rep in _TO_HF:
-        if re.match(pat, name): return re.sub(pat, rep, name)
+        if re.match(pat, name):
+            return re.sub(pat, rep, name)
     return name  # lm_head.weight
+
 
 def hf_rope_parameters(cfg: ModelConfig) -> dict:
     "transformers' `rope_parameters` for our RoPE settings: the default, linear interpolation or YaRN (chapter 11)."
     sc, out = cfg.rope_scaling, {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if not sc: return out
+    if not sc:
+        return out
     kind = sc.get("type")
-    if kind == "linear": return {**out, "rope_type": "linear", "factor": sc["factor"]}
+    if kind == "linear":
+        return {**out, "rope_type": "linear", "factor": sc["factor"]}
     if kind == "yarn":
         extra = {"attention_factor": sc["attention_factor"]} if sc.get("attention_factor") is not None else {}
-        return {**out, "rope_type": "yarn", "factor": sc["factor"], "original_max_position_embeddings": sc["original_max_seq_len"],
-                "beta_fast": sc.get("beta_fast", 32), "beta_slow": sc.get("beta_slow", 1), "truncate": sc.get("truncate", True), **extra}
-    raise ValueError(f"rope_scaling type {kind!r} has no transformers config that gives the same frequencies (linear and yarn do)")
+        return {
+            **out,
+            "rope_type": "yarn",
+            "factor": sc["factor"],
+            "original_max_position_embeddings": sc["original_max_seq_len"],
+            "beta_fast": sc.get("beta_fast", 32),
+            "beta_slow": sc.get("beta_slow", 1),
+            "truncate": sc.get("truncate", True),
+            **extra,
+        }
+    raise ValueError(
+        f"rope_scaling type {kind!r} has no transformers config that gives the same frequencies (linear and yarn do)"
+    )
+
 
 def hf_config(cfg: ModelConfig) -> dict:
     "config.json for transformers' LlamaForCausalLM."
     rope = hf_rope_parameters(cfg)
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim,
-            "intermediate_size": cfg.ffn_dim, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-            "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "max_position_embeddings": cfg.max_seq_len,
-            "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
-            "rope_parameters": rope,
-            "tie_word_embeddings": cfg.tie_embeddings, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-            "initializer_range": cfg.init_std, "torch_dtype": "float32"}
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": rope,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": cfg.init_std,
+        "torch_dtype": "float32",
+    }
+
 
 def save_pretrained(model: Llama, folder: str | Path) -> Path:  # the model; folder to write
     "Write config.json + model.safetensors that transformers' LlamaForCausalLM loads."
     from safetensors.torch import save_file
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     sd = {hf_name(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if model.cfg.tie_embeddings: sd.pop("lm_head.weight")  # stored once, as transformers expects
+    if model.cfg.tie_embeddings:
+        sd.pop("lm_head.weight")  # stored once, as transformers expects
     save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(hf_config(model.cfg), indent=2))
     return folder
+
 
 def config_from_hf(d: dict) -> ModelConfig:  # a transformers Llama config.json, as a dict
     "Our config from transformers' Llama config."
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
     kind, scaling = rope.get("rope_type", rope.get("type", "default")), None
-    if kind == "linear": scaling = {"type": "linear", "factor": rope["factor"]}
+    if kind == "linear":
+        scaling = {"type": "linear", "factor": rope["factor"]}
     elif kind == "yarn":
-        if "original_max_position_embeddings" not in rope: raise ValueError("RoPE scaling in the config: yarn without original_max_position_embeddings")
-        scaling = {"type": "yarn", "factor": rope["factor"], "original_max_seq_len": rope["original_max_position_embeddings"],
-                   "beta_fast": rope.get("beta_fast") or 32, "beta_slow": rope.get("beta_slow") or 1, "truncate": rope.get("truncate", True),
-                   "attention_factor": rope.get("attention_factor")}
-    elif kind != "default": raise ValueError(f"RoPE scaling in the config: {kind!r} is not supported (default, linear and yarn are)")
-    if d.get("attention_bias") or d.get("mlp_bias"): raise ValueError("biases in attention/MLP are not part of this model")
-    cfg = ModelConfig(vocab_size=d["vocab_size"], dim=d["hidden_size"], n_layers=d["num_hidden_layers"], n_heads=d["num_attention_heads"],
-                      n_kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"], ffn_dim=d["intermediate_size"],
-                      max_seq_len=d.get("max_position_embeddings", 2048), rope_theta=rope.get("rope_theta", d.get("rope_theta", 10_000.0)),
-                      norm_eps=d.get("rms_norm_eps", 1e-6), tie_embeddings=d.get("tie_word_embeddings", False), rope_scaling=scaling)
-    if d.get("head_dim", cfg.head_dim) != cfg.head_dim: raise ValueError(f"head_dim {d['head_dim']} != hidden_size / heads = {cfg.head_dim}")
+        if "original_max_position_embeddings" not in rope:
+            raise ValueError("RoPE scaling in the config: yarn without original_max_position_embeddings")
+        scaling = {
+            "type": "yarn",
+            "factor": rope["factor"],
+            "original_max_seq_len": rope["original_max_position_embeddings"],
+            "beta_fast": rope.get("beta_fast") or 32,
+            "beta_slow": rope.get("beta_slow") or 1,
+            "truncate": rope.get("truncate", True),
+            "attention_factor": rope.get("attention_factor"),
+        }
+    elif kind != "default":
+        raise ValueError(
+            f"RoPE scaling in the config: {kind!r} is not supported (default, linear and yarn are)"
+        )
+    if d.get("attention_bias") or d.get("mlp_bias"):
+        raise ValueError("biases in attention/MLP are not part of this model")
+    cfg = ModelConfig(
+        vocab_size=d["vocab_size"],
+        dim=d["hidden_size"],
+        n_layers=d["num_hidden_layers"],
+        n_heads=d["num_attention_heads"],
+        n_kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
+        ffn_dim=d["intermediate_size"],
+        max_seq_len=d.get("max_position_embeddings", 2048),
+        rope_theta=rope.get("rope_theta", d.get("rope_theta", 10_000.0)),
+        norm_eps=d.get("rms_norm_eps", 1e-6),
+        tie_embeddings=d.get("tie_word_embeddings", False),
+        rope_scaling=scaling,
+    )
+    if d.get("head_dim", cfg.head_dim) != cfg.head_dim:
+        raise ValueError(f"head_dim {d['head_dim']} != hidden_size / heads = {cfg.head_dim}")
     return cfg
 
-def from_pretrained(folder: str | Path, **overrides) -> Llama:  # a folder with config.json + model.safetensors; ModelConfig fields to change
+
+def from_pretrained(
+    folder: str | Path, **overrides
+) -> Llama:  # a folder with config.json + model.safetensors; ModelConfig fields to change
     "Load a Llama from a transformers-format folder (ours or transformers')."
     from safetensors.torch import load_file
+
     folder = Path(folder)
     for f in ("config.json", "model.safetensors"):
-        if not (folder / f).exists(): raise FileNotFoundError(f"{folder / f} is missing")
+        if not (folder / f).exists():
+            raise FileNotFoundError(f"{folder / f} is missing")
     cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
     cfg = ModelConfig(**{**asdict(cfg), **overrides})
     model = Llama(cfg)
     sd = load_file(str(folder / "model.safetensors"))
     ours = {hf_name(k): k for k in model.state_dict()}
-    if cfg.tie_embeddings: sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
-    if missing := sorted(set(ours) - set(sd)): raise ValueError(f"{folder}: model.safetensors lacks {missing[:5]}")
-    if extra := sorted(set(sd) - set(ours)): raise ValueError(f"{folder}: model.safetensors has unexpected tensors {extra[:5]}")
+    if cfg.tie_embeddings:
+        sd.setdefault("lm_head.weight", sd["model.embed_tokens.weight"])
+    if missing := sorted(set(ours) - set(sd)):
+        raise ValueError(f"{folder}: model.safetensors lacks {missing[:5]}")
+    if extra := sorted(set(sd) - set(ours)):
+        raise ValueError(f"{folder}: model.safetensors has unexpected tensors {extra[:5]}")
     model.load_state_dict({ours[k]: v for k, v in sd.items()})
     return model
 
 # %% ../nbs/07_model.ipynb #034e22bf
 class KVCache:
     "Keys and values of earlier positions, per layer, preallocated for max_len positions."
+
     def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device=None, dtype=torch.float32):
-        if max_len > cfg.max_seq_len: raise ValueError(f"cache of {max_len} positions exceeds max_seq_len={cfg.max_seq_len}")
+        if max_len > cfg.max_seq_len:
+            raise ValueError(f"cache of {max_len} positions exceeds max_seq_len={cfg.max_seq_len}")
         shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k, self.v, self.max_len = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype), max_len
-    def layer(self, i: int) -> "_LayerCache": return _LayerCache(self, i)
+        self.k, self.v, self.max_len = (
+            torch.zeros(shape, device=device, dtype=dtype),
+            torch.zeros(shape, device=device, dtype=dtype),
+            max_len,
+        )
+
+    def layer(self, i: int) -> "_LayerCache":
+        return _LayerCache(self, i)
+
 
 class _LayerCache:
-    def __init__(self, cache: KVCache, i: int): self.c, self.i = cache, i
+    def __init__(self, cache: KVCache, i: int):
+        self.c, self.i = cache, i
+
     def update(self, k, v, start: int):
         end = start + k.shape[2]
-        if end > self.c.max_len: raise ValueError(f"KV cache holds {self.c.max_len} positions; asked to write up to {end}")
+        if end > self.c.max_len:
+            raise ValueError(f"KV cache holds {self.c.max_len} positions; asked to write up to {end}")
         self.c.k[self.i, :, :, start:end], self.c.v[self.i, :, :, start:end] = k, v
         return self.c.k[self.i, :, :, :end], self.c.v[self.i, :, :, :end]
 
-def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None) -> torch.Tensor:  # (B, V)
+
+def sample_next(
+    logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0, generator=None
+) -> torch.Tensor:  # (B, V)
     "The next token per row: argmax at temperature 0, else a top-p sample."
-    if temperature <= 0: return logits.argmax(-1)
+    if temperature <= 0:
+        return logits.argmax(-1)
     probs = (logits.float() / temperature).softmax(-1)
     if top_p < 1.0:
         p, idx = probs.sort(-1, descending=True)
-        keep = p.cumsum(-1) - p < top_p                      # the smallest prefix reaching top_p (at least one token)
+        keep = p.cumsum(-1) - p < top_p  # the smallest prefix reaching top_p (at least one token)
         probs = torch.zeros_like(probs).scatter(-1, idx, p * keep)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
 
 @torch.no_grad()
 def generate(
     model: Llama,
-    ids: torch.Tensor,              # (B, T) prompt
-    max_new_tokens: int,            # tokens to add
-    temperature: float = 0.0,       # 0: greedy
-    top_p: float = 1.0,             # nucleus sampling mass
-    use_cache: bool = True,         # False: recompute the whole prefix each step (the reference)
+    ids: torch.Tensor,  # (B, T) prompt
+    max_new_tokens: int,  # tokens to add
+    temperature: float = 0.0,  # 0: greedy
+    top_p: float = 1.0,  # nucleus sampling mass
+    use_cache: bool = True,  # False: recompute the whole prefix each step (the reference)
     generator: torch.Generator | None = None,  # for reproducible sampling
-) -> torch.Tensor:                  # (B, T + max_new_tokens)
+) -> torch.Tensor:  # (B, T + max_new_tokens)
     "Extend the prompt token by token."
     B, T = ids.shape
     if T + max_new_tokens > model.cfg.max_seq_len:
-        raise ValueError(f"prompt {T} + {max_new_tokens} new tokens exceeds max_seq_len={model.cfg.max_seq_len}")
-    cache = KVCache(model.cfg, B, T + max_new_tokens, ids.device, next(model.parameters()).dtype) if use_cache else None
+        raise ValueError(
+            f"prompt {T} + {max_new_tokens} new tokens exceeds max_seq_len={model.cfg.max_seq_len}"
+        )
+    cache = (
+        KVCache(model.cfg, B, T + max_new_tokens, ids.device, next(model.parameters()).dtype)
+        if use_cache
+        else None
+    )
     logits = model(ids, cache)[:, -1]
     for step in range(max_new_tokens):
         nxt = sample_next(logits, temperature, top_p, generator)
         ids = torch.cat([ids, nxt[:, None]], 1)
-        if step == max_new_tokens - 1: break
+        if step == max_new_tokens - 1:
+            break
         logits = (model(ids[:, -1:], cache, start_pos=ids.shape[1] - 1) if use_cache else model(ids))[:, -1]
     return ids

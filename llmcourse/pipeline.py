@@ -14,17 +14,45 @@ from pathlib import Path
 import numpy as np
 
 import llmcourse
-from .core import (atomic_file, lock_folder, new_figure, progress, read_jsonl, reject_record, save_config, save_figure,
-                            save_json, seed_everything, to_jsonable)
-from .samples import SAMPLE_FILES, SAMPLE_SEED, generate_samples, stdlib_code_documents, stdlib_prose_documents
+from llmcourse.core import (
+    atomic_file,
+    lock_folder,
+    new_figure,
+    progress,
+    read_jsonl,
+    reject_record,
+    save_config,
+    save_figure,
+    save_json,
+    seed_everything,
+    to_jsonable,
+)
+from llmcourse.samples import (
+    SAMPLE_FILES,
+    SAMPLE_SEED,
+    generate_samples,
+    stdlib_code_documents,
+    stdlib_prose_documents,
+)
 from .cleaning import CleanConfig, clean_corpus, read_documents
 from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .model import PRESETS
 from .training import TrainConfig, read_metrics, train
 from .evaluation import EvalConfig, evaluate_run
-from .tokenizer import (DIGITS_PATTERN, GPT2_PATTERN, Tokenizer, audit_vocabulary, compression_by_group, hf_counter,
-                                 padded_vocab_size, reserved_special_tokens, TRAIN_FILES, is_heldout, train_bpe)
+from llmcourse.tokenizer import (
+    DIGITS_PATTERN,
+    GPT2_PATTERN,
+    Tokenizer,
+    audit_vocabulary,
+    compression_by_group,
+    hf_counter,
+    padded_vocab_size,
+    reserved_special_tokens,
+    TRAIN_FILES,
+    is_heldout,
+    train_bpe,
+)
 
 # %% auto #0
 __all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'StageNotReady', 'RunContext',
@@ -37,38 +65,59 @@ __all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STA
 @dataclass
 class RunConfig:
     "Every setting of a pipeline run; saved as the run's config.json."
-    out: str = "runs/latest"        # the run folder
-    data: str | None = None         # sample folder to read; None: generate the samples into <out>/samples
-    seed: int = SAMPLE_SEED         # seed for the samples and every random choice of the run
-    stdlib_files: int | None = 400  # how many standard-library files to read as extra text (0: none; None: all)
+
+    out: str = "runs/latest"  # the run folder
+    data: str | None = None  # sample folder to read; None: generate the samples into <out>/samples
+    seed: int = SAMPLE_SEED  # seed for the samples and every random choice of the run
+    stdlib_files: int | None = (
+        400  # how many standard-library files to read as extra text (0: none; None: all)
+    )
     stages: list[str] = field(default_factory=list)  # run only these stages (empty: all)
-    vocab_size: int = 8192          # tokenizer: bytes + merges + special tokens
-    split_digits: bool = True       # tokenizer: one digit per pre-token (chapter 02, experiment 2)
-    shard_tokens: int = 1 << 22     # shards: start a new shard past this many tokens
-    workers: int = 2                # clean, dedup, shards: worker processes
-    seq_len: int = 256              # shards, train: tokens per training row
-    train_steps: int = 150          # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
-    model: str = "tiny"             # train: a model preset (chapter 07)
-    dedup_threshold: float = 0.7    # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
+    vocab_size: int = 8192  # tokenizer: bytes + merges + special tokens
+    split_digits: bool = True  # tokenizer: one digit per pre-token (chapter 02, experiment 2)
+    shard_tokens: int = 1 << 22  # shards: start a new shard past this many tokens
+    workers: int = 2  # clean, dedup, shards: worker processes
+    seq_len: int = 256  # shards, train: tokens per training row
+    train_steps: int = 150  # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
+    model: str = "tiny"  # train: a model preset (chapter 07)
+    dedup_threshold: float = 0.7  # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
 
     def validate(self) -> "RunConfig":
         "Check every setting before any stage runs; raise ValueError naming the first bad one."
+
         def need(ok: bool, name: str, rule: str):
-            if not ok: raise ValueError(f"{name}={getattr(self, name)!r} {rule}")
-        def is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} {rule}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
         need(is_int(self.seed) and self.seed >= 0, "seed", "must be a whole number >= 0")
-        need(self.stdlib_files is None or is_int(self.stdlib_files) and self.stdlib_files >= 0, "stdlib_files",
-             "must be a whole number >= 0 (0: no standard-library text), or None for all of it")
+        need(
+            self.stdlib_files is None or is_int(self.stdlib_files) and self.stdlib_files >= 0,
+            "stdlib_files",
+            "must be a whole number >= 0 (0: no standard-library text), or None for all of it",
+        )
         n_min = 256 + len(SPECIAL_TOKENS) + 1
-        need(is_int(self.vocab_size) and self.vocab_size >= n_min, "vocab_size",
-             f"is too small: 256 byte tokens, {len(SPECIAL_TOKENS)} special tokens and at least one merge need {n_min}")
+        need(
+            is_int(self.vocab_size) and self.vocab_size >= n_min,
+            "vocab_size",
+            f"is too small: 256 byte tokens, {len(SPECIAL_TOKENS)} special tokens and at least one merge need {n_min}",
+        )
         need(isinstance(self.split_digits, bool), "split_digits", "must be true or false")
         for name, least in (("shard_tokens", 1), ("workers", 1), ("seq_len", 2), ("train_steps", 0)):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= least, name, f"must be a whole number >= {least}")
+            need(
+                is_int(getattr(self, name)) and getattr(self, name) >= least,
+                name,
+                f"must be a whole number >= {least}",
+            )
         need(self.model in PRESETS, "model", f"is not a model preset; presets are {sorted(PRESETS)}")
         t = self.dedup_threshold
-        need(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1, "dedup_threshold",
-             "must be a Jaccard similarity in (0, 1]")
+        need(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1,
+            "dedup_threshold",
+            "must be a Jaccard similarity in (0, 1]",
+        )
         need(isinstance(self.stages, list), "stages", "must be a list of stage names")
         known = [s.name for s in STAGES]
         if bad := [s for s in self.stages if s not in known]:
@@ -79,43 +128,57 @@ class RunConfig:
 class StageNotReady(FileNotFoundError):
     "An earlier stage's folder is missing, or its stage did not finish."
 
+
 @dataclass
 class RunContext:
     "What a stage sees: the config, the folders, and what earlier stages returned."
+
     cfg: RunConfig
     run_dir: Path
     data_dir: Path
     results: dict = field(default_factory=dict)  # stage name -> what that stage returned (or its stage.json)
-    current: str | None = None                   # the stage now running: its folder is the one being written
-    code: str = ""                               # fingerprint of the package's code (`code_fingerprint`)
+    current: str | None = None  # the stage now running: its folder is the one being written
+    code: str = ""  # fingerprint of the package's code (`code_fingerprint`)
 
     def final_dir(self, name: str) -> Path:  # where stage `name`'s finished output lives, e.g. <run>/02_clean
         i = [s.name for s in STAGES].index(name) + 1
         return self.run_dir / f"{i:02d}_{name}"
 
-    def stage_dir(self, name: str) -> Path:  # the running stage: its work folder; any other: its finished output
-        if name == self.current: return partial_dir(self.final_dir(name))
+    def stage_dir(
+        self, name: str
+    ) -> Path:  # the running stage: its work folder; any other: its finished output
+        if name == self.current:
+            return partial_dir(self.final_dir(name))
         d = self.final_dir(name)
         if not (d / STAGE_MARKER).exists():
-            state = "was interrupted or failed (see summary.json)" if partial_dir(d).exists() else "has not run"
-            raise StageNotReady(f"{d} is not the output of a finished {name!r} stage: it {state}. "
-                                f"Run it first (llmcourse run --out {self.run_dir} --stages {name} ...)")
+            state = (
+                "was interrupted or failed (see summary.json)" if partial_dir(d).exists() else "has not run"
+            )
+            raise StageNotReady(
+                f"{d} is not the output of a finished {name!r} stage: it {state}. "
+                f"Run it first (llmcourse run --out {self.run_dir} --stages {name} ...)"
+            )
         return d
+
 
 @dataclass
 class Stage:
     "One named step of the pipeline."
-    name: str                        # short name, used for folders and --stages
-    run: Callable[[RunContext], dict]  # does the work; returns {"summary": {...}, "report": [markdown lines]}
-    doc: str = ""                    # one line for `llmcourse run --help`
-    keys: tuple = ()                 # the RunConfig fields its output depends on (besides its inputs)
-    resumable: bool = False          # an interrupted run continues in its work folder instead of starting over
 
-STAGE_MARKER = "stage.json"          # written last into a stage's folder: the stage finished
+    name: str  # short name, used for folders and --stages
+    run: Callable[[RunContext], dict]  # does the work; returns {"summary": {...}, "report": [markdown lines]}
+    doc: str = ""  # one line for `llmcourse run --help`
+    keys: tuple = ()  # the RunConfig fields its output depends on (besides its inputs)
+    resumable: bool = False  # an interrupted run continues in its work folder instead of starting over
+
+
+STAGE_MARKER = "stage.json"  # written last into a stage's folder: the stage finished
+
 
 def partial_dir(final: Path) -> Path:  # a stage's finished folder, e.g. <run>/02_clean
     "The folder a stage writes while it runs; renamed to `final` when the stage has finished."
     return final.with_name(final.name + ".partial")
+
 
 def report_link(path: Path, run_dir: Path) -> str:  # a file a stage wrote; the run folder
     "The path the report uses for a stage's file: relative to the run, in the stage's finished folder."
@@ -125,22 +188,35 @@ def report_link(path: Path, run_dir: Path) -> str:  # a file a stage wrote; the 
 # %% ../nbs/15_pipeline.ipynb #c5b6102b
 SAMPLE_SCHEMA = {"id": str, "text": str, "domain": str, "lang": str}
 
+
 def inventory_file(
-    path: Path,            # a JSONL file of documents
-    seen_ids: set,         # ids already used (updated); a repeated id is a reject
-    rejects: Path,         # JSONL file that collects rejected lines
-) -> dict:                 # counts for this file: docs, chars, bytes, per domain and lang; lengths per domain
+    path: Path,  # a JSONL file of documents
+    seen_ids: set,  # ids already used (updated); a repeated id is a reject
+    rejects: Path,  # JSONL file that collects rejected lines
+) -> dict:  # counts for this file: docs, chars, bytes, per domain and lang; lengths per domain
     "Validate every line of one sample file and count what it holds."
     rej: list = []
-    inv = {"docs": 0, "chars": 0, "bytes": path.stat().st_size, "by_domain": Counter(), "by_lang": Counter(), "lengths": defaultdict(list)}
+    inv = {
+        "docs": 0,
+        "chars": 0,
+        "bytes": path.stat().st_size,
+        "by_domain": Counter(),
+        "by_lang": Counter(),
+        "lengths": defaultdict(list),
+    }
     for n, d in read_jsonl(path, schema=SAMPLE_SCHEMA, on_error="skip", rejects=rej, with_lines=True):
         if d["id"] in seen_ids:
-            rej.append(reject_record(path, n, f"duplicate id {d['id']!r}")); continue
+            rej.append(reject_record(path, n, f"duplicate id {d['id']!r}"))
+            continue
         seen_ids.add(d["id"])
-        inv["docs"] += 1; inv["chars"] += len(d["text"]); inv["lengths"][d["domain"]].append(len(d["text"]))
-        inv["by_domain"][d["domain"]] += 1; inv["by_lang"][d["lang"]] += 1
+        inv["docs"] += 1
+        inv["chars"] += len(d["text"])
+        inv["lengths"][d["domain"]].append(len(d["text"]))
+        inv["by_domain"][d["domain"]] += 1
+        inv["by_lang"][d["lang"]] += 1
     with open(rejects, "a", encoding="utf-8") as f:
-        for r in rej: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        for r in rej:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
     inv["rejected"] = len(rej)
     return inv
 
@@ -148,35 +224,61 @@ def inventory_file(
 def _sizes_figure(inv: dict, path: Path) -> Path:
     names = list(inv)
     fig, ax = new_figure("size (MB)", "", "Sample files: bytes on disk", figsize=(7, 4))
-    ax.barh(names, [inv[n]["bytes"] / 1e6 for n in names], color="tab:blue"); ax.invert_yaxis()
-    for i, n in enumerate(names): ax.text(inv[n]["bytes"] / 1e6, i, f" {inv[n]['docs']:,} docs", va="center", fontsize=8)
+    ax.barh(names, [inv[n]["bytes"] / 1e6 for n in names], color="tab:blue")
+    ax.invert_yaxis()
+    for i, n in enumerate(names):
+        ax.text(inv[n]["bytes"] / 1e6, i, f" {inv[n]['docs']:,} docs", va="center", fontsize=8)
     return save_figure(fig, path)
 
+
 def _lengths_figure(lengths_by_domain: dict, path: Path) -> Path:
-    fig, ax = new_figure("document length (characters, log scale)", "documents (log scale)", "Document lengths by domain", figsize=(7, 4))
+    fig, ax = new_figure(
+        "document length (characters, log scale)",
+        "documents (log scale)",
+        "Document lengths by domain",
+        figsize=(7, 4),
+    )
     bins = np.logspace(1, 6, 41)
-    for dom in sorted(lengths_by_domain): ax.hist(lengths_by_domain[dom], bins=bins, histtype="step", lw=1.5, label=dom)
-    ax.set_xscale("log"); ax.set_yscale("log"); ax.legend(fontsize=8, loc="upper right")
+    for dom in sorted(lengths_by_domain):
+        ax.hist(lengths_by_domain[dom], bins=bins, histtype="step", lw=1.5, label=dom)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8, loc="upper right")
     return save_figure(fig, path)
 
 # %% ../nbs/15_pipeline.ipynb #64b863e9
 def stage_samples(ctx: RunContext) -> dict:
     "Generate (if needed), validate and inventory the sample data; count the standard-library text."
     out = ctx.stage_dir("samples")
-    if ctx.cfg.data is None: generate_samples(ctx.data_dir, ctx.cfg.seed)
+    if ctx.cfg.data is None:
+        generate_samples(ctx.data_dir, ctx.cfg.seed)
     missing = [n for n in SAMPLE_FILES if not (ctx.data_dir / n).exists()]
-    if missing: raise FileNotFoundError(f"{ctx.data_dir} lacks {missing}: run `llmcourse samples --out {ctx.data_dir}`")
-    rejects = out / "rejects.jsonl"; rejects.write_text("")
-    seen: set = set(); inv: dict = {}; lengths = defaultdict(list)
+    if missing:
+        raise FileNotFoundError(
+            f"{ctx.data_dir} lacks {missing}: run `llmcourse samples --out {ctx.data_dir}`"
+        )
+    rejects = out / "rejects.jsonl"
+    rejects.write_text("")
+    seen: set = set()
+    inv: dict = {}
+    lengths = defaultdict(list)
     for name in progress(SAMPLE_FILES, "validating samples"):
         inv[name] = inventory_file(ctx.data_dir / name, seen, rejects)
-        for dom, ls in inv[name].pop("lengths").items(): lengths[dom] += ls
+        for dom, ls in inv[name].pop("lengths").items():
+            lengths[dom] += ls
     n_std = ctx.cfg.stdlib_files
-    std = {"code": [len(d["text"]) for d in stdlib_code_documents(n_std)], "prose": [len(d["text"]) for d in stdlib_prose_documents(n_std)]}
-    summary = {"files": inv,
-               "docs": sum(v["docs"] for v in inv.values()), "chars": sum(v["chars"] for v in inv.values()),
-               "bytes": sum(v["bytes"] for v in inv.values()), "rejected": sum(v["rejected"] for v in inv.values()),
-               "stdlib": {k: {"docs": len(v), "chars": sum(v)} for k, v in std.items()}}
+    std = {
+        "code": [len(d["text"]) for d in stdlib_code_documents(n_std)],
+        "prose": [len(d["text"]) for d in stdlib_prose_documents(n_std)],
+    }
+    summary = {
+        "files": inv,
+        "docs": sum(v["docs"] for v in inv.values()),
+        "chars": sum(v["chars"] for v in inv.values()),
+        "bytes": sum(v["bytes"] for v in inv.values()),
+        "rejected": sum(v["rejected"] for v in inv.values()),
+        "stdlib": {k: {"docs": len(v), "chars": sum(v)} for k, v in std.items()},
+    }
     save_json(summary, out / "inventory.json")
     lengths |= {f"stdlib {k} (run time)": v for k, v in std.items()}
     figs = [_sizes_figure(inv, out / "sizes.png"), _lengths_figure(lengths, out / "lengths.png")]
@@ -184,96 +286,174 @@ def stage_samples(ctx: RunContext) -> dict:
 
 # %% ../nbs/15_pipeline.ipynb #f0335135
 def _samples_report(s: dict, figs: list[Path], run_dir: Path) -> list[str]:
-    rows = [f"| `{n}` | {f['docs']:,} | {f['chars']:,} | {f['bytes']/1e6:.2f} | {f['rejected']} | "
-            + ", ".join(f"{k} {v}" for k, v in sorted(f['by_lang'].items())) + " |" for n, f in s["files"].items()]
+    rows = [
+        f"| `{n}` | {f['docs']:,} | {f['chars']:,} | {f['bytes'] / 1e6:.2f} | {f['rejected']} | "
+        + ", ".join(f"{k} {v}" for k, v in sorted(f['by_lang'].items()))
+        + " |"
+        for n, f in s["files"].items()
+    ]
     std = s["stdlib"]
-    return ["| file | docs | characters | MB | rejected | languages |", "|---|---:|---:|---:|---:|---|", *rows,
-            f"| **total** | {s['docs']:,} | {s['chars']:,} | {s['bytes']/1e6:.2f} | {s['rejected']} | |", "",
-            f"Read at run time from Python's standard library: {std['code']['docs']:,} code files "
-            f"({std['code']['chars']/1e6:.1f} M characters) and {std['prose']['docs']:,} prose documents "
-            f"({std['prose']['chars']/1e6:.1f} M characters).", "",
-            *[f"![{p.stem}]({report_link(p, run_dir)})" for p in figs]]
+    return [
+        "| file | docs | characters | MB | rejected | languages |",
+        "|---|---:|---:|---:|---:|---|",
+        *rows,
+        f"| **total** | {s['docs']:,} | {s['chars']:,} | {s['bytes'] / 1e6:.2f} | {s['rejected']} | |",
+        "",
+        f"Read at run time from Python's standard library: {std['code']['docs']:,} code files "
+        f"({std['code']['chars'] / 1e6:.1f} M characters) and {std['prose']['docs']:,} prose documents "
+        f"({std['prose']['chars'] / 1e6:.1f} M characters).",
+        "",
+        *[f"![{p.stem}]({report_link(p, run_dir)})" for p in figs],
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #4a423e4f
 def _stage_inputs(ctx: RunContext, unreadable: list):
     for d in read_documents([ctx.data_dir / f for f in TRAIN_FILES], unreadable):
         yield d | {"group": f"{d.get('domain', 'unknown')}/{d.get('lang', 'und')}"}
-    for i, d in enumerate(stdlib_code_documents(ctx.cfg.stdlib_files)): yield d | {"group": "code/stdlib", "_file": "<stdlib code>", "_line": i + 1}
-    for i, d in enumerate(stdlib_prose_documents(ctx.cfg.stdlib_files)): yield d | {"group": f"prose/{d['lang']}", "_file": "<stdlib prose>", "_line": i + 1}
+    for i, d in enumerate(stdlib_code_documents(ctx.cfg.stdlib_files)):
+        yield d | {"group": "code/stdlib", "_file": "<stdlib code>", "_line": i + 1}
+    for i, d in enumerate(stdlib_prose_documents(ctx.cfg.stdlib_files)):
+        yield d | {"group": f"prose/{d['lang']}", "_file": "<stdlib prose>", "_line": i + 1}
+
 
 def stage_clean(ctx: RunContext) -> dict:
     "Clean the training text: extraction, normalisation, rules, PII; kept.jsonl + rejected.jsonl."
     out, unreadable = ctx.stage_dir("clean"), []
-    stats = clean_corpus(_stage_inputs(ctx, unreadable), out, CleanConfig(workers=ctx.cfg.workers), unreadable=unreadable)
+    stats = clean_corpus(
+        _stage_inputs(ctx, unreadable), out, CleanConfig(workers=ctx.cfg.workers), unreadable=unreadable
+    )
     fig = _clean_figure(stats, out / "clean.png")
-    return {"summary": {k: v for k, v in stats.items() if k != "examples"}, "report": _clean_report(stats, fig, ctx.run_dir)}
+    return {
+        "summary": {k: v for k, v in stats.items() if k != "examples"},
+        "report": _clean_report(stats, fig, ctx.run_dir),
+    }
+
 
 def training_documents(ctx: RunContext) -> list[dict]:  # the run
     "The dedup stage's kept documents as dicts with id, text, group and heldout, for the stages after it."
     path = ctx.stage_dir("dedup") / "kept.jsonl"
-    if not path.exists(): raise FileNotFoundError(f"{path} is missing: run the clean and dedup stages first (--stages clean dedup ...)")
-    return [{"id": d["id"], "text": d["text"], "group": d["group"], "heldout": is_heldout(d["id"])}
-            for d in read_jsonl(path, schema={"id": str, "text": str, "group": str})]
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run the clean and dedup stages first (--stages clean dedup ...)"
+        )
+    return [
+        {"id": d["id"], "text": d["text"], "group": d["group"], "heldout": is_heldout(d["id"])}
+        for d in read_jsonl(path, schema={"id": str, "text": str, "group": str})
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #59595c8e
 def _clean_figure(s: dict, path: Path) -> Path:
     names = [n for n in s["by_source"]]
     fig, ax = new_figure("documents (log scale)", "", "Cleaning: kept and rejected per input", figsize=(8, 4))
-    ax.barh([Path(n).name for n in names], [s["by_source"][n].get("kept", 0) for n in names], color="tab:green", label="kept")
-    ax.barh([Path(n).name for n in names], [s["by_source"][n].get("rejected", 0) for n in names],
-            left=[s["by_source"][n].get("kept", 0) for n in names], color="tab:red", label="rejected")
-    ax.set_xscale("log"); ax.invert_yaxis(); ax.legend()
+    ax.barh(
+        [Path(n).name for n in names],
+        [s["by_source"][n].get("kept", 0) for n in names],
+        color="tab:green",
+        label="kept",
+    )
+    ax.barh(
+        [Path(n).name for n in names],
+        [s["by_source"][n].get("rejected", 0) for n in names],
+        left=[s["by_source"][n].get("kept", 0) for n in names],
+        color="tab:red",
+        label="rejected",
+    )
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.legend()
     return save_figure(fig, path)
 
+
 def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
-    rows = [f"| `{Path(n).name}` | {c.get('read', 0):,} | {c.get('kept', 0):,} | {c.get('rejected', 0):,} |" for n, c in s["by_source"].items()]
+    rows = [
+        f"| `{Path(n).name}` | {c.get('read', 0):,} | {c.get('kept', 0):,} | {c.get('rejected', 0):,} |"
+        for n, c in s["by_source"].items()
+    ]
     rules = ", ".join(f"{r} {n}" for r, n in sorted(s["by_rule"].items(), key=lambda kv: -kv[1]))
     pii = ", ".join(f"{k} {v}" for k, v in sorted(s["pii"].items())) or "none"
-    return [f"Read {s['read']:,} documents ({s['chars_in']/1e6:.1f} M characters) in {s['seconds']} s; kept {s['kept']:,} "
-            f"({s['chars_out']/1e6:.1f} M characters), rejected {s['rejected']:,}, each with its reason in `rejected.jsonl`.", "",
-            "| input | read | kept | rejected |", "|---|---:|---:|---:|", *rows, "",
-            f"Rejections by rule: {rules}.", "", f"PII masked in kept documents: {pii}. "
-            f"Web pages extracted: {', '.join(f'{k} {v}' for k, v in s['extraction'].items()) or 'none'}; "
-            f"{s['template_lines']} site-template lines found.", "",
-            f"![clean]({report_link(fig, run_dir)})"]
+    return [
+        f"Read {s['read']:,} documents ({s['chars_in'] / 1e6:.1f} M characters) in {s['seconds']} s; kept {s['kept']:,} "
+        f"({s['chars_out'] / 1e6:.1f} M characters), rejected {s['rejected']:,}, each with its reason in `rejected.jsonl`.",
+        "",
+        "| input | read | kept | rejected |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"Rejections by rule: {rules}.",
+        "",
+        f"PII masked in kept documents: {pii}. "
+        f"Web pages extracted: {', '.join(f'{k} {v}' for k, v in s['extraction'].items()) or 'none'}; "
+        f"{s['template_lines']} site-template lines found.",
+        "",
+        f"![clean]({report_link(fig, run_dir)})",
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #857fa3c5
 EVAL_FILES = ["eval_probes.jsonl", "eval_mcq.jsonl"]
+
 
 def stage_dedup(ctx: RunContext) -> dict:
     "Decontaminate, then remove exact and near duplicates from the cleaned documents."
     out, cfg = ctx.stage_dir("dedup"), ctx.cfg
     src = ctx.stage_dir("clean") / "kept.jsonl"
-    if not src.exists(): raise FileNotFoundError(f"{src} is missing: run the clean stage first (--stages clean dedup)")
-    stats = dedup_corpus(src, out, DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers), [ctx.data_dir / f for f in EVAL_FILES])
+    if not src.exists():
+        raise FileNotFoundError(f"{src} is missing: run the clean stage first (--stages clean dedup)")
+    stats = dedup_corpus(
+        src,
+        out,
+        DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers),
+        [ctx.data_dir / f for f in EVAL_FILES],
+    )
     fig = _dedup_figure(stats, out / "dedup.png")
     return {"summary": stats, "report": _dedup_report(stats, fig, ctx.run_dir)}
 
+
 def _dedup_figure(s: dict, path: Path) -> Path:
     fig, (a1, a2) = new_figure("", "", "", ncols=2, figsize=(11, 3.8))
-    doms = sorted(s["by_domain"]); left = np.zeros(len(doms))
+    doms = sorted(s["by_domain"])
+    left = np.zeros(len(doms))
     for reason in ("contamination", "exact_duplicate", "near_duplicate"):
-        v = np.array([s["by_domain"][d].get(reason, 0) for d in doms], float); a1.barh(doms, v, left=left, label=reason); left += v
-    a1.set_xlabel("documents removed"); a1.set_title("Removed, by domain and reason"); a1.legend(fontsize=8); a1.invert_yaxis()
-    x = np.linspace(0, 1, 201); b, r = s["near"]["bands"], s["near"]["rows"]
-    a2.plot(x, candidate_probability(x, b, r)); a2.axvline(s["threshold"], color="grey", ls=":")
-    a2.set_xlabel("Jaccard similarity of a pair"); a2.set_ylabel("P(candidate)"); a2.set_title(f"LSH S-curve: {b} bands × {r} rows")
+        v = np.array([s["by_domain"][d].get(reason, 0) for d in doms], float)
+        a1.barh(doms, v, left=left, label=reason)
+        left += v
+    a1.set_xlabel("documents removed")
+    a1.set_title("Removed, by domain and reason")
+    a1.legend(fontsize=8)
+    a1.invert_yaxis()
+    x = np.linspace(0, 1, 201)
+    b, r = s["near"]["bands"], s["near"]["rows"]
+    a2.plot(x, candidate_probability(x, b, r))
+    a2.axvline(s["threshold"], color="grey", ls=":")
+    a2.set_xlabel("Jaccard similarity of a pair")
+    a2.set_ylabel("P(candidate)")
+    a2.set_title(f"LSH S-curve: {b} bands × {r} rows")
     return save_figure(fig, path)
 
+
 def _dedup_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
-    rows = [f"| {d} | {c.get('kept', 0):,} | {c.get('contamination', 0)} | {c.get('exact_duplicate', 0)} | {c.get('near_duplicate', 0)} |"
-            for d, c in sorted(s["by_domain"].items())]
+    rows = [
+        f"| {d} | {c.get('kept', 0):,} | {c.get('contamination', 0)} | {c.get('exact_duplicate', 0)} | {c.get('near_duplicate', 0)} |"
+        for d, c in sorted(s["by_domain"].items())
+    ]
     c = s["contamination"]
-    return [f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
-            f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, {s['near']['bands']} bands × {s['near']['rows']} rows).", "",
-            "| domain | kept | contamination | exact | near |", "|---|---:|---:|---:|---:|", *rows, "",
-            f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} evaluation items; "
-            f"{c['removed_docs']} web documents removed, {c['flagged_docs']} other documents flagged in `contamination.jsonl` "
-            "(the knowledge corpus states the facts the probes test).", "",
-            f"![dedup]({report_link(fig, run_dir)})"]
+    return [
+        f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
+        f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, {s['near']['bands']} bands × {s['near']['rows']} rows).",
+        "",
+        "| domain | kept | contamination | exact | near |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+        f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} evaluation items; "
+        f"{c['removed_docs']} web documents removed, {c['flagged_docs']} other documents flagged in `contamination.jsonl` "
+        "(the knowledge corpus states the facts the probes test).",
+        "",
+        f"![dedup]({report_link(fig, run_dir)})",
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #aa1c70d6
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
+
 
 def stage_tokenizer(ctx: RunContext) -> dict:
     "Train, save and check the run's tokenizer; measure its compression per group."
@@ -282,7 +462,11 @@ def stage_tokenizer(ctx: RunContext) -> dict:
     train, held = [d["text"] for d in docs if not d["heldout"]], [d for d in docs if d["heldout"]]
     pattern = DIGITS_PATTERN if cfg.split_digits else GPT2_PATTERN
     t0 = time.perf_counter()
-    tok = Tokenizer(*train_bpe(train, cfg.vocab_size, SPECIAL_TOKENS, pattern, show_progress=True), SPECIAL_TOKENS, pattern)
+    tok = Tokenizer(
+        *train_bpe(train, cfg.vocab_size, SPECIAL_TOKENS, pattern, show_progress=True),
+        SPECIAL_TOKENS,
+        pattern,
+    )
     seconds = time.perf_counter() - t0
     path = tok.save(out / "tokenizer.json")
     saved = Tokenizer.load(path)
@@ -290,10 +474,20 @@ def stage_tokenizer(ctx: RunContext) -> dict:
         raise RuntimeError(f"{path}: {len(bad)} held-out documents do not round-trip, e.g. {bad[:3]}")
     comp = compression_by_group(hf_counter(saved.to_hf()), held)
     dirty = audit_vocabulary(saved)
-    summary = {"path": report_link(path, ctx.run_dir), "vocab_size": len(saved), "merges": len(saved.merges),
-               "specials": saved.specials, "pattern": "digits" if cfg.split_digits else "gpt2",
-               "padded_vocab_size": padded_vocab_size(len(saved)), "train_docs": len(train), "train_chars": sum(map(len, train)),
-               "train_seconds": round(seconds, 2), "heldout_docs": len(held), "compression": comp, "dirty_tokens": dirty}
+    summary = {
+        "path": report_link(path, ctx.run_dir),
+        "vocab_size": len(saved),
+        "merges": len(saved.merges),
+        "specials": saved.specials,
+        "pattern": "digits" if cfg.split_digits else "gpt2",
+        "padded_vocab_size": padded_vocab_size(len(saved)),
+        "train_docs": len(train),
+        "train_chars": sum(map(len, train)),
+        "train_seconds": round(seconds, 2),
+        "heldout_docs": len(held),
+        "compression": comp,
+        "dirty_tokens": dirty,
+    }
     save_json(summary, out / "tokenizer_stats.json")
     fig = _compression_figure(comp, out / "compression.png")
     return {"summary": summary, "report": _tokenizer_report(summary, fig, ctx.run_dir)}
@@ -301,22 +495,43 @@ def stage_tokenizer(ctx: RunContext) -> dict:
 # %% ../nbs/15_pipeline.ipynb #47044d0e
 def _compression_figure(comp: dict, path: Path) -> Path:
     names = list(comp)
-    fig, ax = new_figure("characters per token (held-out)", "", "Tokenizer compression by domain/language", figsize=(7, 4))
-    ax.barh(names, [comp[g]["chars_per_token"] for g in names], color="tab:green"); ax.invert_yaxis()
-    for i, g in enumerate(names): ax.text(comp[g]["chars_per_token"], i, f" {comp[g]['bytes_per_token']:.2f} bytes/token", va="center", fontsize=8)
+    fig, ax = new_figure(
+        "characters per token (held-out)", "", "Tokenizer compression by domain/language", figsize=(7, 4)
+    )
+    ax.barh(names, [comp[g]["chars_per_token"] for g in names], color="tab:green")
+    ax.invert_yaxis()
+    for i, g in enumerate(names):
+        ax.text(
+            comp[g]["chars_per_token"],
+            i,
+            f" {comp[g]['bytes_per_token']:.2f} bytes/token",
+            va="center",
+            fontsize=8,
+        )
     return save_figure(fig, path)
 
+
 def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
-    rows = [f"| {g} | {c['tokens']:,} | {c['chars_per_token']:.2f} | {c['bytes_per_token']:.2f} |" for g, c in s["compression"].items()]
+    rows = [
+        f"| {g} | {c['tokens']:,} | {c['chars_per_token']:.2f} | {c['bytes_per_token']:.2f} |"
+        for g, c in s["compression"].items()
+    ]
     dirty = ", ".join(f"`{d['token']}`" for d in s["dirty_tokens"][:10]) or "none"
-    return [f"Trained byte-level BPE ({s['pattern']} pre-tokenisation) on {s['train_docs']:,} documents "
-            f"({s['train_chars']/1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
-            f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
-            f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
-            f"{s['heldout_docs']:,} held-out documents round-trip exactly through it.", "",
-            "| group (held out) | tokens | characters/token | bytes/token |", "|---|---:|---:|---:|", *rows, "",
-            f"Vocabulary audit: {len(s['dirty_tokens'])} entries contain a blocklisted spam term ({dirty}).", "",
-            f"![compression]({report_link(fig, run_dir)})"]
+    return [
+        f"Trained byte-level BPE ({s['pattern']} pre-tokenisation) on {s['train_docs']:,} documents "
+        f"({s['train_chars'] / 1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
+        f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
+        f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
+        f"{s['heldout_docs']:,} held-out documents round-trip exactly through it.",
+        "",
+        "| group (held out) | tokens | characters/token | bytes/token |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"Vocabulary audit: {len(s['dirty_tokens'])} entries contain a blocklisted spam term ({dirty}).",
+        "",
+        f"![compression]({report_link(fig, run_dir)})",
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #7e1d1425
 def stage_shards(ctx: RunContext) -> dict:
@@ -328,30 +543,51 @@ def stage_shards(ctx: RunContext) -> dict:
     t0 = time.perf_counter()
     index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
     seconds = time.perf_counter() - t0
-    tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers)   # for held-out perplexity
+    tokenize_to_shards(
+        held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers
+    )  # for held-out perplexity
     shards = TokenShards(out)
-    if len(shards) != len(docs): raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
+    if len(shards) != len(docs):
+        raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
     lengths = np.array([len(shards.doc(i)) + 1 for i in range(len(shards))])
     groups: dict = defaultdict(lambda: {"docs": 0, "tokens": 0})
-    for g, n in zip(shards.groups, lengths - 1): groups[g]["docs"] += 1; groups[g]["tokens"] += int(n)
+    for g, n in zip(shards.groups, lengths - 1):
+        groups[g]["docs"] += 1
+        groups[g]["tokens"] += int(n)
     eos = index["specials"]["<|endoftext|>"]
     batch = next(iter(PackedLoader(shards, cfg.seq_len, 4, eos, seed=cfg.seed)))
-    summary = {"n_docs": index["n_docs"], "n_tokens": index["n_tokens"], "shards": len(index["shards"]), "dtype": index["dtype"],
-               "seconds": round(seconds, 2), "tokens_per_second": round(index["n_tokens"] / max(seconds, 1e-9)), "groups": dict(groups),
-               "padding": padding_waste(lengths, cfg.seq_len), "seq_len": cfg.seq_len,
-               "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")}}
+    summary = {
+        "n_docs": index["n_docs"],
+        "n_tokens": index["n_tokens"],
+        "shards": len(index["shards"]),
+        "dtype": index["dtype"],
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(index["n_tokens"] / max(seconds, 1e-9)),
+        "groups": dict(groups),
+        "padding": padding_waste(lengths, cfg.seq_len),
+        "seq_len": cfg.seq_len,
+        "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")},
+    }
     save_json(summary, out / "shards_stats.json")
     return {"summary": summary, "report": _shards_report(summary)}
+
 
 def _shards_report(s: dict) -> list[str]:
     rows = [f"| {g} | {v['docs']:,} | {v['tokens']:,} |" for g, v in sorted(s["groups"].items())]
     p = s["padding"]
-    return [f"Tokenised {s['n_docs']:,} training documents into {s['n_tokens']:,} tokens ({s['dtype']}, {s['shards']} shard(s)) "
-            f"in {s['seconds']} s ({s['tokens_per_second']:,} tokens/s).", "",
-            "| group | documents | tokens |", "|---|---:|---:|", *rows, "",
-            f"At {s['seq_len']} tokens per row, one document per row would be {p['naive_padding']:.0%} padding and cut "
-            f"{p['naive_truncated']:.0%} of the text; packing wastes none. First packed batch: "
-            + ", ".join(f"`{k}` {v}" for k, v in s["first_batch"].items()) + "."]
+    return [
+        f"Tokenised {s['n_docs']:,} training documents into {s['n_tokens']:,} tokens ({s['dtype']}, {s['shards']} shard(s)) "
+        f"in {s['seconds']} s ({s['tokens_per_second']:,} tokens/s).",
+        "",
+        "| group | documents | tokens |",
+        "|---|---:|---:|",
+        *rows,
+        "",
+        f"At {s['seq_len']} tokens per row, one document per row would be {p['naive_padding']:.0%} padding and cut "
+        f"{p['naive_truncated']:.0%} of the text; packing wastes none. First packed batch: "
+        + ", ".join(f"`{k}` {v}" for k, v in s["first_batch"].items())
+        + ".",
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #1914f413
 def stage_train(ctx: RunContext) -> dict:
@@ -359,86 +595,174 @@ def stage_train(ctx: RunContext) -> dict:
     out, cfg = ctx.stage_dir("train").resolve(), ctx.cfg
     shards = ctx.stage_dir("shards").resolve()
     steps = cfg.train_steps
-    tcfg = TrainConfig(shards=str(shards), heldout_shards=str(shards / "heldout"), out=str(out), model=cfg.model,
-                       seq_len=cfg.seq_len, batch_size=8, max_steps=steps, warmup_steps=max(1, steps // 10),
-                       eval_every=max(1, steps // 5), eval_batches=8, ckpt_every=max(1, steps // 3),
-                       log_every=max(1, steps // 10), seed=cfg.seed)
-    result = train(tcfg)             # resumes from the work folder's checkpoint if a killed run left one
+    tcfg = TrainConfig(
+        shards=str(shards),
+        heldout_shards=str(shards / "heldout"),
+        out=str(out),
+        model=cfg.model,
+        seq_len=cfg.seq_len,
+        batch_size=8,
+        max_steps=steps,
+        warmup_steps=max(1, steps // 10),
+        eval_every=max(1, steps // 5),
+        eval_batches=8,
+        ckpt_every=max(1, steps // 3),
+        log_every=max(1, steps // 10),
+        seed=cfg.seed,
+    )
+    result = train(tcfg)  # resumes from the work folder's checkpoint if a killed run left one
     final = ctx.final_dir("train").resolve()
     saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    save_json(saved | {"out": str(final)}, out / "config.json")   # the folder is renamed to `final` when the stage ends
+    save_json(
+        saved | {"out": str(final)}, out / "config.json"
+    )  # the folder is renamed to `final` when the stage ends
     result["out"] = str(final)
     hist = [r for r in read_metrics(out) if "event" not in r]
     ev = [r for r in hist if "eval_loss" in r]
-    summary = {**result, "first_loss": hist[0]["loss"], "final_loss": float(np.mean([r["loss"] for r in hist[-10:]])),
-               "final_eval_loss": ev[-1]["eval_loss"] if ev else None,
-               "final_ppl": {k[4:]: v for k, v in (ev[-1] if ev else {}).items() if k.startswith("ppl/")},
-               "tokens_per_s": float(np.median([r["tokens_per_s"] for r in hist if "tokens_per_s" in r]))}
+    summary = {
+        **result,
+        "first_loss": hist[0]["loss"],
+        "final_loss": float(np.mean([r["loss"] for r in hist[-10:]])),
+        "final_eval_loss": ev[-1]["eval_loss"] if ev else None,
+        "final_ppl": {k[4:]: v for k, v in (ev[-1] if ev else {}).items() if k.startswith("ppl/")},
+        "tokens_per_s": float(np.median([r["tokens_per_s"] for r in hist if "tokens_per_s" in r])),
+    }
     save_json(summary, out / "train_summary.json")
     fig = _train_figure(hist, out / "loss.png")
     return {"summary": summary, "report": _train_report(summary, fig, ctx.run_dir)}
+
 
 def _train_figure(hist: list[dict], path: Path) -> Path:
     fig, (a1, a2) = new_figure("step", "", "", ncols=2, figsize=(11, 3.8))
     a1.plot([r["step"] for r in hist], [r["loss"] for r in hist], "k", lw=1, label="all")
     for g in sorted({k for r in hist for k in r if k.startswith("loss/")}):
-        xs = [(r["step"], r[g]) for r in hist if g in r]; a1.plot(*zip(*xs), lw=0.8, alpha=0.7, label=g[5:])
-    a1.set_ylabel("training loss (nats/token)"); a1.set_title("Channel loss"); a1.legend(fontsize=7, ncol=2)
+        xs = [(r["step"], r[g]) for r in hist if g in r]
+        a1.plot(*zip(*xs), lw=0.8, alpha=0.7, label=g[5:])
+    a1.set_ylabel("training loss (nats/token)")
+    a1.set_title("Channel loss")
+    a1.legend(fontsize=7, ncol=2)
     ev = [r for r in hist if "eval_loss" in r]
-    for g in sorted({k for r in ev for k in r if k.startswith("ppl/")}): a2.plot([r["step"] for r in ev], [r[g] for r in ev], "o-", ms=3, label=g[4:])
-    a2.set_yscale("log"); a2.set_ylabel("held-out perplexity"); a2.set_title("Held-out perplexity per domain"); a2.legend(fontsize=7, ncol=2)
+    for g in sorted({k for r in ev for k in r if k.startswith("ppl/")}):
+        a2.plot([r["step"] for r in ev], [r[g] for r in ev], "o-", ms=3, label=g[4:])
+    a2.set_yscale("log")
+    a2.set_ylabel("held-out perplexity")
+    a2.set_title("Held-out perplexity per domain")
+    a2.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
+
 
 def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
     ppl = ", ".join(f"{g} {v:.0f}" for g, v in sorted(s["final_ppl"].items()))
-    return [f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): training loss "
-            f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.", "",
-            f"Held-out perplexity per domain: {ppl}.", "", f"![loss]({report_link(fig, run_dir)})"]
+    return [
+        f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): training loss "
+        f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.",
+        "",
+        f"Held-out perplexity per domain: {ppl}.",
+        "",
+        f"![loss]({report_link(fig, run_dir)})",
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #9f68f0aa
 def stage_evaluate(ctx: RunContext) -> dict:
     "Evaluate the trained model: perplexity/bits per byte, probes, multiple choice, needles, generations."
-    out = ctx.stage_dir("evaluate"); train_dir = ctx.stage_dir("train")
-    if not (train_dir / "latest").exists(): raise FileNotFoundError(f"{train_dir} holds no checkpoint: run the train stage first")
-    res = evaluate_run(train_dir, ctx.stage_dir("tokenizer") / "tokenizer.json", ctx.data_dir, ctx.stage_dir("dedup") / "kept.jsonl", out,
-                       EvalConfig(probes=200, mcq=None, niah_trials=4))
-    summary = {"ppl": res["perplexity_all"]["ppl"], "bits_per_byte": res["perplexity_all"]["bits_per_byte"], "mcq": res["mcq"], "probes": res["probes"]}
+    out = ctx.stage_dir("evaluate")
+    train_dir = ctx.stage_dir("train")
+    if not (train_dir / "latest").exists():
+        raise FileNotFoundError(f"{train_dir} holds no checkpoint: run the train stage first")
+    res = evaluate_run(
+        train_dir,
+        ctx.stage_dir("tokenizer") / "tokenizer.json",
+        ctx.data_dir,
+        ctx.stage_dir("dedup") / "kept.jsonl",
+        out,
+        EvalConfig(probes=200, mcq=None, niah_trials=4),
+    )
+    summary = {
+        "ppl": res["perplexity_all"]["ppl"],
+        "bits_per_byte": res["perplexity_all"]["bits_per_byte"],
+        "mcq": res["mcq"],
+        "probes": res["probes"],
+    }
     return {"summary": summary, "report": _evaluate_report(res, out, ctx.run_dir)}
 
+
 def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
-    rows = [f"| {g} | {r['docs']} | {r['ppl']:.1f} | {r['bits_per_byte']:.3f} |" for g, r in res["perplexity"].items()]
+    rows = [
+        f"| {g} | {r['docs']} | {r['ppl']:.1f} | {r['bits_per_byte']:.3f} |"
+        for g, r in res["perplexity"].items()
+    ]
     probes = ", ".join(f"{g} {v:.2f}" for g, v in res["probes"].items())
-    niah = ", ".join(f"{k} {np.nanmean(res['niah'][k]):.2f}" for k in ("single", "multi", "reasoning", "ancestral") if k in res["niah"])
+    niah = ", ".join(
+        f"{k} {np.nanmean(res['niah'][k]):.2f}"
+        for k in ("single", "multi", "reasoning", "ancestral")
+        if k in res["niah"]
+    )
     gens = [f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}`" for g in res["generations"]]
     m = res["mcq"]
-    return [f"Held-out perplexity {res['perplexity_all']['ppl']:.1f} per token, {res['perplexity_all']['bits_per_byte']:.3f} bits per byte "
-            f"({res['perplexity_all']['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.", "",
-            "| group | docs | perplexity | bits/byte |", "|---|---:|---:|---:|", *rows, "",
-            f"Fact probes (accuracy, chance 0.25): {probes}.", "",
-            f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, chance {m['chance']:.3f}.", "",
-            f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.", "", "Greedy generations:", "", *gens, "",
-            *[f"![{f}]({report_link((out / f), run_dir)})" for f in res["figures"]]]
+    return [
+        f"Held-out perplexity {res['perplexity_all']['ppl']:.1f} per token, {res['perplexity_all']['bits_per_byte']:.3f} bits per byte "
+        f"({res['perplexity_all']['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.",
+        "",
+        "| group | docs | perplexity | bits/byte |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+        f"Fact probes (accuracy, chance 0.25): {probes}.",
+        "",
+        f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, chance {m['chance']:.3f}.",
+        "",
+        f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.",
+        "",
+        "Greedy generations:",
+        "",
+        *gens,
+        "",
+        *[f"![{f}]({report_link((out / f), run_dir)})" for f in res["figures"]],
+    ]
 
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 STAGES: list[Stage] = [
-    Stage("samples", stage_samples, "generate or read the sample data, validate every line, inventory it",
-          keys=("seed", "stdlib_files")),
-    Stage("clean", stage_clean,
-          "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)"),
-    Stage("dedup", stage_dedup,
-          "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)",
-          keys=("dedup_threshold",)),
-    Stage("tokenizer", stage_tokenizer,
-          "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json",
-          keys=("vocab_size", "split_digits")),
-    Stage("shards", stage_shards,
-          "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)",
-          keys=("shard_tokens", "seq_len", "seed")),
-    Stage("train", stage_train,
-          "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)",
-          keys=("train_steps", "model", "seq_len", "seed"), resumable=True),
-    Stage("evaluate", stage_evaluate,
-          "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)"),
+    Stage(
+        "samples",
+        stage_samples,
+        "generate or read the sample data, validate every line, inventory it",
+        keys=("seed", "stdlib_files"),
+    ),
+    Stage(
+        "clean",
+        stage_clean,
+        "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)",
+    ),
+    Stage(
+        "dedup",
+        stage_dedup,
+        "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)",
+        keys=("dedup_threshold",),
+    ),
+    Stage(
+        "tokenizer",
+        stage_tokenizer,
+        "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json",
+        keys=("vocab_size", "split_digits"),
+    ),
+    Stage(
+        "shards",
+        stage_shards,
+        "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)",
+        keys=("shard_tokens", "seq_len", "seed"),
+    ),
+    Stage(
+        "train",
+        stage_train,
+        "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)",
+        keys=("train_steps", "model", "seq_len", "seed"),
+        resumable=True,
+    ),
+    Stage(
+        "evaluate",
+        stage_evaluate,
+        "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)",
+    ),
 ]
 
 # %% ../nbs/15_pipeline.ipynb #15f0a001
@@ -449,55 +773,83 @@ def code_fingerprint() -> str:
         h.update(p.name.encode("utf-8") + b"\0" + p.read_bytes())
     return h.hexdigest()
 
+
 def data_fingerprint(data_dir: Path) -> dict:  # a folder of sample files
     "SHA-256 of each sample file (None for a missing one)."
-    return {n: hashlib.sha256((data_dir / n).read_bytes()).hexdigest() if (data_dir / n).is_file() else None
-            for n in SAMPLE_FILES}
+    return {
+        n: hashlib.sha256((data_dir / n).read_bytes()).hexdigest() if (data_dir / n).is_file() else None
+        for n in SAMPLE_FILES
+    }
 
-def stage_fingerprint(ctx: RunContext, st: Stage, upstream: str | None) -> str:  # the run; a stage; the previous stage's fingerprint
+
+def stage_fingerprint(
+    ctx: RunContext, st: Stage, upstream: str | None
+) -> str:  # the run; a stage; the previous stage's fingerprint
     "What a stage's output is a function of: its settings, the code, the output before it (and, first, the data)."
-    parts = {"stage": st.name, "settings": {k: getattr(ctx.cfg, k) for k in st.keys}, "code": ctx.code,
-             "upstream": upstream}
-    if st.name == STAGES[0].name: parts["data"] = data_fingerprint(ctx.data_dir)
+    parts = {
+        "stage": st.name,
+        "settings": {k: getattr(ctx.cfg, k) for k in st.keys},
+        "code": ctx.code,
+        "upstream": upstream,
+    }
+    if st.name == STAGES[0].name:
+        parts["data"] = data_fingerprint(ctx.data_dir)
     return hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode("utf-8")).hexdigest()[:20]
+
 
 def read_marker(final: Path) -> dict | None:  # a stage's finished folder
     "The stage.json of a finished stage (None if the stage has not finished there)."
-    try: marker = json.loads((final / STAGE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError): return None
+    try:
+        marker = json.loads((final / STAGE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
     return marker if isinstance(marker, dict) and "fingerprint" in marker else None
 
 # %% ../nbs/15_pipeline.ipynb #15f0a002
-def _old_dir(final: Path) -> Path: return final.with_name(final.name + ".old")
+def _old_dir(final: Path) -> Path:
+    return final.with_name(final.name + ".old")
+
 
 def recover_stage_folders(run_dir: Path):  # the run folder (locked)
     "Finish, or undo, the renames that a run killed while finishing a stage left half done."
     for i, st in enumerate(STAGES, 1):
         final = run_dir / f"{i:02d}_{st.name}"
         old, part = _old_dir(final), partial_dir(final)
-        if not final.exists() and (part / STAGE_MARKER).exists(): os.replace(part, final)   # done, not yet renamed
-        elif not final.exists() and old.exists(): os.replace(old, final)                    # the old output stands
-        if old.exists(): shutil.rmtree(old)
+        if not final.exists() and (part / STAGE_MARKER).exists():
+            os.replace(part, final)  # done, not yet renamed
+        elif not final.exists() and old.exists():
+            os.replace(old, final)  # the old output stands
+        if old.exists():
+            shutil.rmtree(old)
+
 
 def start_stage(ctx: RunContext, st: Stage, fingerprint: str) -> Path:  # the run; the stage; its fingerprint
     "An empty work folder for the stage, or, for a resumable stage with the same inputs, the one it left."
     part = partial_dir(ctx.final_dir(st.name))
     inputs = part / "inputs.json"
-    same = inputs.exists() and json.loads(inputs.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
-    if part.exists() and not (st.resumable and same): shutil.rmtree(part)
+    same = (
+        inputs.exists() and json.loads(inputs.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+    )
+    if part.exists() and not (st.resumable and same):
+        shutil.rmtree(part)
     part.mkdir(parents=True, exist_ok=True)
     save_json({"fingerprint": fingerprint}, inputs)
     return part
 
-def finish_stage(ctx: RunContext, st: Stage, fingerprint: str, result: dict):  # the run; the stage; its fingerprint; what it returned
+
+def finish_stage(
+    ctx: RunContext, st: Stage, fingerprint: str, result: dict
+):  # the run; the stage; its fingerprint; what it returned
     "Mark the work folder finished, then put it in place of the old output."
     final = ctx.final_dir(st.name)
     part = partial_dir(final)
     (part / "inputs.json").unlink()
     save_json({"stage": st.name, "fingerprint": fingerprint} | result, part / STAGE_MARKER)
-    if final.exists(): os.replace(final, _old_dir(final))
+    if final.exists():
+        os.replace(final, _old_dir(final))
     os.replace(part, final)
-    if _old_dir(final).exists(): shutil.rmtree(_old_dir(final))
+    if _old_dir(final).exists():
+        shutil.rmtree(_old_dir(final))
 
 # %% ../nbs/15_pipeline.ipynb #839d8447
 def _record(run_dir: Path, summary: dict, rec: dict):
@@ -507,10 +859,12 @@ def _record(run_dir: Path, summary: dict, rec: dict):
     with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
+
 def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, rerun: bool) -> str | None:
     "Run, skip or resume one stage; returns the fingerprint of the output the next stage will read."
     cfg, marker = ctx.cfg, read_marker(ctx.final_dir(st.name))
-    if cfg.stages and st.name not in cfg.stages: return marker and marker["fingerprint"]   # not asked for
+    if cfg.stages and st.name not in cfg.stages:
+        return marker and marker["fingerprint"]  # not asked for
     rec = {"stage": st.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
     if cfg.train_steps == 0 and st.name in ("train", "evaluate"):
         _record(ctx.run_dir, summary, rec | {"status": "skipped", "reason": "train_steps is 0"})
@@ -526,15 +880,23 @@ def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, 
     try:
         start_stage(ctx, st, fp)
         result = st.run(ctx)
-        fp = stage_fingerprint(ctx, st, upstream)           # the samples stage may have just written the data
+        fp = stage_fingerprint(ctx, st, upstream)  # the samples stage may have just written the data
         finish_stage(ctx, st, fp, result)
     except BaseException as e:
-        if isinstance(e, OSError) and e.errno and e.filename is None:   # a full disk: say where the stage wrote
+        if (
+            isinstance(e, OSError) and e.errno and e.filename is None
+        ):  # a full disk: say where the stage wrote
             e.filename = str(partial_dir(ctx.final_dir(st.name)))
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        failed = {"status": status, "seconds": round(time.perf_counter() - t0, 2), "error": f"{type(e).__name__}: {e}"}
-        try: _record(ctx.run_dir, summary, rec | failed)
-        except OSError: pass                                 # e.g. the disk is full: the original error matters more
+        failed = {
+            "status": status,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "error": f"{type(e).__name__}: {e}",
+        }
+        try:
+            _record(ctx.run_dir, summary, rec | failed)
+        except OSError:
+            pass  # e.g. the disk is full: the original error matters more
         raise
     finally:
         ctx.current = None
@@ -542,10 +904,11 @@ def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, 
     _record(ctx.run_dir, summary, rec | {"status": "ok", "seconds": round(time.perf_counter() - t0, 2)})
     return fp
 
+
 def run_pipeline(
-    cfg: RunConfig,       # the settings of the run
+    cfg: RunConfig,  # the settings of the run
     rerun: bool = False,  # run every selected stage, even one whose finished output is up to date
-) -> Path:                # the run folder
+) -> Path:  # the run folder
     "Run the stages in `cfg.stages` (all by default) and write the report; returns the run folder."
     cfg.validate()
     run_dir = Path(cfg.out).resolve()
@@ -553,24 +916,29 @@ def run_pipeline(
         raise FileExistsError(f"{run_dir} exists and is not a folder: choose another run folder")
     with lock_folder(run_dir, "run") as lock:
         if lock.took_over_from:
-            print(f"{run_dir}: the run of pid {lock.took_over_from} stopped without finishing; continuing it",
-                  file=sys.stderr)
+            print(
+                f"{run_dir}: the run of pid {lock.took_over_from} stopped without finishing; continuing it",
+                file=sys.stderr,
+            )
         recover_stage_folders(run_dir)
-        cfg.out = str(run_dir)                               # absolute: the saved config works from any folder
+        cfg.out = str(run_dir)  # absolute: the saved config works from any folder
         cfg.data = str(Path(cfg.data).resolve()) if cfg.data else None
         seed_everything(cfg.seed)
         save_config(cfg, run_dir / "config.json")
         data_dir = Path(cfg.data) if cfg.data else run_dir / "samples"
         ctx = RunContext(cfg, run_dir, data_dir, code=code_fingerprint())
         names = [st.name for st in STAGES]
-        try: old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError): old = {}
+        try:
+            old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}
         summary = {k: v for k, v in old.items() if k in names} if isinstance(old, dict) else {}
         upstream = None
         for st in STAGES:
             upstream = _run_stage(ctx, st, upstream, summary, rerun)
         report = render_report(ctx, summary)
-        with atomic_file(run_dir / "report.md") as tmp: tmp.write_text(report, encoding="utf-8")
+        with atomic_file(run_dir / "report.md") as tmp:
+            tmp.write_text(report, encoding="utf-8")
     return run_dir
 
 # %% ../nbs/15_pipeline.ipynb #23f57490
@@ -580,24 +948,48 @@ def current_stages(ctx: RunContext) -> dict[str, dict]:  # the run
     for st in STAGES:
         expected = stage_fingerprint(ctx, st, expected)
         marker = read_marker(ctx.final_dir(st.name))
-        if marker and marker["fingerprint"] == expected: current[st.name] = marker
+        if marker and marker["fingerprint"] == expected:
+            current[st.name] = marker
     return current
+
 
 def render_report(ctx: RunContext, summary: dict) -> str:
     "The run's report: settings, one section per up-to-date stage, what is not in it and why, then timings."
     current = current_stages(ctx)
-    lines = ["# llmcourse run report", "", f"Run folder: `{ctx.run_dir}` · data: `{ctx.data_dir}` · seed {ctx.cfg.seed}", ""]
+    lines = [
+        "# llmcourse run report",
+        "",
+        f"Run folder: `{ctx.run_dir}` · data: `{ctx.data_dir}` · seed {ctx.cfg.seed}",
+        "",
+    ]
     for i, st in enumerate(STAGES, 1):
-        if st.name not in current: continue
-        lines += [f"## {i}. {st.name}", "", st.doc[:1].upper() + st.doc[1:] + ".", "", *current[st.name]["report"], ""]
+        if st.name not in current:
+            continue
+        lines += [
+            f"## {i}. {st.name}",
+            "",
+            st.doc[:1].upper() + st.doc[1:] + ".",
+            "",
+            *current[st.name]["report"],
+            "",
+        ]
+
     def why(name: str) -> str:
         s = summary.get(name, {})
         if s.get("status") in ("failed", "interrupted", "skipped"):
             return f"{s['status']}: {s.get('error') or s.get('reason', '')}"
-        if read_marker(ctx.final_dir(name)): return "out of date: its settings or inputs changed after it ran"
+        if read_marker(ctx.final_dir(name)):
+            return "out of date: its settings or inputs changed after it ran"
         return "not run"
+
     if missing := [st.name for st in STAGES if st.name not in current]:
         lines += ["## Not in this report", "", *[f"- {n}: {why(n)}" for n in missing], ""]
-    lines += ["## Timings", "", "| stage | status | seconds |", "|---|---|---:|",
-              *[f"| {k} | {v['status']} | {v.get('seconds', '')} |" for k, v in summary.items()], ""]
+    lines += [
+        "## Timings",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---:|",
+        *[f"| {k} | {v['status']} | {v.get('seconds', '')} |" for k, v in summary.items()],
+        "",
+    ]
     return "\n".join(lines)

@@ -19,314 +19,949 @@ __all__ = ['SAMPLE_SEED', 'SAMPLE_FILES', 'render_web_page', 'make_web_documents
            'load_samples']
 
 # %% ../nbs/01_data_samples.ipynb #b79c99f3
-_WEB_EN_FIRST = ["Maya", "Tom", "Priya", "Jonas", "Aisha", "Felix", "Rosa", "Hamid", "Ingrid", "Leo",
-                 "Nadia", "Owen", "Clara", "Tariq", "Elsie", "Ravi", "Greta", "Milo", "Yara", "Sam"]
-_WEB_EN_LAST = ["Brackwell", "Quarrie", "Fennimore", "Ashgrove", "Tillet", "Marwick", "Pellham", "Oakridge",
-                "Velden", "Corrigan", "Halloway", "Strand", "Whitlow", "Tamsett", "Lindgard", "Morrow"]
-_WEB_EN_TOWN = (["Quill", "Thistle", "Bramble", "Heron", "Wren", "Alder", "Lark", "Pebble", "Marrow", "Fenn", "Cinder", "Otter"],
-                ["mere", "combe", "wick", "haven", "stead", "holt", "ridge", "brook"])
-_WEB_EN_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-                  "September", "October", "November", "December"]
+_WEB_EN_FIRST = [
+    "Maya",
+    "Tom",
+    "Priya",
+    "Jonas",
+    "Aisha",
+    "Felix",
+    "Rosa",
+    "Hamid",
+    "Ingrid",
+    "Leo",
+    "Nadia",
+    "Owen",
+    "Clara",
+    "Tariq",
+    "Elsie",
+    "Ravi",
+    "Greta",
+    "Milo",
+    "Yara",
+    "Sam",
+]
+_WEB_EN_LAST = [
+    "Brackwell",
+    "Quarrie",
+    "Fennimore",
+    "Ashgrove",
+    "Tillet",
+    "Marwick",
+    "Pellham",
+    "Oakridge",
+    "Velden",
+    "Corrigan",
+    "Halloway",
+    "Strand",
+    "Whitlow",
+    "Tamsett",
+    "Lindgard",
+    "Morrow",
+]
+_WEB_EN_TOWN = (
+    [
+        "Quill",
+        "Thistle",
+        "Bramble",
+        "Heron",
+        "Wren",
+        "Alder",
+        "Lark",
+        "Pebble",
+        "Marrow",
+        "Fenn",
+        "Cinder",
+        "Otter",
+    ],
+    ["mere", "combe", "wick", "haven", "stead", "holt", "ridge", "brook"],
+)
+_WEB_EN_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 _WEB_ZH_SURNAME = ["林", "陈", "周", "许", "沈", "顾", "苏", "叶", "韩", "唐", "程", "吕", "梁", "邵"]
-_WEB_ZH_GIVEN = ["晓雯", "子墨", "海峰", "思远", "雨桐", "建国", "文静", "一鸣", "嘉怡", "志强", "若溪", "明轩", "春燕", "立新"]
-_WEB_ZH_TOWN = (["霜桥", "雁湾", "鹭洲", "萤川", "芦汀", "杏溪", "苇塘", "墨岭", "鸣泉", "青禾", "石埠", "云渡"],
-                ["镇", "县", "市", "村"])
+_WEB_ZH_GIVEN = [
+    "晓雯",
+    "子墨",
+    "海峰",
+    "思远",
+    "雨桐",
+    "建国",
+    "文静",
+    "一鸣",
+    "嘉怡",
+    "志强",
+    "若溪",
+    "明轩",
+    "春燕",
+    "立新",
+]
+_WEB_ZH_TOWN = (
+    ["霜桥", "雁湾", "鹭洲", "萤川", "芦汀", "杏溪", "苇塘", "墨岭", "鸣泉", "青禾", "石埠", "云渡"],
+    ["镇", "县", "市", "村"],
+)
 
 _WEB_COMMON = {
     "en": dict(
         person=lambda r: f"{r.choice(_WEB_EN_FIRST)} {r.choice(_WEB_EN_LAST)}",
         town=lambda r: r.choice(_WEB_EN_TOWN[0]) + r.choice(_WEB_EN_TOWN[1]),
-        season=["spring", "summer", "autumn", "winter"], month=_WEB_EN_MONTHS,
+        season=["spring", "summer", "autumn", "winter"],
+        month=_WEB_EN_MONTHS,
         weekday=["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
         weather=["rain", "dry weather", "frost", "heat", "wind"],
-        adj=["healthier", "much tidier", "surprisingly sturdy", "a lot calmer", "far more reliable",
-             "quite different", "almost unrecognisable", "in decent shape"],
+        adj=[
+            "healthier",
+            "much tidier",
+            "surprisingly sturdy",
+            "a lot calmer",
+            "far more reliable",
+            "quite different",
+            "almost unrecognisable",
+            "in decent shape",
+        ],
         adj2=["reliable", "pleasant", "useful", "forgiving", "predictable", "comfortable"],
-        n=lambda r: str(r.randint(2, 9)), n_big=lambda r: str(r.randint(4, 90) * 10),
-        pct=lambda r: str(r.randint(2, 9) * 10), year=lambda r: str(r.randint(1962, 2012)),
-        money=lambda r: f"${r.randint(3, 80) * 5}", km=lambda r: f"{r.randint(3, 60)}\u00a0km"),
+        n=lambda r: str(r.randint(2, 9)),
+        n_big=lambda r: str(r.randint(4, 90) * 10),
+        pct=lambda r: str(r.randint(2, 9) * 10),
+        year=lambda r: str(r.randint(1962, 2012)),
+        money=lambda r: f"${r.randint(3, 80) * 5}",
+        km=lambda r: f"{r.randint(3, 60)}\u00a0km",
+    ),
     "zh": dict(
         person=lambda r: r.choice(_WEB_ZH_SURNAME) + r.choice(_WEB_ZH_GIVEN),
         town=lambda r: r.choice(_WEB_ZH_TOWN[0]) + r.choice(_WEB_ZH_TOWN[1]),
-        season=["春天", "夏天", "秋天", "冬天"], month=[f"{i}月" for i in range(1, 13)],
+        season=["春天", "夏天", "秋天", "冬天"],
+        month=[f"{i}月" for i in range(1, 13)],
         weekday=["周一", "周二", "周三", "周四", "周五", "周六", "周日"],
         weather=["下雨", "高温", "大风", "降温"],
         adj=["好了很多", "明显稳定下来", "和刚开始完全不一样", "让人放心多了", "有模有样"],
         adj2=["可靠", "顺手", "省心", "耐用"],
-        n=lambda r: str(r.randint(2, 9)), n_big=lambda r: str(r.randint(4, 90) * 10),
-        pct=lambda r: str(r.randint(2, 9) * 10), year=lambda r: str(r.randint(1962, 2012)),
-        money=lambda r: str(r.randint(3, 90) * 10), km=lambda r: f"{r.randint(3, 60)}公里"),
+        n=lambda r: str(r.randint(2, 9)),
+        n_big=lambda r: str(r.randint(4, 90) * 10),
+        pct=lambda r: str(r.randint(2, 9) * 10),
+        year=lambda r: str(r.randint(1962, 2012)),
+        money=lambda r: str(r.randint(3, 90) * 10),
+        km=lambda r: f"{r.randint(3, 60)}公里",
+    ),
 }
 
 # %% ../nbs/01_data_samples.ipynb #778cf1ee
 _WEB_TOPICS_EN = {
- "garden": dict(
-  thing=["tomato seedlings", "raised beds", "compost heap", "climbing beans", "lavender hedge", "rain barrel",
-         "herb spiral", "apple tree", "potato sacks", "strawberry patch", "greenhouse"],
-  action=["water early in the morning", "mulch around the stems", "turn the compost every week",
-          "sow a second row a fortnight later", "pinch out the side shoots", "stake the taller plants",
-          "thin out the seedlings", "harden off young plants for a week", "check under the leaves for eggs"],
-  problem=["slugs", "powdery mildew", "heavy clay soil", "a late frost", "leggy seedlings", "aphids", "waterlogged roots"],
-  tool=["a trowel", "a hand fork", "a long-spouted watering can", "a pair of secateurs", "a soil thermometer"],
-  product=["self-watering planter", "folding kneeler", "seed starting tray", "bamboo cane set"],
-  extra=["Compost needs a mix of green and brown material, roughly half and half.",
-         "Seedlings on a bright windowsill lean towards the glass, so turn the tray every day.",
-         "A layer of mulch keeps moisture in and saves a surprising amount of watering."]),
- "cycling": dict(
-  thing=["commuter bike", "gravel tyres", "chain", "brake pads", "saddle", "front light", "river path",
-         "hill climb", "cargo bike", "folding bike"],
-  action=["check the tyre pressure before every ride", "clean and oil the chain", "lower the saddle a few millimetres",
-          "shift down before the hill starts", "carry a spare inner tube", "plan a route along quiet lanes",
-          "ride with a friend on longer trips", "replace the brake pads before they wear through"],
-  problem=["a slow puncture", "squeaky brakes", "sore knees", "strong headwinds", "a slipping gear", "a rusty chain", "numb hands"],
-  tool=["a track pump", "a small multitool", "a pair of tyre levers", "a chain checker"],
-  product=["rechargeable rear light", "padded cycling gloves", "frame bag", "mini pump"],
-  extra=["Tyres at the right pressure roll faster and puncture less often.",
-         "A clean chain is quieter and makes gear changes smoother.",
-         "Riding gently for the first ten minutes warms the legs up nicely."]),
- "repair": dict(
-  thing=["leaky tap", "bathroom tiles", "skirting board", "kitchen cupboard door", "window seal", "garden fence",
-         "loft hatch", "wooden floor", "shower screen"],
-  action=["turn off the water at the stopcock", "sand the surface smooth", "fill the gap with flexible sealant",
-          "tighten the hinge screws", "measure twice and cut once", "prime the wood before painting",
-          "let the filler dry overnight", "wear gloves and eye protection"],
-  problem=["damp patches", "a sticking door", "cracked grout", "cold draughts", "a wobbly shelf", "peeling paint", "a dripping pipe"],
-  tool=["a spirit level", "a stud finder", "a putty knife", "a cordless drill", "a tape measure"],
-  product=["cordless drill set", "draught excluder strip", "tile grout pen", "folding step ladder"],
-  extra=["Most dripping taps only need a new washer, which costs very little.",
-         "Paint grips much better on a surface that has been cleaned and lightly sanded.",
-         "Always check for hidden pipes and cables before drilling into a wall."]),
- "cooking": dict(
-  thing=["lentil soup", "sourdough starter", "tray of roast vegetables", "pot of rice", "flatbreads", "ginger broth",
-         "barley salad", "plum crumble", "bean stew", "omelette"],
-  action=["toast the spices first", "let the dough rest", "season at the very end", "chop everything before you start",
-          "keep the heat low", "soak the beans overnight", "taste as you go", "warm the plates"],
-  problem=["a soggy base", "burnt garlic", "a bland sauce", "sticky rice", "a sunken cake", "dough that will not rise"],
-  tool=["a heavy cast-iron pan", "a wooden spoon", "a kitchen scale", "a sharp knife", "a wide saucepan"],
-  product=["cast-iron skillet", "digital kitchen scale", "bread proving basket", "enamel stock pot"],
-  extra=["A pinch of salt in sweet dishes makes the other flavours stand out.",
-         "Resting dough gives the gluten time to relax, so it rolls out more easily.",
-         "Frozen peas are one of the most useful things to keep in the freezer."]),
- "news": dict(
-  thing=["new footbridge", "library extension", "Saturday market", "bus timetable", "flood barrier",
-         "community orchard", "swimming pool", "old mill", "cycle lane", "town square"],
-  action=["approve the budget for next year", "reopen the east road", "extend the library opening hours",
-          "plant two hundred trees along the river", "repaint the old bandstand", "build a new playground",
-          "lower parking charges at weekends", "close the high street to cars on Sundays"],
-  problem=["road closures", "rising rents", "a shortage of parking", "a burst water main", "construction delays",
-           "noise from the works", "flooding on the low road"],
-  tool=["a loudhailer"], product=["umbrella"], extra=[], news=True),
- "electronics": dict(
-  thing=["soldering iron", "breadboard", "microcontroller board", "LED strip", "temperature sensor", "small speaker",
-         "battery pack", "relay module", "weather station", "e-paper display"],
-  action=["check the polarity twice", "add a pull-up resistor", "keep the wires short", "test each part on its own",
-          "read the datasheet properly", "put a fuse on the battery line", "label every cable",
-          "power the circuit from a bench supply first"],
-  problem=["a cold solder joint", "a flickering display", "a short circuit", "noisy sensor readings",
-           "an overheating regulator", "a board that will not boot"],
-  tool=["a multimeter", "a pair of wire strippers", "a desoldering pump", "a magnifying lamp"],
-  product=["starter soldering kit", "breadboard jumper set", "USB power meter", "component storage box"],
-  extra=["A shiny, cone-shaped joint is usually a good joint.",
-         "A decoupling capacitor placed close to the chip cures many strange faults.",
-         "Writing down the pin assignments saves hours of confusion later."]),
- "travel": dict(
-  thing=["old harbour", "cliff path", "night train", "covered market", "lighthouse museum", "family guesthouse",
-         "island ferry", "salt marshes", "hill monastery"],
-  action=["book the ferry a week ahead", "pack a light rain jacket", "walk the old town at dawn",
-          "try the noodle stalls by the station", "carry some cash", "buy a regional rail pass",
-          "learn a few words of the local dialect", "leave one day completely unplanned"],
-  problem=["lost luggage", "crowded buses", "jet lag", "a missed connection", "sudden storms", "museums closed on Mondays"],
-  tool=["a paper map", "a small phrasebook", "a travel adapter", "a refillable bottle"],
-  product=["packable rain jacket", "travel adapter", "set of packing cubes"],
-  extra=["Trains in the region are slow, but the views make up for it.",
-         "Many small guesthouses still prefer bookings by phone.",
-         "The best food is often in the lanes behind the main square."]),
- "study": dict(
-  thing=["flashcards", "weekly timetable", "past papers", "reading list", "study group", "short breaks",
-         "quiet desk", "revision notes", "mind maps"],
-  action=["review your notes the same evening", "explain the idea to a friend", "test yourself before rereading",
-          "break each chapter into small parts", "put the phone in another room", "sleep properly before the exam",
-          "start with the hardest topic", "keep a list of your mistakes"],
-  problem=["procrastination", "exam nerves", "tiredness", "losing focus", "last-minute cramming", "messy notes"],
-  tool=["a paper notebook", "a kitchen timer", "a set of coloured pens", "a wall calendar"],
-  product=["desk lamp with timer", "dotted A5 notebook", "index card box"],
-  extra=["Short, regular sessions beat one long session the night before.",
-         "Testing yourself feels harder than rereading, which is exactly why it works.",
-         "A fixed place for studying helps the brain switch into work mode."]),
- "pets": dict(
-  thing=["rescue dog", "older cat", "pair of rabbits", "goldfish tank", "budgie", "guinea pigs", "new puppy", "tortoise"],
-  action=["keep a steady daily routine", "brush the coat once a week", "reward calm behaviour", "introduce new food slowly",
-          "book a yearly check-up", "give them a quiet corner", "trim the claws carefully", "play for ten minutes before bedtime"],
-  problem=["fleas", "separation anxiety", "scratched furniture", "a picky appetite", "muddy paws", "fur everywhere"],
-  tool=["a soft grooming brush", "a long lead", "a puzzle feeder", "a covered litter tray"],
-  product=["orthopaedic dog bed", "puzzle feeder", "cat scratching post", "pet water fountain"],
-  extra=["Most animals feel safer with a predictable routine.",
-         "A sudden change of food can upset the stomach, so mix old and new for a week.",
-         "A tired dog is usually a well-behaved dog."]),
+    "garden": dict(
+        thing=[
+            "tomato seedlings",
+            "raised beds",
+            "compost heap",
+            "climbing beans",
+            "lavender hedge",
+            "rain barrel",
+            "herb spiral",
+            "apple tree",
+            "potato sacks",
+            "strawberry patch",
+            "greenhouse",
+        ],
+        action=[
+            "water early in the morning",
+            "mulch around the stems",
+            "turn the compost every week",
+            "sow a second row a fortnight later",
+            "pinch out the side shoots",
+            "stake the taller plants",
+            "thin out the seedlings",
+            "harden off young plants for a week",
+            "check under the leaves for eggs",
+        ],
+        problem=[
+            "slugs",
+            "powdery mildew",
+            "heavy clay soil",
+            "a late frost",
+            "leggy seedlings",
+            "aphids",
+            "waterlogged roots",
+        ],
+        tool=[
+            "a trowel",
+            "a hand fork",
+            "a long-spouted watering can",
+            "a pair of secateurs",
+            "a soil thermometer",
+        ],
+        product=["self-watering planter", "folding kneeler", "seed starting tray", "bamboo cane set"],
+        extra=[
+            "Compost needs a mix of green and brown material, roughly half and half.",
+            "Seedlings on a bright windowsill lean towards the glass, so turn the tray every day.",
+            "A layer of mulch keeps moisture in and saves a surprising amount of watering.",
+        ],
+    ),
+    "cycling": dict(
+        thing=[
+            "commuter bike",
+            "gravel tyres",
+            "chain",
+            "brake pads",
+            "saddle",
+            "front light",
+            "river path",
+            "hill climb",
+            "cargo bike",
+            "folding bike",
+        ],
+        action=[
+            "check the tyre pressure before every ride",
+            "clean and oil the chain",
+            "lower the saddle a few millimetres",
+            "shift down before the hill starts",
+            "carry a spare inner tube",
+            "plan a route along quiet lanes",
+            "ride with a friend on longer trips",
+            "replace the brake pads before they wear through",
+        ],
+        problem=[
+            "a slow puncture",
+            "squeaky brakes",
+            "sore knees",
+            "strong headwinds",
+            "a slipping gear",
+            "a rusty chain",
+            "numb hands",
+        ],
+        tool=["a track pump", "a small multitool", "a pair of tyre levers", "a chain checker"],
+        product=["rechargeable rear light", "padded cycling gloves", "frame bag", "mini pump"],
+        extra=[
+            "Tyres at the right pressure roll faster and puncture less often.",
+            "A clean chain is quieter and makes gear changes smoother.",
+            "Riding gently for the first ten minutes warms the legs up nicely.",
+        ],
+    ),
+    "repair": dict(
+        thing=[
+            "leaky tap",
+            "bathroom tiles",
+            "skirting board",
+            "kitchen cupboard door",
+            "window seal",
+            "garden fence",
+            "loft hatch",
+            "wooden floor",
+            "shower screen",
+        ],
+        action=[
+            "turn off the water at the stopcock",
+            "sand the surface smooth",
+            "fill the gap with flexible sealant",
+            "tighten the hinge screws",
+            "measure twice and cut once",
+            "prime the wood before painting",
+            "let the filler dry overnight",
+            "wear gloves and eye protection",
+        ],
+        problem=[
+            "damp patches",
+            "a sticking door",
+            "cracked grout",
+            "cold draughts",
+            "a wobbly shelf",
+            "peeling paint",
+            "a dripping pipe",
+        ],
+        tool=["a spirit level", "a stud finder", "a putty knife", "a cordless drill", "a tape measure"],
+        product=["cordless drill set", "draught excluder strip", "tile grout pen", "folding step ladder"],
+        extra=[
+            "Most dripping taps only need a new washer, which costs very little.",
+            "Paint grips much better on a surface that has been cleaned and lightly sanded.",
+            "Always check for hidden pipes and cables before drilling into a wall.",
+        ],
+    ),
+    "cooking": dict(
+        thing=[
+            "lentil soup",
+            "sourdough starter",
+            "tray of roast vegetables",
+            "pot of rice",
+            "flatbreads",
+            "ginger broth",
+            "barley salad",
+            "plum crumble",
+            "bean stew",
+            "omelette",
+        ],
+        action=[
+            "toast the spices first",
+            "let the dough rest",
+            "season at the very end",
+            "chop everything before you start",
+            "keep the heat low",
+            "soak the beans overnight",
+            "taste as you go",
+            "warm the plates",
+        ],
+        problem=[
+            "a soggy base",
+            "burnt garlic",
+            "a bland sauce",
+            "sticky rice",
+            "a sunken cake",
+            "dough that will not rise",
+        ],
+        tool=[
+            "a heavy cast-iron pan",
+            "a wooden spoon",
+            "a kitchen scale",
+            "a sharp knife",
+            "a wide saucepan",
+        ],
+        product=["cast-iron skillet", "digital kitchen scale", "bread proving basket", "enamel stock pot"],
+        extra=[
+            "A pinch of salt in sweet dishes makes the other flavours stand out.",
+            "Resting dough gives the gluten time to relax, so it rolls out more easily.",
+            "Frozen peas are one of the most useful things to keep in the freezer.",
+        ],
+    ),
+    "news": dict(
+        thing=[
+            "new footbridge",
+            "library extension",
+            "Saturday market",
+            "bus timetable",
+            "flood barrier",
+            "community orchard",
+            "swimming pool",
+            "old mill",
+            "cycle lane",
+            "town square",
+        ],
+        action=[
+            "approve the budget for next year",
+            "reopen the east road",
+            "extend the library opening hours",
+            "plant two hundred trees along the river",
+            "repaint the old bandstand",
+            "build a new playground",
+            "lower parking charges at weekends",
+            "close the high street to cars on Sundays",
+        ],
+        problem=[
+            "road closures",
+            "rising rents",
+            "a shortage of parking",
+            "a burst water main",
+            "construction delays",
+            "noise from the works",
+            "flooding on the low road",
+        ],
+        tool=["a loudhailer"],
+        product=["umbrella"],
+        extra=[],
+        news=True,
+    ),
+    "electronics": dict(
+        thing=[
+            "soldering iron",
+            "breadboard",
+            "microcontroller board",
+            "LED strip",
+            "temperature sensor",
+            "small speaker",
+            "battery pack",
+            "relay module",
+            "weather station",
+            "e-paper display",
+        ],
+        action=[
+            "check the polarity twice",
+            "add a pull-up resistor",
+            "keep the wires short",
+            "test each part on its own",
+            "read the datasheet properly",
+            "put a fuse on the battery line",
+            "label every cable",
+            "power the circuit from a bench supply first",
+        ],
+        problem=[
+            "a cold solder joint",
+            "a flickering display",
+            "a short circuit",
+            "noisy sensor readings",
+            "an overheating regulator",
+            "a board that will not boot",
+        ],
+        tool=["a multimeter", "a pair of wire strippers", "a desoldering pump", "a magnifying lamp"],
+        product=[
+            "starter soldering kit",
+            "breadboard jumper set",
+            "USB power meter",
+            "component storage box",
+        ],
+        extra=[
+            "A shiny, cone-shaped joint is usually a good joint.",
+            "A decoupling capacitor placed close to the chip cures many strange faults.",
+            "Writing down the pin assignments saves hours of confusion later.",
+        ],
+    ),
+    "travel": dict(
+        thing=[
+            "old harbour",
+            "cliff path",
+            "night train",
+            "covered market",
+            "lighthouse museum",
+            "family guesthouse",
+            "island ferry",
+            "salt marshes",
+            "hill monastery",
+        ],
+        action=[
+            "book the ferry a week ahead",
+            "pack a light rain jacket",
+            "walk the old town at dawn",
+            "try the noodle stalls by the station",
+            "carry some cash",
+            "buy a regional rail pass",
+            "learn a few words of the local dialect",
+            "leave one day completely unplanned",
+        ],
+        problem=[
+            "lost luggage",
+            "crowded buses",
+            "jet lag",
+            "a missed connection",
+            "sudden storms",
+            "museums closed on Mondays",
+        ],
+        tool=["a paper map", "a small phrasebook", "a travel adapter", "a refillable bottle"],
+        product=["packable rain jacket", "travel adapter", "set of packing cubes"],
+        extra=[
+            "Trains in the region are slow, but the views make up for it.",
+            "Many small guesthouses still prefer bookings by phone.",
+            "The best food is often in the lanes behind the main square.",
+        ],
+    ),
+    "study": dict(
+        thing=[
+            "flashcards",
+            "weekly timetable",
+            "past papers",
+            "reading list",
+            "study group",
+            "short breaks",
+            "quiet desk",
+            "revision notes",
+            "mind maps",
+        ],
+        action=[
+            "review your notes the same evening",
+            "explain the idea to a friend",
+            "test yourself before rereading",
+            "break each chapter into small parts",
+            "put the phone in another room",
+            "sleep properly before the exam",
+            "start with the hardest topic",
+            "keep a list of your mistakes",
+        ],
+        problem=[
+            "procrastination",
+            "exam nerves",
+            "tiredness",
+            "losing focus",
+            "last-minute cramming",
+            "messy notes",
+        ],
+        tool=["a paper notebook", "a kitchen timer", "a set of coloured pens", "a wall calendar"],
+        product=["desk lamp with timer", "dotted A5 notebook", "index card box"],
+        extra=[
+            "Short, regular sessions beat one long session the night before.",
+            "Testing yourself feels harder than rereading, which is exactly why it works.",
+            "A fixed place for studying helps the brain switch into work mode.",
+        ],
+    ),
+    "pets": dict(
+        thing=[
+            "rescue dog",
+            "older cat",
+            "pair of rabbits",
+            "goldfish tank",
+            "budgie",
+            "guinea pigs",
+            "new puppy",
+            "tortoise",
+        ],
+        action=[
+            "keep a steady daily routine",
+            "brush the coat once a week",
+            "reward calm behaviour",
+            "introduce new food slowly",
+            "book a yearly check-up",
+            "give them a quiet corner",
+            "trim the claws carefully",
+            "play for ten minutes before bedtime",
+        ],
+        problem=[
+            "fleas",
+            "separation anxiety",
+            "scratched furniture",
+            "a picky appetite",
+            "muddy paws",
+            "fur everywhere",
+        ],
+        tool=["a soft grooming brush", "a long lead", "a puzzle feeder", "a covered litter tray"],
+        product=["orthopaedic dog bed", "puzzle feeder", "cat scratching post", "pet water fountain"],
+        extra=[
+            "Most animals feel safer with a predictable routine.",
+            "A sudden change of food can upset the stomach, so mix old and new for a week.",
+            "A tired dog is usually a well-behaved dog.",
+        ],
+    ),
 }
 
 # %% ../nbs/01_data_samples.ipynb #d3411635
 _WEB_TOPICS_ZH = {
- "garden": dict(
-  thing=["番茄苗", "阳台花箱", "堆肥桶", "薄荷", "多肉植物", "月季", "丝瓜架", "雨水桶", "草莓盆栽", "小菜园"],
-  action=["清晨浇水", "在土面铺一层松针", "及时摘掉黄叶", "每周翻一次堆肥", "把幼苗移到半阴处", "剪掉过密的枝条",
-          "给高的植株搭好支架", "定期检查叶子背面"],
-  problem=["蚜虫", "白粉病", "土壤板结", "倒春寒", "烂根", "徒长"], tool=["小铲子", "喷壶", "修枝剪", "土壤温度计"],
-  product=["自动吸水花盆", "园艺跪垫", "育苗盘", "竹竿支架套装"],
-  extra=["堆肥需要干湿搭配，厨余和落叶大约各占一半。", "窗台上的幼苗容易朝玻璃一侧倾斜，最好每天转一转盆。",
-         "铺一层覆盖物能保住水分，省下不少浇水的工夫。"]),
- "cycling": dict(
-  thing=["通勤车", "公路车", "链条", "刹车片", "坐垫", "车前灯", "江边绿道", "盘山公路", "折叠车"],
-  action=["出发前检查胎压", "定期清洗链条并上油", "把坐垫调低几毫米", "上坡前提前换挡", "随身带一条备用内胎",
-          "选择车少的小路", "长途骑行时结伴出发"],
-  problem=["慢撒气", "刹车异响", "膝盖酸痛", "逆风", "掉链", "链条生锈", "手麻"], tool=["落地打气筒", "多功能扳手", "撬胎棒", "链条尺"],
-  product=["充电尾灯", "骑行手套", "上管包", "迷你打气筒"],
-  extra=["胎压合适的轮胎滚得更快，也更不容易扎胎。", "干净的链条声音更小，换挡也更顺。", "刚出发的十分钟慢慢骑，让腿先热起来。"]),
- "repair": dict(
-  thing=["水龙头", "卫生间瓷砖", "踢脚线", "厨房柜门", "窗户密封条", "阳台推拉门", "木地板", "淋浴房"],
-  action=["先关掉总阀", "用砂纸把表面打磨平整", "用玻璃胶填补缝隙", "拧紧合页螺丝", "量两遍再动手", "刷漆前先上一遍底漆",
-          "让腻子干透一整夜", "戴好手套和护目镜"],
-  problem=["墙面返潮", "门关不严", "瓷砖空鼓", "漏风", "隔板晃动", "墙皮脱落", "水管滴水"], tool=["水平尺", "电钻", "刮刀", "卷尺"],
-  product=["充电式电钻套装", "门窗密封条", "美缝笔", "折叠梯"],
-  extra=["大多数滴水的龙头只需要换一个垫片，花不了几块钱。", "表面清洁并轻轻打磨之后，油漆会附着得更牢。",
-         "在墙上打孔之前，一定要先确认里面有没有水管和电线。"]),
- "cooking": dict(
-  thing=["番茄炒蛋", "红烧豆腐", "小米粥", "葱油饼", "酸辣汤", "凉拌黄瓜", "蒸南瓜", "白菜炖粉条", "蛋炒饭"],
-  action=["先把香料炒香", "让面团醒二十分钟", "出锅前再放盐", "开火前把配料都切好", "全程保持小火", "提前一晚把豆子泡上", "边做边尝味道"],
-  problem=["糊锅", "味道太淡", "面饼发硬", "汤汁太稀", "米饭夹生"], tool=["铸铁锅", "厨房秤", "木铲", "砂锅"],
-  product=["铸铁平底锅", "电子厨房秤", "发酵藤篮", "珐琅汤锅"],
-  extra=["做甜口的菜时加一小撮盐，反而能让味道更突出。", "面团醒过之后更容易擀开。", "冰箱里常备一袋速冻青豆，关键时刻很顶用。"]),
- "news": dict(
-  thing=["新建的人行桥", "图书馆扩建工程", "周六集市", "公交线路", "防洪堤", "社区果园", "游泳馆", "老粮仓", "自行车道", "中心广场"],
-  action=["通过明年的预算", "重新开放东环路", "延长图书馆开放时间", "在河边种下两百棵树", "翻新老戏台", "新建一座儿童游乐场",
-          "周末降低停车收费", "周日起老街禁止机动车通行"],
-  problem=["道路封闭", "房租上涨", "停车难", "水管爆裂", "工期延误", "施工噪音", "低洼路段积水"],
-  tool=["扩音喇叭"], product=["雨伞"], extra=[], news=True),
- "electronics": dict(
-  thing=["电烙铁", "面包板", "单片机开发板", "灯带", "温度传感器", "小喇叭", "电池盒", "继电器模块", "气象站", "墨水屏"],
-  action=["通电前再确认一次正负极", "加一个上拉电阻", "尽量把导线剪短", "每个模块单独测试", "认真读一遍数据手册",
-          "在电池线上串一个保险丝", "给每根线贴上标签", "先用可调电源供电"],
-  problem=["虚焊", "屏幕闪烁", "短路", "传感器读数跳动", "稳压芯片发烫", "板子无法启动"], tool=["万用表", "剥线钳", "吸锡器", "放大镜台灯"],
-  product=["入门焊接套装", "杜邦线套装", "USB电流表", "元件收纳盒"],
-  extra=["焊点光亮、呈小山丘形，一般就是好焊点。", "在芯片旁边放一个去耦电容，很多奇怪的问题就消失了。", "把引脚分配写下来，能省掉后面很多麻烦。"]),
- "travel": dict(
-  thing=["老码头", "海边栈道", "夜班火车", "古城集市", "灯塔博物馆", "家庭民宿", "海岛渡轮", "盐沼湿地", "山顶寺院"],
-  action=["提前一周订好船票", "带一件轻便雨衣", "清晨去老城区散步", "尝一尝车站旁的米粉", "身上备一点现金", "买一张区域火车通票",
-          "学几句当地方言", "留出一天什么都不安排"],
-  problem=["行李丢失", "公交拥挤", "倒时差", "错过转车", "突然变天", "博物馆周一闭馆"], tool=["纸质地图", "会话小手册", "转换插头", "保温水杯"],
-  product=["轻便雨衣", "旅行转换插头", "收纳袋套装"],
-  extra=["这一带的火车开得慢，但沿途风景值得。", "很多小民宿仍然更喜欢电话预订。", "最好吃的东西往往藏在主广场后面的小巷里。"]),
- "study": dict(
-  thing=["单词卡", "每周计划表", "历年真题", "阅读清单", "学习小组", "错题本", "思维导图", "复习笔记"],
-  action=["当天晚上复习笔记", "把知识点讲给同学听", "先自测再重读", "把一章拆成几个小块", "把手机放到另一个房间", "考前保证睡眠",
-          "从最难的部分开始", "把错题整理成清单"],
-  problem=["拖延", "考前紧张", "疲劳", "注意力不集中", "临时抱佛脚", "笔记杂乱"], tool=["纸质笔记本", "计时器", "彩色笔", "挂历"],
-  product=["定时护眼台灯", "A5点阵本", "卡片收纳盒"],
-  extra=["短而频繁的学习，比考前熬一个通宵有效得多。", "自测比重读更累，但正因为累才有效果。", "固定的学习地点能帮助大脑更快进入状态。"]),
- "pets": dict(
-  thing=["领养的小狗", "老猫", "两只兔子", "金鱼缸", "鹦鹉", "仓鼠", "小奶狗", "乌龟"],
-  action=["保持固定的作息", "每周梳一次毛", "及时奖励安静的行为", "换粮时慢慢过渡", "每年带去体检一次", "给它留一个安静的角落",
-          "小心地修剪指甲", "睡前陪它玩十分钟"],
-  problem=["跳蚤", "分离焦虑", "抓坏沙发", "挑食", "满脚泥巴", "到处掉毛"], tool=["软毛梳", "牵引绳", "漏食玩具", "封闭式猫砂盆"],
-  product=["记忆棉狗窝", "漏食玩具", "猫抓板", "宠物饮水机"],
-  extra=["大多数动物在规律的作息中更有安全感。", "突然换粮容易拉肚子，新旧粮混着喂一周比较稳妥。", "消耗够了体力的狗狗通常更听话。"]),
+    "garden": dict(
+        thing=[
+            "番茄苗",
+            "阳台花箱",
+            "堆肥桶",
+            "薄荷",
+            "多肉植物",
+            "月季",
+            "丝瓜架",
+            "雨水桶",
+            "草莓盆栽",
+            "小菜园",
+        ],
+        action=[
+            "清晨浇水",
+            "在土面铺一层松针",
+            "及时摘掉黄叶",
+            "每周翻一次堆肥",
+            "把幼苗移到半阴处",
+            "剪掉过密的枝条",
+            "给高的植株搭好支架",
+            "定期检查叶子背面",
+        ],
+        problem=["蚜虫", "白粉病", "土壤板结", "倒春寒", "烂根", "徒长"],
+        tool=["小铲子", "喷壶", "修枝剪", "土壤温度计"],
+        product=["自动吸水花盆", "园艺跪垫", "育苗盘", "竹竿支架套装"],
+        extra=[
+            "堆肥需要干湿搭配，厨余和落叶大约各占一半。",
+            "窗台上的幼苗容易朝玻璃一侧倾斜，最好每天转一转盆。",
+            "铺一层覆盖物能保住水分，省下不少浇水的工夫。",
+        ],
+    ),
+    "cycling": dict(
+        thing=["通勤车", "公路车", "链条", "刹车片", "坐垫", "车前灯", "江边绿道", "盘山公路", "折叠车"],
+        action=[
+            "出发前检查胎压",
+            "定期清洗链条并上油",
+            "把坐垫调低几毫米",
+            "上坡前提前换挡",
+            "随身带一条备用内胎",
+            "选择车少的小路",
+            "长途骑行时结伴出发",
+        ],
+        problem=["慢撒气", "刹车异响", "膝盖酸痛", "逆风", "掉链", "链条生锈", "手麻"],
+        tool=["落地打气筒", "多功能扳手", "撬胎棒", "链条尺"],
+        product=["充电尾灯", "骑行手套", "上管包", "迷你打气筒"],
+        extra=[
+            "胎压合适的轮胎滚得更快，也更不容易扎胎。",
+            "干净的链条声音更小，换挡也更顺。",
+            "刚出发的十分钟慢慢骑，让腿先热起来。",
+        ],
+    ),
+    "repair": dict(
+        thing=["水龙头", "卫生间瓷砖", "踢脚线", "厨房柜门", "窗户密封条", "阳台推拉门", "木地板", "淋浴房"],
+        action=[
+            "先关掉总阀",
+            "用砂纸把表面打磨平整",
+            "用玻璃胶填补缝隙",
+            "拧紧合页螺丝",
+            "量两遍再动手",
+            "刷漆前先上一遍底漆",
+            "让腻子干透一整夜",
+            "戴好手套和护目镜",
+        ],
+        problem=["墙面返潮", "门关不严", "瓷砖空鼓", "漏风", "隔板晃动", "墙皮脱落", "水管滴水"],
+        tool=["水平尺", "电钻", "刮刀", "卷尺"],
+        product=["充电式电钻套装", "门窗密封条", "美缝笔", "折叠梯"],
+        extra=[
+            "大多数滴水的龙头只需要换一个垫片，花不了几块钱。",
+            "表面清洁并轻轻打磨之后，油漆会附着得更牢。",
+            "在墙上打孔之前，一定要先确认里面有没有水管和电线。",
+        ],
+    ),
+    "cooking": dict(
+        thing=[
+            "番茄炒蛋",
+            "红烧豆腐",
+            "小米粥",
+            "葱油饼",
+            "酸辣汤",
+            "凉拌黄瓜",
+            "蒸南瓜",
+            "白菜炖粉条",
+            "蛋炒饭",
+        ],
+        action=[
+            "先把香料炒香",
+            "让面团醒二十分钟",
+            "出锅前再放盐",
+            "开火前把配料都切好",
+            "全程保持小火",
+            "提前一晚把豆子泡上",
+            "边做边尝味道",
+        ],
+        problem=["糊锅", "味道太淡", "面饼发硬", "汤汁太稀", "米饭夹生"],
+        tool=["铸铁锅", "厨房秤", "木铲", "砂锅"],
+        product=["铸铁平底锅", "电子厨房秤", "发酵藤篮", "珐琅汤锅"],
+        extra=[
+            "做甜口的菜时加一小撮盐，反而能让味道更突出。",
+            "面团醒过之后更容易擀开。",
+            "冰箱里常备一袋速冻青豆，关键时刻很顶用。",
+        ],
+    ),
+    "news": dict(
+        thing=[
+            "新建的人行桥",
+            "图书馆扩建工程",
+            "周六集市",
+            "公交线路",
+            "防洪堤",
+            "社区果园",
+            "游泳馆",
+            "老粮仓",
+            "自行车道",
+            "中心广场",
+        ],
+        action=[
+            "通过明年的预算",
+            "重新开放东环路",
+            "延长图书馆开放时间",
+            "在河边种下两百棵树",
+            "翻新老戏台",
+            "新建一座儿童游乐场",
+            "周末降低停车收费",
+            "周日起老街禁止机动车通行",
+        ],
+        problem=["道路封闭", "房租上涨", "停车难", "水管爆裂", "工期延误", "施工噪音", "低洼路段积水"],
+        tool=["扩音喇叭"],
+        product=["雨伞"],
+        extra=[],
+        news=True,
+    ),
+    "electronics": dict(
+        thing=[
+            "电烙铁",
+            "面包板",
+            "单片机开发板",
+            "灯带",
+            "温度传感器",
+            "小喇叭",
+            "电池盒",
+            "继电器模块",
+            "气象站",
+            "墨水屏",
+        ],
+        action=[
+            "通电前再确认一次正负极",
+            "加一个上拉电阻",
+            "尽量把导线剪短",
+            "每个模块单独测试",
+            "认真读一遍数据手册",
+            "在电池线上串一个保险丝",
+            "给每根线贴上标签",
+            "先用可调电源供电",
+        ],
+        problem=["虚焊", "屏幕闪烁", "短路", "传感器读数跳动", "稳压芯片发烫", "板子无法启动"],
+        tool=["万用表", "剥线钳", "吸锡器", "放大镜台灯"],
+        product=["入门焊接套装", "杜邦线套装", "USB电流表", "元件收纳盒"],
+        extra=[
+            "焊点光亮、呈小山丘形，一般就是好焊点。",
+            "在芯片旁边放一个去耦电容，很多奇怪的问题就消失了。",
+            "把引脚分配写下来，能省掉后面很多麻烦。",
+        ],
+    ),
+    "travel": dict(
+        thing=[
+            "老码头",
+            "海边栈道",
+            "夜班火车",
+            "古城集市",
+            "灯塔博物馆",
+            "家庭民宿",
+            "海岛渡轮",
+            "盐沼湿地",
+            "山顶寺院",
+        ],
+        action=[
+            "提前一周订好船票",
+            "带一件轻便雨衣",
+            "清晨去老城区散步",
+            "尝一尝车站旁的米粉",
+            "身上备一点现金",
+            "买一张区域火车通票",
+            "学几句当地方言",
+            "留出一天什么都不安排",
+        ],
+        problem=["行李丢失", "公交拥挤", "倒时差", "错过转车", "突然变天", "博物馆周一闭馆"],
+        tool=["纸质地图", "会话小手册", "转换插头", "保温水杯"],
+        product=["轻便雨衣", "旅行转换插头", "收纳袋套装"],
+        extra=[
+            "这一带的火车开得慢，但沿途风景值得。",
+            "很多小民宿仍然更喜欢电话预订。",
+            "最好吃的东西往往藏在主广场后面的小巷里。",
+        ],
+    ),
+    "study": dict(
+        thing=["单词卡", "每周计划表", "历年真题", "阅读清单", "学习小组", "错题本", "思维导图", "复习笔记"],
+        action=[
+            "当天晚上复习笔记",
+            "把知识点讲给同学听",
+            "先自测再重读",
+            "把一章拆成几个小块",
+            "把手机放到另一个房间",
+            "考前保证睡眠",
+            "从最难的部分开始",
+            "把错题整理成清单",
+        ],
+        problem=["拖延", "考前紧张", "疲劳", "注意力不集中", "临时抱佛脚", "笔记杂乱"],
+        tool=["纸质笔记本", "计时器", "彩色笔", "挂历"],
+        product=["定时护眼台灯", "A5点阵本", "卡片收纳盒"],
+        extra=[
+            "短而频繁的学习，比考前熬一个通宵有效得多。",
+            "自测比重读更累，但正因为累才有效果。",
+            "固定的学习地点能帮助大脑更快进入状态。",
+        ],
+    ),
+    "pets": dict(
+        thing=["领养的小狗", "老猫", "两只兔子", "金鱼缸", "鹦鹉", "仓鼠", "小奶狗", "乌龟"],
+        action=[
+            "保持固定的作息",
+            "每周梳一次毛",
+            "及时奖励安静的行为",
+            "换粮时慢慢过渡",
+            "每年带去体检一次",
+            "给它留一个安静的角落",
+            "小心地修剪指甲",
+            "睡前陪它玩十分钟",
+        ],
+        problem=["跳蚤", "分离焦虑", "抓坏沙发", "挑食", "满脚泥巴", "到处掉毛"],
+        tool=["软毛梳", "牵引绳", "漏食玩具", "封闭式猫砂盆"],
+        product=["记忆棉狗窝", "漏食玩具", "猫抓板", "宠物饮水机"],
+        extra=[
+            "大多数动物在规律的作息中更有安全感。",
+            "突然换粮容易拉肚子，新旧粮混着喂一周比较稳妥。",
+            "消耗够了体力的狗狗通常更听话。",
+        ],
+    ),
 }
 
 # %% ../nbs/01_data_samples.ipynb #924ee594
-_WEB_SENT = {"en": [
- "The trick with the {thing} is to {action}.", "Most beginners forget to {action}, and then they wonder why they end up with {problem}.",
- "If you only remember one thing from this post, {action}.", "{person} always tells newcomers to {action} before worrying about anything else.",
- "I spent {n} weekends on the {thing} and it still surprised me.", "Our {thing} looked {adj} by the end of {month}.",
- "Nobody in {town} seems to agree on the best way to deal with {problem}.", "Having {tool} nearby saves a lot of walking back and forth.",
- "We tried three different approaches to {problem}; only one of them really worked.", "The first attempt was a mess, mostly because we did not {action}.",
- "Honestly, the {thing} is less fussy than people claim.", "It took about {n} days before we noticed any difference.",
- "{person} from {town} wrote in to say that {problem} had been the biggest headache this {season}.",
- "You do not need fancy kit for this: {tool} and a bit of patience will do.", "Whenever we ran into {problem}, the usual advice was to {action}.",
- "That small change made the {thing} noticeably more {adj2}.", "I keep a notebook next to the {thing} and write down what I changed each week.",
- "Costs were modest, roughly {money} in total.", "There is a lot of conflicting advice online, so treat this as one person's notes rather than rules.",
- "The second time round we decided to {action} and {action2}.", "Neighbours in {town} have been asking about the {thing} ever since.",
- "If the weather turns, {action}; it is easier than fixing {problem} later.", "The result wasn't perfect, but the {thing} is in far better shape than it was in {season}.",
- "{person} laughed when I admitted I had never bothered to {action}.", "By week {n} the {thing} was clearly {adj}.",
- "Looking back, the real lesson was patience.", "Start small, keep notes and {action}.",
- "A friend lent me {tool}, which turned out to be the most useful thing in the whole project.",
- "Expect some failures along the way; {problem} happens to everyone.", "I'd rather {action} than spend a whole {weekday} repairing the damage.",
- "Next {season} I plan to look more closely at the {thing2}.", "The {thing} and the {thing2} need quite different kinds of attention.",
- "People often ask whether it's worth the effort, and my answer is usually yes.", "Local shops in {town} now stock most of what you need.",
- "It helps to {action} at the same time every week.", "Keep an eye out for {problem}, especially after a long spell of {weather}.",
- "Around {pct} percent of readers who answered our little survey said they had struggled with {problem}.",
- "We covered about {km} that {weekday}, stopping twice for tea.", "I didn't expect the {thing} to take up so much of my {season}.",
- ], "zh": [
- "{thing}其实没有想象中那么难打理，关键是要{action}。", "很多新手容易忘记{action}，结果没过多久就遇到了{problem}。",
- "如果只能给一条建议，我会说：{action}。", "{person}总是提醒刚入门的朋友，先{action}，别急着买一堆东西。",
- "我前后花了{n}个周末折腾{thing}，到现在还时不时有新发现。", "到了{month}，{thing}的状态已经{adj}。",
- "在{town}，大家对怎么处理{problem}一直说法不一。", "手边备一个{tool}，能省下不少来回跑的工夫。",
- "针对{problem}，我们试了三种办法，真正管用的只有一种。", "第一次做得一团糟，主要是因为没有{action}。",
- "大约过了{n}天，才慢慢看出一些变化。", "住在{town}的{person}来信说，今年{season}最头疼的就是{problem}。",
- "这件事不需要什么高级装备，一个{tool}加上一点耐心就够了。", "一旦发现{problem}，常见的做法是{action}。",
- "我在{thing}旁边放了一个小本子，每周记下做了哪些调整。", "整体花费不多，算下来大概{money}元。",
- "网上的说法五花八门，这里写的只是个人经验，仅供参考。", "第二次我们决定先{action}，再{action2}。",
- "从那以后，{town}的邻居们经常来问{thing}的事。", "天气一变就要{action}，总比事后处理{problem}省事。",
- "结果谈不上完美，但{thing}比{season}的时候好太多了。", "{person}听说我一直没把{problem}当回事，忍不住笑了。",
- "回头看，最大的收获其实是学会了耐心。", "从小处着手，做好记录，坚持{action}。",
- "朋友借给我一个{tool}，结果成了整个过程中最有用的东西。", "过程中难免失败，{problem}几乎每个人都碰到过。",
- "明年{season}，我打算好好研究一下{thing2}。", "{thing}和{thing2}需要的照顾方式完全不同。",
- "常有人问这样折腾值不值得，我的回答通常是值得。", "现在{town}本地的小店基本都能买到需要的东西。",
- "最好每周固定在同一时间{action}。", "连续几天{weather}之后，要特别留意{problem}。",
- "在我们做的小调查里，大约{pct}%的读者表示遇到过{problem}。", "那个{weekday}我们一共走了{km}，中途歇了两次脚。",
- "没想到{thing}会占去我大半个{season}。",
- ]}
-_WEB_NEWS = {"en": [
- "The town council in {town} voted on {weekday} to {action}.", "Councillor {person} said the decision on the {thing} had been \"a long time coming\".",
- "Residents raised concerns about {problem} at a packed meeting in the community hall.", "Work on the {thing} is expected to last around {n} weeks.",
- "A council spokesperson said {problem} would be dealt with before {month}.", "The {thing} first opened in {year} and has been popular with families ever since.",
- "According to figures released this week, about {n_big} people used the {thing} last month.",
- "{person}, who runs a café near the {thing}, welcomed the news.", "Some shop owners fear that {problem} will keep visitors away from the high street.",
- "Not everyone is convinced: a petition against the plan has gathered {n_big} signatures.",
- "The next public meeting is planned for a {weekday} evening in {month}.", "Funding of {money}000 was set aside in last year's budget.",
- "Police asked drivers to be patient while {problem} is sorted out.", "Volunteers from the Friends of {town} group offered to help {action}.",
- "The council has promised to publish a full timetable on its website.", "Older residents remember when the {thing} was little more than a muddy field.",
- ], "zh": [
- "{town}有关部门{weekday}宣布，将{action}。", "负责人{person}表示，{thing}的改造计划“酝酿了很久”。",
- "在社区活动中心召开的居民会上，不少人对{problem}表达了担忧。", "{thing}的施工预计持续{n}周左右。",
- "相关负责人称，{problem}问题将在{month}前得到解决。", "{thing}于{year}年建成，一直很受附近家庭欢迎。",
- "据本周公布的数据，上个月约有{n_big}人次使用了{thing}。", "在{thing}附近经营小吃店的{person}对这一消息表示欢迎。",
- "也有商户担心，{problem}会让外地游客减少。", "并非所有人都赞成，一份反对意见书已收集到{n_big}个签名。",
- "下一次居民座谈会定在{month}的一个{weekday}晚上。", "去年的预算中已为此安排了{money}万元资金。",
- "交警提醒司机耐心等待，{problem}正在处理当中。", "来自{town}的志愿者也参与进来，帮忙{action}。",
- "有关部门承诺会在官网公布详细的时间表。", "一些老居民还记得，{thing}所在的地方以前只是一片荒地。",
- ]}
-_WEB_TITLES = {"en": [
- "How to {action} without losing a weekend", "{n} things I wish I had known about the {thing}", "Notes on the {thing} after one {season}",
- "Dealing with {problem}: what worked for us", "A beginner's guide to the {thing}", "Why I finally decided to {action}",
- "Week {n}: progress on the {thing}", "Is the {thing} worth the fuss?", "The {thing}, {problem} and me"],
- "zh": ["{thing}入门：我踩过的{n}个坑", "关于{thing}，我希望早点知道的{n}件事", "{season}的{thing}记录", "遇到{problem}怎么办？说说我们的经验",
- "为什么我最后决定{action}", "第{n}周：{thing}进展", "{thing}到底值不值得折腾？", "新手笔记：{action}"]}
-_WEB_NEWS_TITLES = {"en": ["{town} council votes to {action}", "Residents react to plans for the {thing}",
- "Delays hit {thing} project in {town}", "What the new {thing} means for {town}"],
- "zh": ["{town}将{action}", "{town}居民热议{thing}改造方案", "{thing}工程延期 {town}居民盼早日完工", "{town}：{thing}下月起有新变化"]}
-_WEB_SUBHEADS = {"en": ["Getting started", "What went wrong", "What I would do differently", "The costs", "A few tips", "Final thoughts", "Background"],
-                 "zh": ["准备工作", "踩过的坑", "如果重来一次", "花费", "几点建议", "写在最后", "背景"]}
+_WEB_SENT = {
+    "en": [
+        "The trick with the {thing} is to {action}.",
+        "Most beginners forget to {action}, and then they wonder why they end up with {problem}.",
+        "If you only remember one thing from this post, {action}.",
+        "{person} always tells newcomers to {action} before worrying about anything else.",
+        "I spent {n} weekends on the {thing} and it still surprised me.",
+        "Our {thing} looked {adj} by the end of {month}.",
+        "Nobody in {town} seems to agree on the best way to deal with {problem}.",
+        "Having {tool} nearby saves a lot of walking back and forth.",
+        "We tried three different approaches to {problem}; only one of them really worked.",
+        "The first attempt was a mess, mostly because we did not {action}.",
+        "Honestly, the {thing} is less fussy than people claim.",
+        "It took about {n} days before we noticed any difference.",
+        "{person} from {town} wrote in to say that {problem} had been the biggest headache this {season}.",
+        "You do not need fancy kit for this: {tool} and a bit of patience will do.",
+        "Whenever we ran into {problem}, the usual advice was to {action}.",
+        "That small change made the {thing} noticeably more {adj2}.",
+        "I keep a notebook next to the {thing} and write down what I changed each week.",
+        "Costs were modest, roughly {money} in total.",
+        "There is a lot of conflicting advice online, so treat this as one person's notes rather than rules.",
+        "The second time round we decided to {action} and {action2}.",
+        "Neighbours in {town} have been asking about the {thing} ever since.",
+        "If the weather turns, {action}; it is easier than fixing {problem} later.",
+        "The result wasn't perfect, but the {thing} is in far better shape than it was in {season}.",
+        "{person} laughed when I admitted I had never bothered to {action}.",
+        "By week {n} the {thing} was clearly {adj}.",
+        "Looking back, the real lesson was patience.",
+        "Start small, keep notes and {action}.",
+        "A friend lent me {tool}, which turned out to be the most useful thing in the whole project.",
+        "Expect some failures along the way; {problem} happens to everyone.",
+        "I'd rather {action} than spend a whole {weekday} repairing the damage.",
+        "Next {season} I plan to look more closely at the {thing2}.",
+        "The {thing} and the {thing2} need quite different kinds of attention.",
+        "People often ask whether it's worth the effort, and my answer is usually yes.",
+        "Local shops in {town} now stock most of what you need.",
+        "It helps to {action} at the same time every week.",
+        "Keep an eye out for {problem}, especially after a long spell of {weather}.",
+        "Around {pct} percent of readers who answered our little survey said they had struggled with {problem}.",
+        "We covered about {km} that {weekday}, stopping twice for tea.",
+        "I didn't expect the {thing} to take up so much of my {season}.",
+    ],
+    "zh": [
+        "{thing}其实没有想象中那么难打理，关键是要{action}。",
+        "很多新手容易忘记{action}，结果没过多久就遇到了{problem}。",
+        "如果只能给一条建议，我会说：{action}。",
+        "{person}总是提醒刚入门的朋友，先{action}，别急着买一堆东西。",
+        "我前后花了{n}个周末折腾{thing}，到现在还时不时有新发现。",
+        "到了{month}，{thing}的状态已经{adj}。",
+        "在{town}，大家对怎么处理{problem}一直说法不一。",
+        "手边备一个{tool}，能省下不少来回跑的工夫。",
+        "针对{problem}，我们试了三种办法，真正管用的只有一种。",
+        "第一次做得一团糟，主要是因为没有{action}。",
+        "大约过了{n}天，才慢慢看出一些变化。",
+        "住在{town}的{person}来信说，今年{season}最头疼的就是{problem}。",
+        "这件事不需要什么高级装备，一个{tool}加上一点耐心就够了。",
+        "一旦发现{problem}，常见的做法是{action}。",
+        "我在{thing}旁边放了一个小本子，每周记下做了哪些调整。",
+        "整体花费不多，算下来大概{money}元。",
+        "网上的说法五花八门，这里写的只是个人经验，仅供参考。",
+        "第二次我们决定先{action}，再{action2}。",
+        "从那以后，{town}的邻居们经常来问{thing}的事。",
+        "天气一变就要{action}，总比事后处理{problem}省事。",
+        "结果谈不上完美，但{thing}比{season}的时候好太多了。",
+        "{person}听说我一直没把{problem}当回事，忍不住笑了。",
+        "回头看，最大的收获其实是学会了耐心。",
+        "从小处着手，做好记录，坚持{action}。",
+        "朋友借给我一个{tool}，结果成了整个过程中最有用的东西。",
+        "过程中难免失败，{problem}几乎每个人都碰到过。",
+        "明年{season}，我打算好好研究一下{thing2}。",
+        "{thing}和{thing2}需要的照顾方式完全不同。",
+        "常有人问这样折腾值不值得，我的回答通常是值得。",
+        "现在{town}本地的小店基本都能买到需要的东西。",
+        "最好每周固定在同一时间{action}。",
+        "连续几天{weather}之后，要特别留意{problem}。",
+        "在我们做的小调查里，大约{pct}%的读者表示遇到过{problem}。",
+        "那个{weekday}我们一共走了{km}，中途歇了两次脚。",
+        "没想到{thing}会占去我大半个{season}。",
+    ],
+}
+_WEB_NEWS = {
+    "en": [
+        "The town council in {town} voted on {weekday} to {action}.",
+        "Councillor {person} said the decision on the {thing} had been \"a long time coming\".",
+        "Residents raised concerns about {problem} at a packed meeting in the community hall.",
+        "Work on the {thing} is expected to last around {n} weeks.",
+        "A council spokesperson said {problem} would be dealt with before {month}.",
+        "The {thing} first opened in {year} and has been popular with families ever since.",
+        "According to figures released this week, about {n_big} people used the {thing} last month.",
+        "{person}, who runs a café near the {thing}, welcomed the news.",
+        "Some shop owners fear that {problem} will keep visitors away from the high street.",
+        "Not everyone is convinced: a petition against the plan has gathered {n_big} signatures.",
+        "The next public meeting is planned for a {weekday} evening in {month}.",
+        "Funding of {money}000 was set aside in last year's budget.",
+        "Police asked drivers to be patient while {problem} is sorted out.",
+        "Volunteers from the Friends of {town} group offered to help {action}.",
+        "The council has promised to publish a full timetable on its website.",
+        "Older residents remember when the {thing} was little more than a muddy field.",
+    ],
+    "zh": [
+        "{town}有关部门{weekday}宣布，将{action}。",
+        "负责人{person}表示，{thing}的改造计划“酝酿了很久”。",
+        "在社区活动中心召开的居民会上，不少人对{problem}表达了担忧。",
+        "{thing}的施工预计持续{n}周左右。",
+        "相关负责人称，{problem}问题将在{month}前得到解决。",
+        "{thing}于{year}年建成，一直很受附近家庭欢迎。",
+        "据本周公布的数据，上个月约有{n_big}人次使用了{thing}。",
+        "在{thing}附近经营小吃店的{person}对这一消息表示欢迎。",
+        "也有商户担心，{problem}会让外地游客减少。",
+        "并非所有人都赞成，一份反对意见书已收集到{n_big}个签名。",
+        "下一次居民座谈会定在{month}的一个{weekday}晚上。",
+        "去年的预算中已为此安排了{money}万元资金。",
+        "交警提醒司机耐心等待，{problem}正在处理当中。",
+        "来自{town}的志愿者也参与进来，帮忙{action}。",
+        "有关部门承诺会在官网公布详细的时间表。",
+        "一些老居民还记得，{thing}所在的地方以前只是一片荒地。",
+    ],
+}
+_WEB_TITLES = {
+    "en": [
+        "How to {action} without losing a weekend",
+        "{n} things I wish I had known about the {thing}",
+        "Notes on the {thing} after one {season}",
+        "Dealing with {problem}: what worked for us",
+        "A beginner's guide to the {thing}",
+        "Why I finally decided to {action}",
+        "Week {n}: progress on the {thing}",
+        "Is the {thing} worth the fuss?",
+        "The {thing}, {problem} and me",
+    ],
+    "zh": [
+        "{thing}入门：我踩过的{n}个坑",
+        "关于{thing}，我希望早点知道的{n}件事",
+        "{season}的{thing}记录",
+        "遇到{problem}怎么办？说说我们的经验",
+        "为什么我最后决定{action}",
+        "第{n}周：{thing}进展",
+        "{thing}到底值不值得折腾？",
+        "新手笔记：{action}",
+    ],
+}
+_WEB_NEWS_TITLES = {
+    "en": [
+        "{town} council votes to {action}",
+        "Residents react to plans for the {thing}",
+        "Delays hit {thing} project in {town}",
+        "What the new {thing} means for {town}",
+    ],
+    "zh": [
+        "{town}将{action}",
+        "{town}居民热议{thing}改造方案",
+        "{thing}工程延期 {town}居民盼早日完工",
+        "{town}：{thing}下月起有新变化",
+    ],
+}
+_WEB_SUBHEADS = {
+    "en": [
+        "Getting started",
+        "What went wrong",
+        "What I would do differently",
+        "The costs",
+        "A few tips",
+        "Final thoughts",
+        "Background",
+    ],
+    "zh": ["准备工作", "踩过的坑", "如果重来一次", "花费", "几点建议", "写在最后", "背景"],
+}
 
 # %% ../nbs/01_data_samples.ipynb #6ded3855
 def _web_fill(
-    rng: random.Random, # the seeded random generator
-    tpl: str,           # template with {slot} fields
-    slots: dict,        # slot -> str (fixed), list (pick one) or callable(rng)
-) -> str:               # the filled text, first letter capitalised
+    rng: random.Random,  # the seeded random generator
+    tpl: str,  # template with {slot} fields
+    slots: dict,  # slot -> str (fixed), list (pick one) or callable(rng)
+) -> str:  # the filled text, first letter capitalised
     "Fill every `{slot}` of a template, left to right."
+
     def pick(m):
         v = slots[m.group(1)]
         return v(rng) if callable(v) else rng.choice(v) if isinstance(v, list) else v
+
     s = re.sub(r"\{(\w+)\}", pick, tpl)
     return s[:1].upper() + s[1:]
+
 
 def _web_slots(rng: random.Random, lang: str, topic: str) -> dict:
     "Slot table for one article: topic words plus a fixed narrator and town."
     t = (_WEB_TOPICS_EN if lang == "en" else _WEB_TOPICS_ZH)[topic]
     s = dict(_WEB_COMMON[lang], **{k: t[k] for k in ("thing", "action", "problem", "tool", "product")})
     s.update(thing2=t["thing"], action2=t["action"], person=s["person"](rng), town=s["town"](rng))
-    s.update(thing=rng.sample(t["thing"], 3), problem=rng.sample(t["problem"], 2))  # an article keeps to a few things
+    s.update(
+        thing=rng.sample(t["thing"], 3), problem=rng.sample(t["problem"], 2)
+    )  # an article keeps to a few things
     return s
+
 
 def _web_sentences(rng: random.Random, lang: str, topic: str, slots: dict, k: int, seen: set) -> str:
     "A paragraph of `k` sentences not yet used in this article (`seen` only answers membership)."
@@ -336,8 +971,10 @@ def _web_sentences(rng: random.Random, lang: str, topic: str, slots: dict, k: in
     for _ in range(k):
         for _try in range(6):
             s = _web_fill(rng, rng.choice(pool), slots)
-            if s not in seen: break
-        seen.add(s); out.append(s)
+            if s not in seen:
+                break
+        seen.add(s)
+        out.append(s)
     return (" " if lang == "en" else "").join(out)
 
 # %% ../nbs/01_data_samples.ipynb #5a948a58
@@ -349,11 +986,27 @@ def _web_cn_id(rng: random.Random) -> str:
     s = sum(int(c) * (2 ** (17 - i) % 11) for i, c in enumerate(body))
     return body + "0123456789X"[(12 - s % 11) % 11]
 
+
 def _web_pii_value(rng: random.Random, kind: str, lang: str) -> str:
     "One safe, invented value of a PII kind: email, phone, ip or id_number."
     if kind == "email":
-        user = rng.choice(["mia", "j.ortel", "kestrel", "lin.wei", "tomasz", "xiaoyu", "rowan", "nadia.k", "haifeng", "b.quarrie"])
-        host = rng.choice(["example.com", "example.org", "example.net", "mail.example.com", "post.test", "inbox.test"])
+        user = rng.choice(
+            [
+                "mia",
+                "j.ortel",
+                "kestrel",
+                "lin.wei",
+                "tomasz",
+                "xiaoyu",
+                "rowan",
+                "nadia.k",
+                "haifeng",
+                "b.quarrie",
+            ]
+        )
+        host = rng.choice(
+            ["example.com", "example.org", "example.net", "mail.example.com", "post.test", "inbox.test"]
+        )
         return f"{user}{rng.randint(1, 99) if rng.random() < 0.5 else ''}@{host}"
     if kind == "phone":
         if lang == "zh":
@@ -366,29 +1019,64 @@ def _web_pii_value(rng: random.Random, kind: str, lang: str) -> str:
             return f"{rng.choice(['192.0.2', '198.51.100', '203.0.113'])}.{rng.randint(1, 254)}"
         first = rng.choice([o for o in range(11, 224) if o not in (100, 127, 169, 172, 192, 198, 203)])
         return f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-    if lang == "zh": return _web_cn_id(rng)
+    if lang == "zh":
+        return _web_cn_id(rng)
     return f"9{rng.randint(0, 99):02d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
 
-_WEB_PII_SENT = {"en": {
-  "email": ["Questions can go to {v}.", "{person} can be reached at {v} if you want the full plan.", "Send your photos to {v} and we may share them."],
-  "phone": ["The hardware shop on the corner takes orders on {v}.", "Call {person} on {v} after six.", "For bookings, ring {v}."],
-  "ip": ["My router log showed repeated requests from {v} that night.", "The board kept trying to reach {v} instead of the local server.",
-         "If the page does not load, try the mirror at {v}."],
-  "id_number": ["On the form I had to copy my number, {v}, twice.", "A reader posted their number {v} in the comments; please don't do that."]},
- "zh": {
-  "email": ["有问题可以发邮件到{v}。", "想要完整方案的朋友，可以联系{person}，邮箱是{v}。", "欢迎把照片发到{v}，我们会挑选展示。"],
-  "phone": ["街角的五金店接受电话订货，号码是{v}。", "晚上六点以后可以打{person}的手机{v}。", "预约请拨打{v}。"],
-  "ip": ["路由器日志显示，那天晚上{v}一直在发请求。", "板子总是去连{v}，而不是本地服务器。", "如果页面打不开，可以试试镜像地址{v}。"],
-  "id_number": ["报名表上要求填写身份证号{v}，我填了两遍。", "有位读者在评论里贴出了自己的身份证号{v}，请大家千万别这样做。"]}}
+
+_WEB_PII_SENT = {
+    "en": {
+        "email": [
+            "Questions can go to {v}.",
+            "{person} can be reached at {v} if you want the full plan.",
+            "Send your photos to {v} and we may share them.",
+        ],
+        "phone": [
+            "The hardware shop on the corner takes orders on {v}.",
+            "Call {person} on {v} after six.",
+            "For bookings, ring {v}.",
+        ],
+        "ip": [
+            "My router log showed repeated requests from {v} that night.",
+            "The board kept trying to reach {v} instead of the local server.",
+            "If the page does not load, try the mirror at {v}.",
+        ],
+        "id_number": [
+            "On the form I had to copy my number, {v}, twice.",
+            "A reader posted their number {v} in the comments; please don't do that.",
+        ],
+    },
+    "zh": {
+        "email": [
+            "有问题可以发邮件到{v}。",
+            "想要完整方案的朋友，可以联系{person}，邮箱是{v}。",
+            "欢迎把照片发到{v}，我们会挑选展示。",
+        ],
+        "phone": [
+            "街角的五金店接受电话订货，号码是{v}。",
+            "晚上六点以后可以打{person}的手机{v}。",
+            "预约请拨打{v}。",
+        ],
+        "ip": [
+            "路由器日志显示，那天晚上{v}一直在发请求。",
+            "板子总是去连{v}，而不是本地服务器。",
+            "如果页面打不开，可以试试镜像地址{v}。",
+        ],
+        "id_number": [
+            "报名表上要求填写身份证号{v}，我填了两遍。",
+            "有位读者在评论里贴出了自己的身份证号{v}，请大家千万别这样做。",
+        ],
+    },
+}
 
 # %% ../nbs/01_data_samples.ipynb #08a22764
 def _web_plant_pii(
-    rng: random.Random, # the seeded random generator
-    blocks: list,       # the page's content blocks, changed in place
-    lang: str,          # "en" or "zh"
-    slots: dict,        # slot table (for {person})
-    kinds: list[str],   # PII kinds to plant
-) -> list[str]:         # the planted values, in the order planted
+    rng: random.Random,  # the seeded random generator
+    blocks: list,  # the page's content blocks, changed in place
+    lang: str,  # "en" or "zh"
+    slots: dict,  # slot table (for {person})
+    kinds: list[str],  # PII kinds to plant
+) -> list[str]:  # the planted values, in the order planted
     "Append one sentence carrying a PII value to a random paragraph for each kind."
     paras = [i for i, b in enumerate(blocks) if b[0] == "p"]
     values = []
@@ -402,291 +1090,889 @@ def _web_plant_pii(
 
 # %% ../nbs/01_data_samples.ipynb #08aeaef8
 def _web_site(
-    name: str, host: str, # display name; host on a reserved domain
-    tpl: str, skin: int,  # page template (blog, news, forum, recipe, product, faq, spam); layout 0-3
-    topics: list, nav: list, cookie: int, # topics written about; menu labels; cookie text index (-1: none)
-    since: int, datefmt: int, curly: bool=False, # founding year; date style; typographic apostrophes
+    name: str,
+    host: str,  # display name; host on a reserved domain
+    tpl: str,
+    skin: int,  # page template (blog, news, forum, recipe, product, faq, spam); layout 0-3
+    topics: list,
+    nav: list,
+    cookie: int,  # topics written about; menu labels; cookie text index (-1: none)
+    since: int,
+    datefmt: int,
+    curly: bool = False,  # founding year; date style; typographic apostrophes
 ) -> dict:
     "One fictional site."
-    return dict(name=name, host=host, tpl=tpl, skin=skin, topics=topics, nav=nav, cookie=cookie,
-                since=since, datefmt=datefmt, curly=curly)
+    return dict(
+        name=name,
+        host=host,
+        tpl=tpl,
+        skin=skin,
+        topics=topics,
+        nav=nav,
+        cookie=cookie,
+        since=since,
+        datefmt=datefmt,
+        curly=curly,
+    )
 
-_WEB_SITES = {"en": [
- _web_site("The Potting Bench", "pottingbench.example", "blog", 0, ["garden"], ["Home", "Vegetables", "Flowers", "Tools", "About"], 0, 2013, 0, True),
- _web_site("Quillmere Courier", "courier.quillmere.test", "news", 1, ["news"], ["Home", "Local", "Council", "Sport", "Weather", "Letters"], 1, 2009, 1),
- _web_site("Spokes & Gravel", "spokesandgravel.example", "blog", 2, ["cycling"], ["Home", "Rides", "Kit", "Maintenance", "Routes"], -1, 2016, 2, True),
- _web_site("FixIt Friends Forum", "forum.fixitfriends.test", "forum", 0, ["repair"], ["Forums", "New posts", "Members", "Rules"], 2, 2011, 2),
- _web_site("Copperpot Kitchen", "copperpot.example", "recipe", 1, ["cooking"], ["Recipes", "Soups", "Baking", "Quick meals", "About"], 0, 2015, 0, True),
- _web_site("Solder Shack", "soldershack.example", "forum", 3, ["electronics"], ["Board index", "Projects", "Help", "Marketplace"], -1, 2008, 2),
- _web_site("Wanderlines", "wanderlines.example", "blog", 1, ["travel"], ["Home", "Destinations", "Trains", "Food", "Gear"], 2, 2017, 1, True),
- _web_site("StudyNook Help", "help.studynook.test", "faq", 2, ["study"], ["Home", "Guides", "FAQ", "Contact"], 0, 2019, 2),
- _web_site("Pawprint Post", "pawprintpost.example", "blog", 0, ["pets"], ["Home", "Dogs", "Cats", "Small pets", "Ask a vet"], 1, 2014, 0),
- _web_site("Thistlecombe Daily", "news.thistlecombe.test", "news", 2, ["news"], ["News", "Business", "Schools", "What's on"], 0, 2006, 0),
- _web_site("Brightmart", "shop.brightmart.example", "product", 1, ["garden", "cycling", "cooking", "electronics", "pets", "study"],
-           ["Shop", "Deals", "Garden", "Kitchen", "Electronics", "Help"], 1, 2012, 2),
- _web_site("Example Community Help", "www.example.org", "faq", 3, ["garden", "repair", "pets", "electronics"], ["Home", "Help centre", "Community", "Search"], -1, 2010, 2),
- _web_site("Hearth & Hammer", "hearthandhammer.example", "recipe", 0, ["repair", "garden"], ["Projects", "Tools", "Outdoors", "Newsletter"], 2, 2018, 1, True),
- _web_site("Weekend Wheels Forum", "talk.weekendwheels.test", "forum", 1, ["cycling", "travel"], ["Forum", "Rides", "Classifieds", "Rules"], 0, 2012, 2),
-], "zh": [
- _web_site("小园日记", "garden.xiaoyuan.example", "blog", 0, ["garden"], ["首页", "蔬菜", "花卉", "工具", "关于"], 0, 2013, 0),
- _web_site("萤川日报", "news.yingchuan.test", "news", 1, ["news"], ["首页", "本地", "民生", "体育", "天气", "评论"], 1, 2008, 1),
- _web_site("骑遇", "qiyu.example", "blog", 2, ["cycling"], ["首页", "路线", "装备", "保养", "活动"], -1, 2016, 0),
- _web_site("修补之家论坛", "bbs.xiubu.test", "forum", 0, ["repair"], ["论坛首页", "最新帖子", "会员", "版规"], 2, 2011, 1),
- _web_site("灶台边", "zaotaibian.example", "recipe", 1, ["cooking"], ["首页", "家常菜", "汤粥", "面点", "快手菜"], 0, 2015, 0),
- _web_site("焊台社区", "bbs.hantai.example", "forum", 3, ["electronics"], ["首页", "作品展示", "求助", "二手交易"], -1, 2009, 1),
- _web_site("远行手记", "yuanxing.example", "blog", 1, ["travel"], ["首页", "目的地", "火车", "美食", "装备"], 2, 2017, 0),
- _web_site("学习问答", "wenda.xuexi.test", "faq", 2, ["study"], ["首页", "学习指南", "常见问题", "联系我们"], 0, 2019, 1),
- _web_site("毛孩子之家", "maohaizi.example", "blog", 0, ["pets"], ["首页", "狗狗", "猫咪", "小宠", "问兽医"], 1, 2014, 0),
- _web_site("鹭洲生活网", "www.luzhou.test", "news", 2, ["news"], ["首页", "资讯", "便民", "房产", "招聘"], 0, 2007, 1),
- _web_site("好物商城", "shop.haowu.example", "product", 1, ["garden", "cycling", "cooking", "electronics", "pets", "study"],
-           ["首页", "特价", "园艺", "厨房", "数码", "帮助"], 1, 2012, 1),
- _web_site("巧手生活", "qiaoshou.example", "recipe", 0, ["repair", "garden"], ["首页", "家装", "工具", "户外", "订阅"], 2, 2018, 0),
-]}
+
+_WEB_SITES = {
+    "en": [
+        _web_site(
+            "The Potting Bench",
+            "pottingbench.example",
+            "blog",
+            0,
+            ["garden"],
+            ["Home", "Vegetables", "Flowers", "Tools", "About"],
+            0,
+            2013,
+            0,
+            True,
+        ),
+        _web_site(
+            "Quillmere Courier",
+            "courier.quillmere.test",
+            "news",
+            1,
+            ["news"],
+            ["Home", "Local", "Council", "Sport", "Weather", "Letters"],
+            1,
+            2009,
+            1,
+        ),
+        _web_site(
+            "Spokes & Gravel",
+            "spokesandgravel.example",
+            "blog",
+            2,
+            ["cycling"],
+            ["Home", "Rides", "Kit", "Maintenance", "Routes"],
+            -1,
+            2016,
+            2,
+            True,
+        ),
+        _web_site(
+            "FixIt Friends Forum",
+            "forum.fixitfriends.test",
+            "forum",
+            0,
+            ["repair"],
+            ["Forums", "New posts", "Members", "Rules"],
+            2,
+            2011,
+            2,
+        ),
+        _web_site(
+            "Copperpot Kitchen",
+            "copperpot.example",
+            "recipe",
+            1,
+            ["cooking"],
+            ["Recipes", "Soups", "Baking", "Quick meals", "About"],
+            0,
+            2015,
+            0,
+            True,
+        ),
+        _web_site(
+            "Solder Shack",
+            "soldershack.example",
+            "forum",
+            3,
+            ["electronics"],
+            ["Board index", "Projects", "Help", "Marketplace"],
+            -1,
+            2008,
+            2,
+        ),
+        _web_site(
+            "Wanderlines",
+            "wanderlines.example",
+            "blog",
+            1,
+            ["travel"],
+            ["Home", "Destinations", "Trains", "Food", "Gear"],
+            2,
+            2017,
+            1,
+            True,
+        ),
+        _web_site(
+            "StudyNook Help",
+            "help.studynook.test",
+            "faq",
+            2,
+            ["study"],
+            ["Home", "Guides", "FAQ", "Contact"],
+            0,
+            2019,
+            2,
+        ),
+        _web_site(
+            "Pawprint Post",
+            "pawprintpost.example",
+            "blog",
+            0,
+            ["pets"],
+            ["Home", "Dogs", "Cats", "Small pets", "Ask a vet"],
+            1,
+            2014,
+            0,
+        ),
+        _web_site(
+            "Thistlecombe Daily",
+            "news.thistlecombe.test",
+            "news",
+            2,
+            ["news"],
+            ["News", "Business", "Schools", "What's on"],
+            0,
+            2006,
+            0,
+        ),
+        _web_site(
+            "Brightmart",
+            "shop.brightmart.example",
+            "product",
+            1,
+            ["garden", "cycling", "cooking", "electronics", "pets", "study"],
+            ["Shop", "Deals", "Garden", "Kitchen", "Electronics", "Help"],
+            1,
+            2012,
+            2,
+        ),
+        _web_site(
+            "Example Community Help",
+            "www.example.org",
+            "faq",
+            3,
+            ["garden", "repair", "pets", "electronics"],
+            ["Home", "Help centre", "Community", "Search"],
+            -1,
+            2010,
+            2,
+        ),
+        _web_site(
+            "Hearth & Hammer",
+            "hearthandhammer.example",
+            "recipe",
+            0,
+            ["repair", "garden"],
+            ["Projects", "Tools", "Outdoors", "Newsletter"],
+            2,
+            2018,
+            1,
+            True,
+        ),
+        _web_site(
+            "Weekend Wheels Forum",
+            "talk.weekendwheels.test",
+            "forum",
+            1,
+            ["cycling", "travel"],
+            ["Forum", "Rides", "Classifieds", "Rules"],
+            0,
+            2012,
+            2,
+        ),
+    ],
+    "zh": [
+        _web_site(
+            "小园日记",
+            "garden.xiaoyuan.example",
+            "blog",
+            0,
+            ["garden"],
+            ["首页", "蔬菜", "花卉", "工具", "关于"],
+            0,
+            2013,
+            0,
+        ),
+        _web_site(
+            "萤川日报",
+            "news.yingchuan.test",
+            "news",
+            1,
+            ["news"],
+            ["首页", "本地", "民生", "体育", "天气", "评论"],
+            1,
+            2008,
+            1,
+        ),
+        _web_site(
+            "骑遇",
+            "qiyu.example",
+            "blog",
+            2,
+            ["cycling"],
+            ["首页", "路线", "装备", "保养", "活动"],
+            -1,
+            2016,
+            0,
+        ),
+        _web_site(
+            "修补之家论坛",
+            "bbs.xiubu.test",
+            "forum",
+            0,
+            ["repair"],
+            ["论坛首页", "最新帖子", "会员", "版规"],
+            2,
+            2011,
+            1,
+        ),
+        _web_site(
+            "灶台边",
+            "zaotaibian.example",
+            "recipe",
+            1,
+            ["cooking"],
+            ["首页", "家常菜", "汤粥", "面点", "快手菜"],
+            0,
+            2015,
+            0,
+        ),
+        _web_site(
+            "焊台社区",
+            "bbs.hantai.example",
+            "forum",
+            3,
+            ["electronics"],
+            ["首页", "作品展示", "求助", "二手交易"],
+            -1,
+            2009,
+            1,
+        ),
+        _web_site(
+            "远行手记",
+            "yuanxing.example",
+            "blog",
+            1,
+            ["travel"],
+            ["首页", "目的地", "火车", "美食", "装备"],
+            2,
+            2017,
+            0,
+        ),
+        _web_site(
+            "学习问答",
+            "wenda.xuexi.test",
+            "faq",
+            2,
+            ["study"],
+            ["首页", "学习指南", "常见问题", "联系我们"],
+            0,
+            2019,
+            1,
+        ),
+        _web_site(
+            "毛孩子之家",
+            "maohaizi.example",
+            "blog",
+            0,
+            ["pets"],
+            ["首页", "狗狗", "猫咪", "小宠", "问兽医"],
+            1,
+            2014,
+            0,
+        ),
+        _web_site(
+            "鹭洲生活网",
+            "www.luzhou.test",
+            "news",
+            2,
+            ["news"],
+            ["首页", "资讯", "便民", "房产", "招聘"],
+            0,
+            2007,
+            1,
+        ),
+        _web_site(
+            "好物商城",
+            "shop.haowu.example",
+            "product",
+            1,
+            ["garden", "cycling", "cooking", "electronics", "pets", "study"],
+            ["首页", "特价", "园艺", "厨房", "数码", "帮助"],
+            1,
+            2012,
+            1,
+        ),
+        _web_site(
+            "巧手生活",
+            "qiaoshou.example",
+            "recipe",
+            0,
+            ["repair", "garden"],
+            ["首页", "家装", "工具", "户外", "订阅"],
+            2,
+            2018,
+            0,
+        ),
+    ],
+}
 
 # %% ../nbs/01_data_samples.ipynb #ea1036ce
-_WEB_CHROME = {"en": dict(
-  cookie=["We use cookies to keep you signed in and to count visits. By continuing you accept this.",
-          "This site uses cookies. Some are essential, others help us understand how the site is used.",
-          "Cookies help us run this site. You can change your choice at any time in Settings."],
-  accept="Accept", footer=["About us", "Contact", "Privacy", "Terms of use", "Advertise", "Sitemap"],
-  rights="All rights reserved.", home="Home", related="Related posts", share="Share this: Copy link · Email · Print",
-  ad_label=["Advertisement", "Sponsored", "Ad"], picks="Our picks (we may earn a commission):", toc="Contents",
-  by="By", comments="comments", reply="Reply", newsletter="Get new posts by email", subscribe="Subscribe",
-  brands=["Norrow", "Kestrel & Finch", "Tamble", "Brightmart Basics", "Oakhollow"],
-  ad=["{brand}: {product} from {money}", "Save {pct}% on the {product} this week only", "New from {brand} – the {product} you will actually use",
-      "Free delivery on every {product} at {brand}"],
-  comment=["Great write-up, thanks for sharing.", "I tried this last {season} and it worked for me too.", "Where did you get {tool}?",
-           "Bookmarked for later!", "Could you do a follow-up on {problem}?", "We had the same trouble in {town}.", "This is exactly what I needed today."],
-  user=(["green", "quiet", "rusty", "happy", "old", "little", "night", "river", "lazy", "busy"],
-        ["fox", "gardener", "wheel", "tinkerer", "owl", "cook", "rider", "badger", "kettle", "reader"])),
- "zh": dict(
-  cookie=["本站使用Cookie来记住您的偏好并统计访问量，继续浏览即表示同意。", "我们使用Cookie改善您的浏览体验。",
-          "为了提供更好的服务，本站会使用Cookie，详情请查看隐私政策。"],
-  accept="同意", footer=["关于我们", "联系我们", "隐私政策", "用户协议", "广告合作", "网站地图"],
-  rights="版权所有", home="首页", related="相关文章", share="分享：复制链接 | 打印 | 收藏",
-  ad_label=["广告", "推广", "赞助"], picks="编辑推荐（部分链接含推广）：", toc="目录",
-  by="作者：", comments="条评论", reply="回复", newsletter="订阅我们的邮件推送", subscribe="订阅",
-  brands=["青禾", "木屿", "好物优选", "拾光", "北窗"],
-  ad=["{brand}{product}，限时{n}折", "新人专享：{product}立减{money}元", "{brand}官方旗舰店，{product}包邮", "点击领取{product}优惠券"],
-  comment=["写得很实用，收藏了。", "我去年{season}也试过，确实有效。", "请问{tool}是在哪里买的？", "mark一下，周末试试。",
-           "能不能再写一篇讲{problem}的？", "我们{town}也遇到过一样的问题。", "正好需要，谢谢分享！"],
-  user=(["小", "老", "阿", "爱吃的", "路过的", "快乐的", "认真的"], ["园丁", "骑手", "猫", "王", "杰", "鱼", "学长", "焊工", "吃货"]))}
+_WEB_CHROME = {
+    "en": dict(
+        cookie=[
+            "We use cookies to keep you signed in and to count visits. By continuing you accept this.",
+            "This site uses cookies. Some are essential, others help us understand how the site is used.",
+            "Cookies help us run this site. You can change your choice at any time in Settings.",
+        ],
+        accept="Accept",
+        footer=["About us", "Contact", "Privacy", "Terms of use", "Advertise", "Sitemap"],
+        rights="All rights reserved.",
+        home="Home",
+        related="Related posts",
+        share="Share this: Copy link · Email · Print",
+        ad_label=["Advertisement", "Sponsored", "Ad"],
+        picks="Our picks (we may earn a commission):",
+        toc="Contents",
+        by="By",
+        comments="comments",
+        reply="Reply",
+        newsletter="Get new posts by email",
+        subscribe="Subscribe",
+        brands=["Norrow", "Kestrel & Finch", "Tamble", "Brightmart Basics", "Oakhollow"],
+        ad=[
+            "{brand}: {product} from {money}",
+            "Save {pct}% on the {product} this week only",
+            "New from {brand} – the {product} you will actually use",
+            "Free delivery on every {product} at {brand}",
+        ],
+        comment=[
+            "Great write-up, thanks for sharing.",
+            "I tried this last {season} and it worked for me too.",
+            "Where did you get {tool}?",
+            "Bookmarked for later!",
+            "Could you do a follow-up on {problem}?",
+            "We had the same trouble in {town}.",
+            "This is exactly what I needed today.",
+        ],
+        user=(
+            ["green", "quiet", "rusty", "happy", "old", "little", "night", "river", "lazy", "busy"],
+            ["fox", "gardener", "wheel", "tinkerer", "owl", "cook", "rider", "badger", "kettle", "reader"],
+        ),
+    ),
+    "zh": dict(
+        cookie=[
+            "本站使用Cookie来记住您的偏好并统计访问量，继续浏览即表示同意。",
+            "我们使用Cookie改善您的浏览体验。",
+            "为了提供更好的服务，本站会使用Cookie，详情请查看隐私政策。",
+        ],
+        accept="同意",
+        footer=["关于我们", "联系我们", "隐私政策", "用户协议", "广告合作", "网站地图"],
+        rights="版权所有",
+        home="首页",
+        related="相关文章",
+        share="分享：复制链接 | 打印 | 收藏",
+        ad_label=["广告", "推广", "赞助"],
+        picks="编辑推荐（部分链接含推广）：",
+        toc="目录",
+        by="作者：",
+        comments="条评论",
+        reply="回复",
+        newsletter="订阅我们的邮件推送",
+        subscribe="订阅",
+        brands=["青禾", "木屿", "好物优选", "拾光", "北窗"],
+        ad=[
+            "{brand}{product}，限时{n}折",
+            "新人专享：{product}立减{money}元",
+            "{brand}官方旗舰店，{product}包邮",
+            "点击领取{product}优惠券",
+        ],
+        comment=[
+            "写得很实用，收藏了。",
+            "我去年{season}也试过，确实有效。",
+            "请问{tool}是在哪里买的？",
+            "mark一下，周末试试。",
+            "能不能再写一篇讲{problem}的？",
+            "我们{town}也遇到过一样的问题。",
+            "正好需要，谢谢分享！",
+        ],
+        user=(
+            ["小", "老", "阿", "爱吃的", "路过的", "快乐的", "认真的"],
+            ["园丁", "骑手", "猫", "王", "杰", "鱼", "学长", "焊工", "吃货"],
+        ),
+    ),
+}
 
 # %% ../nbs/01_data_samples.ipynb #2322c4bc
 def _web_main_text(blocks: list) -> str:
     "The clean text of a page's content blocks: blocks joined by a blank line."
     out = []
     for kind, x in blocks:
-        if kind in ("ul", "ol"): out.append("\n".join(x))
-        elif kind == "table": out.append("\n".join(" | ".join(r) for r in x))
-        elif kind == "post": out.append(x[1])
-        else: out.append(x)
+        if kind in ("ul", "ol"):
+            out.append("\n".join(x))
+        elif kind == "table":
+            out.append("\n".join(" | ".join(r) for r in x))
+        elif kind == "post":
+            out.append(x[1])
+        else:
+            out.append(x)
     return "\n\n".join(out)
 
-def _web_esc(s: str, curly: bool=False) -> str:
+
+def _web_esc(s: str, curly: bool = False) -> str:
     "Escape text for HTML; `curly` also writes typographic quotes as numeric entities."
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\u00a0", "&nbsp;")
-    return s.replace("\u2019", "&#8217;").replace("\u201c", "&#8220;").replace("\u201d", "&#8221;") if curly else s
+    return (
+        s.replace("\u2019", "&#8217;").replace("\u201c", "&#8220;").replace("\u201d", "&#8221;")
+        if curly
+        else s
+    )
+
 
 def _web_inline(rng: random.Random, text: str, lang: str, curly: bool) -> str:
     "Escape a paragraph, sometimes wrapping a few words in <b>, <em> or <a> (never touching digits or @)."
-    if rng.random() < 0.6 or re.search(r"[\d@]", text): return _web_esc(text, curly)
-    spans = [m.span() for m in re.finditer(r"[A-Za-z]{4,}(?: [A-Za-z]+){0,2}" if lang == "en" else r"[\u4e00-\u9fff]{2,5}", text)]
-    if not spans: return _web_esc(text, curly)
+    if rng.random() < 0.6 or re.search(r"[\d@]", text):
+        return _web_esc(text, curly)
+    spans = [
+        m.span()
+        for m in re.finditer(
+            r"[A-Za-z]{4,}(?: [A-Za-z]+){0,2}" if lang == "en" else r"[\u4e00-\u9fff]{2,5}", text
+        )
+    ]
+    if not spans:
+        return _web_esc(text, curly)
     a, b = rng.choice(spans)
     tag = rng.choice(["b", "em", "strong", "a"])
     op = f'<a href="/tag/{rng.randint(1, 400)}">' if tag == "a" else f"<{tag}>"
-    return _web_esc(text[:a], curly) + op + _web_esc(text[a:b], curly) + f"</{tag}>" + _web_esc(text[b:], curly)
+    return (
+        _web_esc(text[:a], curly) + op + _web_esc(text[a:b], curly) + f"</{tag}>" + _web_esc(text[b:], curly)
+    )
 
 # %% ../nbs/01_data_samples.ipynb #4f08ce48
 def _web_ad(rng: random.Random, lang: str, site: dict, slots: dict) -> str:
     "One advertisement block: a banner, a sponsored line or an affiliate link list."
     c = _WEB_CHROME[lang]
-    s = dict(slots, brand=c["brands"], product=[p for t in _WEB_TOPICS_EN for p in (_WEB_TOPICS_EN if lang == "en" else _WEB_TOPICS_ZH)[t]["product"]])
+    s = dict(
+        slots,
+        brand=c["brands"],
+        product=[
+            p
+            for t in _WEB_TOPICS_EN
+            for p in (_WEB_TOPICS_EN if lang == "en" else _WEB_TOPICS_ZH)[t]["product"]
+        ],
+    )
     copy, ref = _web_esc(_web_fill(rng, rng.choice(c["ad"]), s)), site["host"].split(".")[-2]
     style = rng.randrange(3)
     if style == 0:
-        return (f'<div class="ad"><span class="ad-label">{c["ad_label"][0]}</span> '
-                f'<a href="https://ads.example/click?c={rng.getrandbits(32):08x}" rel="nofollow">{copy}</a></div>')
+        return (
+            f'<div class="ad"><span class="ad-label">{c["ad_label"][0]}</span> '
+            f'<a href="https://ads.example/click?c={rng.getrandbits(32):08x}" rel="nofollow">{copy}</a></div>'
+        )
     if style == 1:
         return f'<div class="sponsored">{c["ad_label"][1]} · <a href="https://deals.example/?ref={ref}">{copy}</a></div>'
-    items = "".join(f'<li><a href="https://shop.example/p/{rng.randint(100, 9999)}?tag={ref}-20">{_web_esc(_web_fill(rng, "{product}", s))}</a></li>'
-                    for _ in range(rng.randint(2, 3)))
+    items = "".join(
+        f'<li><a href="https://shop.example/p/{rng.randint(100, 9999)}?tag={ref}-20">{_web_esc(_web_fill(rng, "{product}", s))}</a></li>'
+        for _ in range(rng.randint(2, 3))
+    )
     return f'<div class="affiliate"><p>{c["picks"]}</p><ul>{items}</ul></div>'
 
-def _web_blocks_html(rng: random.Random, blocks: list, lang: str, site: dict, slots: dict, sloppy: bool) -> list[str]:
+
+def _web_blocks_html(
+    rng: random.Random, blocks: list, lang: str, site: dict, slots: dict, sloppy: bool
+) -> list[str]:
     "HTML lines for the content blocks, with an ad slipped in between blocks now and then."
     cp, cli = ("", "") if sloppy else ("</p>", "</li>")
     out, h = [], 0
     for kind, x in blocks:
-        if kind == "p": out.append(f"<p>{_web_inline(rng, x, lang, site['curly'])}{cp}")
+        if kind == "p":
+            out.append(f"<p>{_web_inline(rng, x, lang, site['curly'])}{cp}")
         elif kind in ("h2", "h3"):
-            h += 1; out.append(f'<{kind} id="s{h}">{_web_esc(x, site["curly"])}</{kind}>')
-        elif kind in ("ul", "ol"): out += [f"<{kind}>"] + [f"<li>{_web_esc(i, site['curly'])}{cli}" for i in x] + [f"</{kind}>"]
+            h += 1
+            out.append(f'<{kind} id="s{h}">{_web_esc(x, site["curly"])}</{kind}>')
+        elif kind in ("ul", "ol"):
+            out += [f"<{kind}>"] + [f"<li>{_web_esc(i, site['curly'])}{cli}" for i in x] + [f"</{kind}>"]
         elif kind == "table":
-            out += ['<table class="specs">'] + [f"<tr><th>{_web_esc(k)}</th><td>{_web_esc(v)}</td></tr>" for k, v in x] + ["</table>"]
+            out += (
+                ['<table class="specs">']
+                + [f"<tr><th>{_web_esc(k)}</th><td>{_web_esc(v)}</td></tr>" for k, v in x]
+                + ["</table>"]
+            )
         elif kind == "post":
-            out += [f'<div class="post"><div class="post-meta"><a href="/u/{x[0]}">{x[0]}</a></div>',
-                    f'<div class="post-body">{_web_esc(x[1], site["curly"])}</div></div>']
-        if kind in ("p", "post") and rng.random() < 0.08: out.append(_web_ad(rng, lang, site, slots))
+            out += [
+                f'<div class="post"><div class="post-meta"><a href="/u/{x[0]}">{x[0]}</a></div>',
+                f'<div class="post-body">{_web_esc(x[1], site["curly"])}</div></div>',
+            ]
+        if kind in ("p", "post") and rng.random() < 0.08:
+            out.append(_web_ad(rng, lang, site, slots))
     return out
 
 # %% ../nbs/01_data_samples.ipynb #ee9218b8
 def _web_date(d: datetime.date, lang: str, fmt: int) -> str:
     "A date in one of the site's styles."
-    if lang == "zh": return f"{d.year}年{d.month}月{d.day}日" if fmt == 0 else d.isoformat()
-    return [f"{_WEB_EN_MONTHS[d.month - 1]} {d.day}, {d.year}", f"{d.day} {_WEB_EN_MONTHS[d.month - 1]} {d.year}", d.isoformat()][fmt]
+    if lang == "zh":
+        return f"{d.year}年{d.month}月{d.day}日" if fmt == 0 else d.isoformat()
+    return [
+        f"{_WEB_EN_MONTHS[d.month - 1]} {d.day}, {d.year}",
+        f"{d.day} {_WEB_EN_MONTHS[d.month - 1]} {d.year}",
+        d.isoformat(),
+    ][fmt]
+
 
 def _web_user(rng: random.Random, lang: str) -> str:
     a, b = _WEB_CHROME[lang]["user"]
-    return rng.choice(a) + ("_" if lang == "en" else "") + rng.choice(b) + (str(rng.randint(1, 99)) if rng.random() < 0.4 else "")
+    return (
+        rng.choice(a)
+        + ("_" if lang == "en" else "")
+        + rng.choice(b)
+        + (str(rng.randint(1, 99)) if rng.random() < 0.4 else "")
+    )
+
 
 def _web_head(rng: random.Random, spec: dict) -> str:
     "The <head> element: title, meta tags, canonical link, scripts and sometimes a style sheet."
     site, lang = spec["site"], spec["lang"]
     t = _web_esc(f"{spec['title']} | {site['name']}" if lang == "en" else f"{spec['title']} - {site['name']}")
-    lines = ['<meta charset="utf-8">', f"<title>{t}</title>", f'<link rel="stylesheet" href="/css/s{site["skin"]}.css?v={rng.randint(1, 60)}">',
-             f'<script async src="/js/stats.js?id={rng.getrandbits(24):06x}"></script>']
-    if rng.random() < 0.3: lines.insert(1, '<meta name="viewport" content="width=device-width">')
-    if rng.random() < 0.3: lines.insert(2, f'<link rel="canonical" href="{spec["url"].split("?")[0]}">')
-    if spec.get("keywords"): lines.insert(2, f'<meta name="keywords" content="{_web_esc(spec["keywords"])}">')
-    if rng.random() < 0.1: lines.append("<style>.ad{border:1px solid #ccc}</style>")
+    lines = [
+        '<meta charset="utf-8">',
+        f"<title>{t}</title>",
+        f'<link rel="stylesheet" href="/css/s{site["skin"]}.css?v={rng.randint(1, 60)}">',
+        f'<script async src="/js/stats.js?id={rng.getrandbits(24):06x}"></script>',
+    ]
+    if rng.random() < 0.3:
+        lines.insert(1, '<meta name="viewport" content="width=device-width">')
+    if rng.random() < 0.3:
+        lines.insert(2, f'<link rel="canonical" href="{spec["url"].split("?")[0]}">')
+    if spec.get("keywords"):
+        lines.insert(2, f'<meta name="keywords" content="{_web_esc(spec["keywords"])}">')
+    if rng.random() < 0.1:
+        lines.append("<style>.ad{border:1px solid #ccc}</style>")
     return "<head>\n" + "\n".join(lines) + "\n</head>"
 
 # %% ../nbs/01_data_samples.ipynb #2656826c
 def _web_chrome(rng: random.Random, spec: dict, slots: dict) -> dict:
     "Header, cookie banner, breadcrumb, sidebar, comments and footer of a page, as HTML strings."
     site, lang, c = spec["site"], spec["lang"], _WEB_CHROME[spec["lang"]]
-    nav = [f'<a href="/{"" if i == 0 else f"c{i}/"}">{_web_esc(x)}</a>' for i, x in enumerate(site["nav"][:4])]
+    nav = [
+        f'<a href="/{"" if i == 0 else f"c{i}/"}">{_web_esc(x)}</a>' for i, x in enumerate(site["nav"][:4])
+    ]
     nav = "<ul>" + "".join(f"<li>{x}</li>" for x in nav) + "</ul>" if site["skin"] == 0 else " ".join(nav)
     header = f'<a class="logo" href="/">{_web_esc(site["name"])}</a>\n<nav>{nav}</nav>'
-    cookie = (f'<div class="cookie">{c["cookie"][site["cookie"]]} <button>{c["accept"]}</button></div>'
-              if site["cookie"] >= 0 and rng.random() < 0.4 else "")
+    cookie = (
+        f'<div class="cookie">{c["cookie"][site["cookie"]]} <button>{c["accept"]}</button></div>'
+        if site["cookie"] >= 0 and rng.random() < 0.4
+        else ""
+    )
     sec = rng.choice(site["nav"][1:])
-    crumbs = "" if rng.random() < 0.65 else f'<div class="crumbs"><a href="/">{c["home"]}</a> › <a href="/c/">{_web_esc(sec)}</a> › {_web_esc(spec["title"])}</div>'
+    crumbs = (
+        ""
+        if rng.random() < 0.65
+        else f'<div class="crumbs"><a href="/">{c["home"]}</a> › <a href="/c/">{_web_esc(sec)}</a> › {_web_esc(spec["title"])}</div>'
+    )
     side = []
     if spec.get("topic") and rng.random() < 0.15:
         tl = _WEB_NEWS_TITLES[lang] if spec["topic"] == "news" else _WEB_TITLES[lang]
-        rel = "".join(f'<li><a href="/p/{rng.randint(100, 9999)}">{_web_esc(_web_fill(rng, rng.choice(tl), slots))}</a></li>' for _ in range(rng.randint(2, 3)))
+        rel = "".join(
+            f'<li><a href="/p/{rng.randint(100, 9999)}">{_web_esc(_web_fill(rng, rng.choice(tl), slots))}</a></li>'
+            for _ in range(rng.randint(2, 3))
+        )
         side.append(f"<h4>{c['related']}</h4><ul>{rel}</ul>")
-    if rng.random() < 0.15: side.append(_web_ad(rng, lang, site, slots))
+    if rng.random() < 0.15:
+        side.append(_web_ad(rng, lang, site, slots))
     comments = ""
     if spec.get("topic") and site["tpl"] in ("blog", "recipe") and rng.random() < 0.15:
-        cs = [f'<div class="comment"><b>{_web_user(rng, lang)}</b> <p>{_web_esc(_web_fill(rng, rng.choice(c["comment"]), slots))}</p></div>'
-              for _ in range(rng.randint(1, 3))]
-        comments = f'<section class="comments"><h3>{len(cs)} {c["comments"]}</h3>\n' + "\n".join(cs) + "\n</section>"
+        cs = [
+            f'<div class="comment"><b>{_web_user(rng, lang)}</b> <p>{_web_esc(_web_fill(rng, rng.choice(c["comment"]), slots))}</p></div>'
+            for _ in range(rng.randint(1, 3))
+        ]
+        comments = (
+            f'<section class="comments"><h3>{len(cs)} {c["comments"]}</h3>\n' + "\n".join(cs) + "\n</section>"
+        )
     links = " | ".join(f'<a href="/p{i}">{x}</a>' for i, x in enumerate(c["footer"][: 3 + site["skin"] % 2]))
     year = spec["date"].year
     years = f"{site['since']}–{year}" if year > site["since"] else str(site["since"])
-    copy = (f"© {years} {_web_esc(site['name'])}. {c['rights']}" if lang == "en"
-            else f"© {years} {site['name']} {c['rights']}　鹭ICP备{site['since']}{len(site['host']):04d}号")
+    copy = (
+        f"© {years} {_web_esc(site['name'])}. {c['rights']}"
+        if lang == "en"
+        else f"© {years} {site['name']} {c['rights']}　鹭ICP备{site['since']}{len(site['host']):04d}号"
+    )
     footer = f"<p>{links}<br>{copy}</p>"
-    return dict(header=header, cookie=cookie, crumbs=crumbs, side="\n".join(side), comments=comments, footer=footer)
+    return dict(
+        header=header, cookie=cookie, crumbs=crumbs, side="\n".join(side), comments=comments, footer=footer
+    )
 
 # %% ../nbs/01_data_samples.ipynb #bb50beed
 def _web_frame(skin: int, p: dict) -> str:
     "Nest the page parts in one of four layouts."
     if skin == 0:
-        return (f'<body>\n<div id="wrap">\n<div id="header">\n{p["header"]}\n</div>\n{p["cookie"]}\n<div id="content">\n{p["crumbs"]}\n'
-                f'<div id="main">\n{p["main"]}\n{p["comments"]}\n</div>\n<div id="sidebar">\n{p["side"]}\n</div>\n</div>\n'
-                f'<div id="footer">\n{p["footer"]}\n</div>\n</div>\n</body>')
+        return (
+            f'<body>\n<div id="wrap">\n<div id="header">\n{p["header"]}\n</div>\n{p["cookie"]}\n<div id="content">\n{p["crumbs"]}\n'
+            f'<div id="main">\n{p["main"]}\n{p["comments"]}\n</div>\n<div id="sidebar">\n{p["side"]}\n</div>\n</div>\n'
+            f'<div id="footer">\n{p["footer"]}\n</div>\n</div>\n</body>'
+        )
     if skin == 1:
-        return (f'<body class="site">\n<header class="site-header">\n{p["header"]}\n</header>\n{p["cookie"]}\n<main>\n{p["crumbs"]}\n'
-                f'<article>\n{p["main"]}\n</article>\n{p["comments"]}\n<aside>\n{p["side"]}\n</aside>\n</main>\n'
-                f'<footer class="site-footer">\n{p["footer"]}\n</footer>\n</body>')
+        return (
+            f'<body class="site">\n<header class="site-header">\n{p["header"]}\n</header>\n{p["cookie"]}\n<main>\n{p["crumbs"]}\n'
+            f'<article>\n{p["main"]}\n</article>\n{p["comments"]}\n<aside>\n{p["side"]}\n</aside>\n</main>\n'
+            f'<footer class="site-footer">\n{p["footer"]}\n</footer>\n</body>'
+        )
     if skin == 2:
-        return (f'<body>\n<div class="container">\n<div class="row top">\n{p["header"]}\n</div>\n{p["cookie"]}\n{p["crumbs"]}\n'
-                f'<div class="row">\n<div class="col-8 content">\n{p["main"]}\n{p["comments"]}\n</div>\n<div class="col-4">\n{p["side"]}\n'
-                f'</div>\n</div>\n<div class="row bottom">\n{p["footer"]}\n</div>\n</div>\n</body>')
-    return (f'<body bgcolor="#ffffff">\n<table width="100%" cellpadding="4">\n<tr><td colspan="2">\n{p["header"]}\n</td></tr>\n'
-            f'<tr><td valign="top">\n{p["cookie"]}\n{p["crumbs"]}\n{p["main"]}\n{p["comments"]}\n</td>\n<td width="220" valign="top">\n'
-            f'{p["side"]}\n</td></tr>\n<tr><td colspan="2">\n{p["footer"]}\n</td></tr>\n</table>\n</body>')
+        return (
+            f'<body>\n<div class="container">\n<div class="row top">\n{p["header"]}\n</div>\n{p["cookie"]}\n{p["crumbs"]}\n'
+            f'<div class="row">\n<div class="col-8 content">\n{p["main"]}\n{p["comments"]}\n</div>\n<div class="col-4">\n{p["side"]}\n'
+            f'</div>\n</div>\n<div class="row bottom">\n{p["footer"]}\n</div>\n</div>\n</body>'
+        )
+    return (
+        f'<body bgcolor="#ffffff">\n<table width="100%" cellpadding="4">\n<tr><td colspan="2">\n{p["header"]}\n</td></tr>\n'
+        f'<tr><td valign="top">\n{p["cookie"]}\n{p["crumbs"]}\n{p["main"]}\n{p["comments"]}\n</td>\n<td width="220" valign="top">\n'
+        f'{p["side"]}\n</td></tr>\n<tr><td colspan="2">\n{p["footer"]}\n</td></tr>\n</table>\n</body>'
+    )
+
 
 def _web_render(rng: random.Random, spec: dict) -> str:
     "The full raw HTML page for a page spec."
     site, lang, c = spec["site"], spec["lang"], _WEB_CHROME[spec["lang"]]
     if spec.get("bare"):
         body = "\n".join(f"<div>{_web_esc(x)}</div>" for x in _web_main_text(spec["blocks"]).split("\n\n"))
-        return f"<html><head><title>{_web_esc(spec['title'])}</title></head>\n<body>\n{body}\n</body></html>\n"
+        return (
+            f"<html><head><title>{_web_esc(spec['title'])}</title></head>\n<body>\n{body}\n</body></html>\n"
+        )
     slots = spec.get("slots") or _web_slots(rng, lang, site["topics"][0])
     sloppy = rng.random() < 0.06
     date = _web_date(spec["date"], lang, site["datefmt"])
     main = [f"<h1>{_web_esc(spec['title'], site['curly'])}</h1>"]
     if site["tpl"] != "forum" and spec.get("author"):
-        main.append(f'<p class="byline">{c["by"]} {_web_esc(spec["author"])} · <time>{date}</time></p>' if lang == "en"
-                    else f'<div class="meta">{c["by"]}{spec["author"]}　发布时间：<time>{date}</time></div>')
+        main.append(
+            f'<p class="byline">{c["by"]} {_web_esc(spec["author"])} · <time>{date}</time></p>'
+            if lang == "en"
+            else f'<div class="meta">{c["by"]}{spec["author"]}　发布时间：<time>{date}</time></div>'
+        )
     heads = [x for k, x in spec["blocks"] if k == "h2"]
     if len(heads) >= 2 and rng.random() < 0.6:
-        main.append(f'<div class="toc"><b>{c["toc"]}</b><ol>' + "".join(f'<li><a href="#s{i + 1}">{_web_esc(h, site["curly"])}</a></li>'
-                                                                    for i, h in enumerate(heads)) + "</ol></div>")
+        main.append(
+            f'<div class="toc"><b>{c["toc"]}</b><ol>'
+            + "".join(
+                f'<li><a href="#s{i + 1}">{_web_esc(h, site["curly"])}</a></li>' for i, h in enumerate(heads)
+            )
+            + "</ol></div>"
+        )
     main += _web_blocks_html(rng, spec["blocks"], lang, site, slots, sloppy)
-    if spec.get("hidden"): main.append(f'<div style="display:none">{_web_esc(spec["hidden"])}</div>')
+    if spec.get("hidden"):
+        main.append(f'<div style="display:none">{_web_esc(spec["hidden"])}</div>')
     if spec.get("listing"):
         tl = _WEB_NEWS_TITLES[lang] if spec["topic"] == "news" else _WEB_TITLES[lang]
-        main.append('<ul class="post-list">' + "".join(f'<li><a href="/p/{rng.randint(100, 9999)}">{_web_esc(_web_fill(rng, rng.choice(tl), slots))}</a></li>'
-                                                         for _ in range(rng.randint(3, 6))) + "</ul>")
-    if spec.get("topic") and rng.random() < 0.2: main.append(f'<p class="share">{c["share"]}</p>')
+        main.append(
+            '<ul class="post-list">'
+            + "".join(
+                f'<li><a href="/p/{rng.randint(100, 9999)}">{_web_esc(_web_fill(rng, rng.choice(tl), slots))}</a></li>'
+                for _ in range(rng.randint(3, 6))
+            )
+            + "</ul>"
+        )
+    if spec.get("topic") and rng.random() < 0.2:
+        main.append(f'<p class="share">{c["share"]}</p>')
     parts = {k: v or "\x00" for k, v in dict(_web_chrome(rng, spec, slots), main="\n".join(main)).items()}
     body = _web_frame(site["skin"], parts).replace("\n\x00", "")
-    if sloppy: body = body.replace("</div>\n</body>", "\n</body>", 1)
-    doctype = "<!DOCTYPE html>" if site["skin"] != 3 else '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN">'
+    if sloppy:
+        body = body.replace("</div>\n</body>", "\n</body>", 1)
+    doctype = (
+        "<!DOCTYPE html>"
+        if site["skin"] != 3
+        else '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN">'
+    )
     return f'{doctype}\n<html lang="{"en" if lang == "en" else "zh-CN"}">\n{_web_head(rng, spec)}\n{body}\n</html>\n'
 
 # %% ../nbs/01_data_samples.ipynb #20f6a8fa
-_WEB_FORMS = {"en": dict(
-  q_title=["Help with {problem} on the {thing}?", "Best way to {action}?", "Is this normal for the {thing}?", "Advice needed: {problem}",
-           "Anyone else dealing with {problem}?"],
-  ask=["Any ideas what I am doing wrong?", "How do you all handle {problem}?", "Would {tool} help here, or is it overkill?", "Thanks in advance for any advice."],
-  opener=["Had the same thing last {season}.", "+1 to what the others said.", "Honestly, just {action}.", "Welcome to the forum!",
-          "Not an expert, but here is what worked for me."],
-  r_title=["Easy {thing} for busy evenings", "My go-to {thing}", "{thing} in {n}0 minutes", "A cheap and cheerful {thing}"],
-  h_title=["Weekend project: the {thing}", "A simple guide to the {thing}", "Sorting out {problem} in one afternoon"],
-  heads=(("Ingredients", "Method"), ("What you need", "Steps")),
-  ingredients=["200\u00a0g red lentils", "1 onion, finely chopped", "2 cloves of garlic", "a thumb of ginger", "1 tin of tomatoes",
-               "500\u00a0ml vegetable stock", "a pinch of salt", "1 tbsp olive oil", "a handful of parsley", "250\u00a0g flour", "2 eggs",
-               "1 tsp cumin seeds", "a squeeze of lemon", "100\u00a0g butter"],
-  r_steps=["Warm the oil in a wide pan over a medium heat.", "Add the onion and cook for {n} minutes until soft.", "{action}.",
-           "Stir in the remaining ingredients and simmer for {n}0 minutes.", "Taste, adjust the seasoning and serve.", "Leave to cool for {n} minutes before cutting."],
-  h_steps=["Gather {tool} and clear the work area.", "{action}.", "Check your work with {tool} before moving on.",
-           "Clean up and let everything settle for {n} hours.", "Take a photo first, so you remember how it looked."],
-  desc=["The {product} is made for people who want to {action}.", "It arrives ready to use and weighs just {weight}.",
-        "Customers tell us it helps a lot with {problem}.", "Every order includes a printed guide and a two-year warranty.",
-        "Not sure it is right for you? Returns are free within 30 days.", "It pairs nicely with {tool}."],
-  spec_keys=("Weight", "Dimensions", "Colour", "Material", "Warranty"), colours=["Sage green", "Charcoal", "Sand", "Navy", "Rust red"],
-  materials=["Recycled plastic", "Powder-coated steel", "Beech wood", "Cotton canvas", "Enamelled cast iron"], warranty="2 years",
-  weight=lambda r: f"{r.randint(2, 40) / 10:.1f}\u00a0kg", dims=lambda r: f"{r.randint(10, 60)} x {r.randint(10, 60)} x {r.randint(3, 30)} cm",
-  faq_title=["Frequently asked questions: the {thing}", "FAQ: {problem}", "Common questions about the {thing}"],
-  faq_q=["Why does {problem} keep coming back?", "Do I really need {tool}?", "Is the {thing} suitable for beginners?",
-         "What does it cost to get started with the {thing}?", "How long before I see results?", "Should I {action}?"],
-  tips="A few tips"),
- "zh": dict(
-  q_title=["求助：{thing}出现{problem}怎么办？", "大家平时怎么{action}？", "{thing}这样正常吗？", "新人提问：关于{problem}", "有没有人也遇到过{problem}？"],
-  ask=["请问大家遇到这种情况一般怎么处理？", "有没有懂{thing}的朋友帮忙看看？", "买个{tool}有必要吗？", "先谢谢各位了！"],
-  opener=["我去年{season}也遇到过。", "同意楼上的说法。", "说实话，先{action}再说。", "欢迎新人！", "不是专家，说说我自己的做法。"],
-  r_title=["家常{thing}，简单又下饭", "{thing}的做法，{n}0分钟搞定", "我家常做的{thing}", "零失败的{thing}"],
-  h_title=["周末动手：{thing}", "{thing}的简单处理方法", "一个下午解决{problem}"],
-  heads=(("食材", "做法"), ("准备工具", "步骤")),
-  ingredients=["番茄 2个", "鸡蛋 3个", "盐 少许", "生抽 1勺", "葱花 适量", "白糖 半勺", "清水 300毫升", "豆腐 1块", "小米 100克",
-               "面粉 250克", "黄瓜 2根", "蒜 3瓣", "香醋 1勺", "南瓜 半个"],
-  r_steps=["锅中倒少许油，用中火烧热。", "加入主料翻炒{n}分钟。", "{action}。", "倒入清水，小火煮{n}0分钟。", "尝一下味道，按口味调整后出锅。", "最后撒上葱花即可。"],
-  h_steps=["准备好{tool}，把工作区域清理干净。", "{action}。", "用{tool}检查一遍，确认没有问题再继续。", "收拾干净，静置{n}个小时。", "动手前先拍张照片，方便前后对比。"],
-  desc=["这款{product}适合想要{action}的朋友。", "到手即可使用，整机重量约{weight}。", "不少买家反馈，它对解决{problem}很有帮助。",
-        "包装内附中文说明书和一年保修卡。", "支持七天无理由退换，运费由我们承担。", "可以和{tool}搭配使用。"],
-  spec_keys=("重量", "尺寸", "颜色", "材质", "保修"), colours=["豆绿", "炭灰", "米白", "藏青", "砖红"],
-  materials=["再生塑料", "喷塑钢材", "榉木", "帆布", "搪瓷铸铁"], warranty="一年",
-  weight=lambda r: f"{r.randint(2, 40) / 10:.1f}公斤", dims=lambda r: f"{r.randint(10, 60)}×{r.randint(10, 60)}×{r.randint(3, 30)}厘米",
-  faq_title=["常见问题：{thing}", "关于{problem}的问答", "{thing}新手问答"],
-  faq_q=["新手适合从{thing}开始吗？", "{problem}一般是什么原因造成的？", "没有{tool}也能做吗？", "{thing}大概需要多少预算？",
-         "多长时间能看到效果？", "一定要{action}吗？"],
-  tips="几点小建议")}
+_WEB_FORMS = {
+    "en": dict(
+        q_title=[
+            "Help with {problem} on the {thing}?",
+            "Best way to {action}?",
+            "Is this normal for the {thing}?",
+            "Advice needed: {problem}",
+            "Anyone else dealing with {problem}?",
+        ],
+        ask=[
+            "Any ideas what I am doing wrong?",
+            "How do you all handle {problem}?",
+            "Would {tool} help here, or is it overkill?",
+            "Thanks in advance for any advice.",
+        ],
+        opener=[
+            "Had the same thing last {season}.",
+            "+1 to what the others said.",
+            "Honestly, just {action}.",
+            "Welcome to the forum!",
+            "Not an expert, but here is what worked for me.",
+        ],
+        r_title=[
+            "Easy {thing} for busy evenings",
+            "My go-to {thing}",
+            "{thing} in {n}0 minutes",
+            "A cheap and cheerful {thing}",
+        ],
+        h_title=[
+            "Weekend project: the {thing}",
+            "A simple guide to the {thing}",
+            "Sorting out {problem} in one afternoon",
+        ],
+        heads=(("Ingredients", "Method"), ("What you need", "Steps")),
+        ingredients=[
+            "200\u00a0g red lentils",
+            "1 onion, finely chopped",
+            "2 cloves of garlic",
+            "a thumb of ginger",
+            "1 tin of tomatoes",
+            "500\u00a0ml vegetable stock",
+            "a pinch of salt",
+            "1 tbsp olive oil",
+            "a handful of parsley",
+            "250\u00a0g flour",
+            "2 eggs",
+            "1 tsp cumin seeds",
+            "a squeeze of lemon",
+            "100\u00a0g butter",
+        ],
+        r_steps=[
+            "Warm the oil in a wide pan over a medium heat.",
+            "Add the onion and cook for {n} minutes until soft.",
+            "{action}.",
+            "Stir in the remaining ingredients and simmer for {n}0 minutes.",
+            "Taste, adjust the seasoning and serve.",
+            "Leave to cool for {n} minutes before cutting.",
+        ],
+        h_steps=[
+            "Gather {tool} and clear the work area.",
+            "{action}.",
+            "Check your work with {tool} before moving on.",
+            "Clean up and let everything settle for {n} hours.",
+            "Take a photo first, so you remember how it looked.",
+        ],
+        desc=[
+            "The {product} is made for people who want to {action}.",
+            "It arrives ready to use and weighs just {weight}.",
+            "Customers tell us it helps a lot with {problem}.",
+            "Every order includes a printed guide and a two-year warranty.",
+            "Not sure it is right for you? Returns are free within 30 days.",
+            "It pairs nicely with {tool}.",
+        ],
+        spec_keys=("Weight", "Dimensions", "Colour", "Material", "Warranty"),
+        colours=["Sage green", "Charcoal", "Sand", "Navy", "Rust red"],
+        materials=[
+            "Recycled plastic",
+            "Powder-coated steel",
+            "Beech wood",
+            "Cotton canvas",
+            "Enamelled cast iron",
+        ],
+        warranty="2 years",
+        weight=lambda r: f"{r.randint(2, 40) / 10:.1f}\u00a0kg",
+        dims=lambda r: f"{r.randint(10, 60)} x {r.randint(10, 60)} x {r.randint(3, 30)} cm",
+        faq_title=[
+            "Frequently asked questions: the {thing}",
+            "FAQ: {problem}",
+            "Common questions about the {thing}",
+        ],
+        faq_q=[
+            "Why does {problem} keep coming back?",
+            "Do I really need {tool}?",
+            "Is the {thing} suitable for beginners?",
+            "What does it cost to get started with the {thing}?",
+            "How long before I see results?",
+            "Should I {action}?",
+        ],
+        tips="A few tips",
+    ),
+    "zh": dict(
+        q_title=[
+            "求助：{thing}出现{problem}怎么办？",
+            "大家平时怎么{action}？",
+            "{thing}这样正常吗？",
+            "新人提问：关于{problem}",
+            "有没有人也遇到过{problem}？",
+        ],
+        ask=[
+            "请问大家遇到这种情况一般怎么处理？",
+            "有没有懂{thing}的朋友帮忙看看？",
+            "买个{tool}有必要吗？",
+            "先谢谢各位了！",
+        ],
+        opener=[
+            "我去年{season}也遇到过。",
+            "同意楼上的说法。",
+            "说实话，先{action}再说。",
+            "欢迎新人！",
+            "不是专家，说说我自己的做法。",
+        ],
+        r_title=[
+            "家常{thing}，简单又下饭",
+            "{thing}的做法，{n}0分钟搞定",
+            "我家常做的{thing}",
+            "零失败的{thing}",
+        ],
+        h_title=["周末动手：{thing}", "{thing}的简单处理方法", "一个下午解决{problem}"],
+        heads=(("食材", "做法"), ("准备工具", "步骤")),
+        ingredients=[
+            "番茄 2个",
+            "鸡蛋 3个",
+            "盐 少许",
+            "生抽 1勺",
+            "葱花 适量",
+            "白糖 半勺",
+            "清水 300毫升",
+            "豆腐 1块",
+            "小米 100克",
+            "面粉 250克",
+            "黄瓜 2根",
+            "蒜 3瓣",
+            "香醋 1勺",
+            "南瓜 半个",
+        ],
+        r_steps=[
+            "锅中倒少许油，用中火烧热。",
+            "加入主料翻炒{n}分钟。",
+            "{action}。",
+            "倒入清水，小火煮{n}0分钟。",
+            "尝一下味道，按口味调整后出锅。",
+            "最后撒上葱花即可。",
+        ],
+        h_steps=[
+            "准备好{tool}，把工作区域清理干净。",
+            "{action}。",
+            "用{tool}检查一遍，确认没有问题再继续。",
+            "收拾干净，静置{n}个小时。",
+            "动手前先拍张照片，方便前后对比。",
+        ],
+        desc=[
+            "这款{product}适合想要{action}的朋友。",
+            "到手即可使用，整机重量约{weight}。",
+            "不少买家反馈，它对解决{problem}很有帮助。",
+            "包装内附中文说明书和一年保修卡。",
+            "支持七天无理由退换，运费由我们承担。",
+            "可以和{tool}搭配使用。",
+        ],
+        spec_keys=("重量", "尺寸", "颜色", "材质", "保修"),
+        colours=["豆绿", "炭灰", "米白", "藏青", "砖红"],
+        materials=["再生塑料", "喷塑钢材", "榉木", "帆布", "搪瓷铸铁"],
+        warranty="一年",
+        weight=lambda r: f"{r.randint(2, 40) / 10:.1f}公斤",
+        dims=lambda r: f"{r.randint(10, 60)}×{r.randint(10, 60)}×{r.randint(3, 30)}厘米",
+        faq_title=["常见问题：{thing}", "关于{problem}的问答", "{thing}新手问答"],
+        faq_q=[
+            "新手适合从{thing}开始吗？",
+            "{problem}一般是什么原因造成的？",
+            "没有{tool}也能做吗？",
+            "{thing}大概需要多少预算？",
+            "多长时间能看到效果？",
+            "一定要{action}吗？",
+        ],
+        tips="几点小建议",
+    ),
+}
 
 # %% ../nbs/01_data_samples.ipynb #ca239af7
 def _web_content(
-    rng: random.Random, # the seeded random generator
-    lang: str,          # "en" or "zh"
-    site: dict,         # the site (its template decides the shape)
-    topic: str,         # topic key
-    slots: dict,        # slot table of this article
+    rng: random.Random,  # the seeded random generator
+    lang: str,  # "en" or "zh"
+    site: dict,  # the site (its template decides the shape)
+    topic: str,  # topic key
+    slots: dict,  # slot table of this article
 ) -> tuple[str, list]:  # (title, content blocks)
     "Title and content blocks of one article, shaped by the site's template."
     f, tpl, seen = _WEB_FORMS[lang], site["tpl"], set()
@@ -694,29 +1980,59 @@ def _web_content(
     fill = lambda xs: _web_fill(rng, rng.choice(xs), slots)
     if tpl == "forum":
         posts = [(_web_user(rng, lang), para(2) + (" " if lang == "en" else "") + fill(f["ask"]))]
-        posts += [(_web_user(rng, lang), _web_fill(rng, o, slots) + (" " if lang == "en" else "") + para(1)) for o in rng.sample(f["opener"], rng.randint(1, 2))]
+        posts += [
+            (_web_user(rng, lang), _web_fill(rng, o, slots) + (" " if lang == "en" else "") + para(1))
+            for o in rng.sample(f["opener"], rng.randint(1, 2))
+        ]
         return fill(f["q_title"]), [("post", p) for p in posts]
     if tpl == "recipe":
         cook = topic == "cooking"
         h1, h2 = f["heads"][0 if cook else 1]
-        need = rng.sample(f["ingredients"], rng.randint(4, 6)) if cook else [_web_fill(rng, "{tool}", slots) for _ in range(3)]
-        steps = [_web_fill(rng, t, slots) for t in rng.sample(f["r_steps"] if cook else f["h_steps"], rng.randint(3, 4))]
+        need = (
+            rng.sample(f["ingredients"], rng.randint(4, 6))
+            if cook
+            else [_web_fill(rng, "{tool}", slots) for _ in range(3)]
+        )
+        steps = [
+            _web_fill(rng, t, slots)
+            for t in rng.sample(f["r_steps"] if cook else f["h_steps"], rng.randint(3, 4))
+        ]
         blocks = [("p", para(2)), ("h2", h1), ("ul", list(dict.fromkeys(need))), ("h2", h2), ("ol", steps)]
         return fill(f["r_title"] if cook else f["h_title"]), blocks + [("p", para(1))]
     if tpl == "product":
         s = dict(slots, weight=f["weight"])
         desc = [_web_fill(rng, x, s) for x in rng.sample(f["desc"], 4)]
-        rows = list(zip(f["spec_keys"], [f["weight"](rng), f["dims"](rng), rng.choice(f["colours"]), rng.choice(f["materials"]), f["warranty"]]))
+        rows = list(
+            zip(
+                f["spec_keys"],
+                [
+                    f["weight"](rng),
+                    f["dims"](rng),
+                    rng.choice(f["colours"]),
+                    rng.choice(f["materials"]),
+                    f["warranty"],
+                ],
+            )
+        )
         sep = " " if lang == "en" else ""
         title = rng.choice(_WEB_CHROME[lang]["brands"]) + sep + rng.choice(slots["product"])
-        return title, [("p", sep.join(desc[:2])), ("p", sep.join(desc[2:])), ("h2", "Specifications" if lang == "en" else "规格参数"), ("table", rows)]
+        return title, [
+            ("p", sep.join(desc[:2])),
+            ("p", sep.join(desc[2:])),
+            ("h2", "Specifications" if lang == "en" else "规格参数"),
+            ("table", rows),
+        ]
     if tpl == "faq":
         qs = rng.sample(f["faq_q"], rng.randint(2, 3))
-        return fill(f["faq_title"]), [b for q in qs for b in (("h3", _web_fill(rng, q, slots)), ("p", para(rng.randint(1, 2))))]
+        return fill(f["faq_title"]), [
+            b for q in qs for b in (("h3", _web_fill(rng, q, slots)), ("p", para(rng.randint(1, 2))))
+        ]
     news = tpl == "news"
     title = fill(_WEB_NEWS_TITLES[lang] if news else _WEB_TITLES[lang])
     blocks = [("p", para(rng.randint(1, 2))) for _ in range(rng.randint(2, 3))]
-    if not news and rng.random() < 0.35:  # sub-headings: random ones, then "final thoughts" before the last paragraph
+    if (
+        not news and rng.random() < 0.35
+    ):  # sub-headings: random ones, then "final thoughts" before the last paragraph
         heads = rng.sample(_WEB_SUBHEADS[lang][:-1], len(blocks) - 1) + _WEB_SUBHEADS[lang][-1:]
         blocks = [b for h, p in zip(heads, blocks) for b in (("h2", h), p)]
     if not news and rng.random() < 0.25:
@@ -725,7 +2041,7 @@ def _web_content(
     return title, blocks
 
 # %% ../nbs/01_data_samples.ipynb #b06e9818
-def _web_url(rng: random.Random, spec: dict, track: bool=False) -> str:
+def _web_url(rng: random.Random, spec: dict, track: bool = False) -> str:
     "A URL on the page's site; `track` appends tracking parameters."
     d, host = spec["date"], spec["site"]["host"]
     if spec["lang"] == "en":
@@ -734,13 +2050,25 @@ def _web_url(rng: random.Random, spec: dict, track: bool=False) -> str:
     else:
         url = f"https://{host}/{rng.choice(['news', 'post', 'a', 'thread'])}/{d:%Y%m%d}/{rng.randint(10000, 99999)}.html"
     if track or rng.random() < 0.2:
-        url += rng.choice(["?utm_source=newsletter&utm_medium=email", "?ref=home", f"?sid={rng.getrandbits(32):08x}", "?from=timeline", "?amp=1"])
+        url += rng.choice(
+            [
+                "?utm_source=newsletter&utm_medium=email",
+                "?ref=home",
+                f"?sid={rng.getrandbits(32):08x}",
+                "?from=timeline",
+                "?amp=1",
+            ]
+        )
     return url
 
-def _web_rand_date(rng: random.Random) -> datetime.date:
-    return datetime.date.fromordinal(rng.randint(datetime.date(2014, 1, 1).toordinal(), datetime.date(2024, 6, 30).toordinal()))
 
-def _web_article(rng: random.Random, lang: str, site: dict, pii_rate: float=0.2) -> dict:
+def _web_rand_date(rng: random.Random) -> datetime.date:
+    return datetime.date.fromordinal(
+        rng.randint(datetime.date(2014, 1, 1).toordinal(), datetime.date(2024, 6, 30).toordinal())
+    )
+
+
+def _web_article(rng: random.Random, lang: str, site: dict, pii_rate: float = 0.2) -> dict:
     "The spec of one article page (content, PII, date, author, url)."
     topic = rng.choice(site["topics"])
     slots = _web_slots(rng, lang, topic)
@@ -752,96 +2080,222 @@ def _web_article(rng: random.Random, lang: str, site: dict, pii_rate: float=0.2)
     if rng.random() < pii_rate and any(k == "p" for k, _ in blocks):
         kinds = rng.sample(["email", "phone", "ip", "id_number"], rng.choice([1, 1, 1, 2, 2, 3]))
         pii = list(zip(kinds, _web_plant_pii(rng, blocks, lang, slots, kinds)))
-    spec = dict(lang=lang, site=site, kind="article", topic=topic, slots=slots, title=title, blocks=blocks, pii=pii,
-                date=_web_rand_date(rng), author=None if site["tpl"] == "forum" else _web_fill(rng, "{person}", _WEB_COMMON[lang]))
+    spec = dict(
+        lang=lang,
+        site=site,
+        kind="article",
+        topic=topic,
+        slots=slots,
+        title=title,
+        blocks=blocks,
+        pii=pii,
+        date=_web_rand_date(rng),
+        author=None if site["tpl"] == "forum" else _web_fill(rng, "{person}", _WEB_COMMON[lang]),
+    )
     spec["url"] = _web_url(rng, spec)
     return spec
 
 # %% ../nbs/01_data_samples.ipynb #93305a8d
-_WEB_SPAM = {"en": dict(
-  kw=[["online casino", "free spins", "casino bonus", "jackpot slots", "no deposit bonus"],
-      ["diet pills", "miracle capsules", "fat burner", "energy tablets", "vitamin boost"],
-      ["instant loans", "fast cash", "credit fix", "payday loan", "quick approval"],
-      ["replica watches", "luxury watches cheap", "designer bags outlet", "cheap sneakers"],
-      ["crypto doubler", "guaranteed returns", "passive income", "get rich fast", "earn from home"]],
-  brand=["SpinPalace777", "VitaMaxx", "CashNow24", "LuxTime Outlet", "CoinRocket", "MegaWin Club"],
-  sent=["Best {kw} {y}!!! Get {kw} now at {brand}.", "{kw} {kw} {kw} – cheap {kw} online, {kw} today.",
-        "Click here for {kw}: {pct}% off, limited time only!!!", "Why pay more? {brand} has the best {kw} and {kw}.",
-        "Top 10 {kw} sites, {kw} reviews, {kw} free trial, {kw} free shipping.", "WIN WIN WIN {KW} {KW} !!!",
-        "Trusted by {n_big} happy customers. {kw}! {kw}! {kw}!", "Do not miss out on {kw}. Act now, offer ends tonight."],
-  contact=["Contact our agent: {v}", "Call now {v} !!!"]),
- "zh": dict(
-  kw=[["彩票内部资料", "免费送彩金", "幸运大转盘", "中奖秘籍"], ["减肥神药", "七天瘦十斤", "燃脂胶囊", "美白秘方"],
-      ["无抵押贷款", "秒批贷款", "快速放款", "当天到账"], ["高仿名表", "奢侈品包包特价", "大牌清仓"], ["日赚千元", "手机兼职", "网赚项目", "躺着赚钱"]],
-  brand=["金元宝888", "轻盈秘方坊", "快钱小站", "名表汇特卖", "掌上淘金"],
-  sent=["{kw}，{kw}，最新{kw}，{kw}官网，{kw}排行榜。", "点击进入{brand}，{kw}天天有！", "{y}年最火{kw}，{kw}免费领取，{kw}，{kw}。",
-        "信誉第一，{n_big}位会员已加入，{kw}就选{brand}！！！", "限时{n}折，今天不买明天涨价！{kw}！{kw}！",
-        "不用出门，{kw}，轻松月入过万。", "{kw}哪家强？{brand}专业{kw}二十年。"],
-  contact=["咨询热线：{v}", "联系客服：{v}"])}
+_WEB_SPAM = {
+    "en": dict(
+        kw=[
+            ["online casino", "free spins", "casino bonus", "jackpot slots", "no deposit bonus"],
+            ["diet pills", "miracle capsules", "fat burner", "energy tablets", "vitamin boost"],
+            ["instant loans", "fast cash", "credit fix", "payday loan", "quick approval"],
+            ["replica watches", "luxury watches cheap", "designer bags outlet", "cheap sneakers"],
+            ["crypto doubler", "guaranteed returns", "passive income", "get rich fast", "earn from home"],
+        ],
+        brand=["SpinPalace777", "VitaMaxx", "CashNow24", "LuxTime Outlet", "CoinRocket", "MegaWin Club"],
+        sent=[
+            "Best {kw} {y}!!! Get {kw} now at {brand}.",
+            "{kw} {kw} {kw} – cheap {kw} online, {kw} today.",
+            "Click here for {kw}: {pct}% off, limited time only!!!",
+            "Why pay more? {brand} has the best {kw} and {kw}.",
+            "Top 10 {kw} sites, {kw} reviews, {kw} free trial, {kw} free shipping.",
+            "WIN WIN WIN {KW} {KW} !!!",
+            "Trusted by {n_big} happy customers. {kw}! {kw}! {kw}!",
+            "Do not miss out on {kw}. Act now, offer ends tonight.",
+        ],
+        contact=["Contact our agent: {v}", "Call now {v} !!!"],
+    ),
+    "zh": dict(
+        kw=[
+            ["彩票内部资料", "免费送彩金", "幸运大转盘", "中奖秘籍"],
+            ["减肥神药", "七天瘦十斤", "燃脂胶囊", "美白秘方"],
+            ["无抵押贷款", "秒批贷款", "快速放款", "当天到账"],
+            ["高仿名表", "奢侈品包包特价", "大牌清仓"],
+            ["日赚千元", "手机兼职", "网赚项目", "躺着赚钱"],
+        ],
+        brand=["金元宝888", "轻盈秘方坊", "快钱小站", "名表汇特卖", "掌上淘金"],
+        sent=[
+            "{kw}，{kw}，最新{kw}，{kw}官网，{kw}排行榜。",
+            "点击进入{brand}，{kw}天天有！",
+            "{y}年最火{kw}，{kw}免费领取，{kw}，{kw}。",
+            "信誉第一，{n_big}位会员已加入，{kw}就选{brand}！！！",
+            "限时{n}折，今天不买明天涨价！{kw}！{kw}！",
+            "不用出门，{kw}，轻松月入过万。",
+            "{kw}哪家强？{brand}专业{kw}二十年。",
+        ],
+        contact=["咨询热线：{v}", "联系客服：{v}"],
+    ),
+}
 
-def _web_spam(rng: random.Random, lang: str, pii_rate: float=0.3) -> dict:
+
+def _web_spam(rng: random.Random, lang: str, pii_rate: float = 0.3) -> dict:
     "The spec of one keyword-stuffed spam page on its own throwaway host."
     sp, sep = _WEB_SPAM[lang], " " if lang == "en" else ""
     kws, brand = rng.choice(sp["kw"]), rng.choice(sp["brand"])
-    s = dict(_WEB_COMMON[lang], kw=kws, KW=[k.upper() for k in kws], brand=brand, y=str(rng.randint(2016, 2024)))
-    paras = [sep.join(_web_fill(rng, rng.choice(sp["sent"]), s) for _ in range(rng.randint(2, 3))) for _ in range(rng.randint(1, 2))]
-    blocks = [("p", p) for p in paras] + [("ul", [_web_fill(rng, "{kw}", s) + sep + _web_fill(rng, "{kw}", s) for _ in range(rng.randint(3, 4))])]
+    s = dict(
+        _WEB_COMMON[lang], kw=kws, KW=[k.upper() for k in kws], brand=brand, y=str(rng.randint(2016, 2024))
+    )
+    paras = [
+        sep.join(_web_fill(rng, rng.choice(sp["sent"]), s) for _ in range(rng.randint(2, 3)))
+        for _ in range(rng.randint(1, 2))
+    ]
+    blocks = [("p", p) for p in paras] + [
+        (
+            "ul",
+            [_web_fill(rng, "{kw}", s) + sep + _web_fill(rng, "{kw}", s) for _ in range(rng.randint(3, 4))],
+        )
+    ]
     pii = []
     if rng.random() < pii_rate:
         kind = rng.choice(["email", "phone"])
         v = _web_pii_value(rng, kind, lang)
         blocks.append(("p", _web_fill(rng, rng.choice(sp["contact"]), dict(v=v))))
         pii = [(kind, v)]
-    host = re.sub(r"[^a-z0-9]+", "-", (rng.choice(kws) if lang == "en" else brand.encode().hex()[:10]).lower()) + f"-{rng.randint(1, 999)}"
-    site = _web_site(brand, f"{host}.{rng.choice(['test', 'example'])}", "spam", rng.randrange(4), [], ["Home"] + kws[:3], -1, 2020, 2)
-    spec = dict(lang=lang, site=site, kind="spam", topic=None, slots=dict(_web_slots(rng, lang, "study"), product=kws),
-                title=" ".join(rng.sample(kws, len(kws))).title() if lang == "en" else "".join(rng.sample(kws, len(kws))),
-                blocks=blocks, pii=pii, date=_web_rand_date(rng), author=None, keywords=", ".join(kws),
-                hidden=sep.join(kws * rng.randint(1, 3)))
+    host = (
+        re.sub(r"[^a-z0-9]+", "-", (rng.choice(kws) if lang == "en" else brand.encode().hex()[:10]).lower())
+        + f"-{rng.randint(1, 999)}"
+    )
+    site = _web_site(
+        brand,
+        f"{host}.{rng.choice(['test', 'example'])}",
+        "spam",
+        rng.randrange(4),
+        [],
+        ["Home"] + kws[:3],
+        -1,
+        2020,
+        2,
+    )
+    spec = dict(
+        lang=lang,
+        site=site,
+        kind="spam",
+        topic=None,
+        slots=dict(_web_slots(rng, lang, "study"), product=kws),
+        title=" ".join(rng.sample(kws, len(kws))).title()
+        if lang == "en"
+        else "".join(rng.sample(kws, len(kws))),
+        blocks=blocks,
+        pii=pii,
+        date=_web_rand_date(rng),
+        author=None,
+        keywords=", ".join(kws),
+        hidden=sep.join(kws * rng.randint(1, 3)),
+    )
     spec["url"] = _web_url(rng, spec, track=rng.random() < 0.5)
     return spec
 
 # %% ../nbs/01_data_samples.ipynb #bc2beb27
-_WEB_SYL = ["ka", "lo", "mir", "vex", "tun", "sa", "quo", "rel", "bin", "dor", "esh", "ul", "pra", "zen", "ti", "mon", "gri", "fa"]
+_WEB_SYL = [
+    "ka",
+    "lo",
+    "mir",
+    "vex",
+    "tun",
+    "sa",
+    "quo",
+    "rel",
+    "bin",
+    "dor",
+    "esh",
+    "ul",
+    "pra",
+    "zen",
+    "ti",
+    "mon",
+    "gri",
+    "fa",
+]
+
 
 def _web_garbage_text(rng: random.Random, lang: str) -> tuple[str, str]:
     "A body of non-language text and the name of its kind."
     what = rng.choice(["mojibake", "repeat", "symbols", "nonsense", "base64", "short"])
     if what == "mojibake":
         src = _web_sentences(rng, lang, "garden", _web_slots(rng, lang, "garden"), 3, set())
-        if lang == "en": return src.replace("'", "\u2019").replace(", ", " \u2014 ").encode().decode("cp1252", errors="replace"), what
+        if lang == "en":
+            return src.replace("'", "\u2019").replace(", ", " \u2014 ").encode().decode(
+                "cp1252", errors="replace"
+            ), what
         return src.encode().decode(rng.choice(["gbk", "cp1252"]), errors="replace"), what
     if what == "repeat":
-        unit = rng.choice(["a", "!", "=", "ha", ".", "?", "x", "6"] + (["哈", "啊", "顶"] if lang == "zh" else []))
+        unit = rng.choice(
+            ["a", "!", "=", "ha", ".", "?", "x", "6"] + (["哈", "啊", "顶"] if lang == "zh" else [])
+        )
         return " ".join(unit * rng.randint(20, 120) for _ in range(rng.randint(1, 4))), what
     if what == "symbols":
         return "".join(rng.choice("#$%^&*~|/\\<>{}[]+=_-:;'\" ") for _ in range(rng.randint(60, 400))), what
     if what == "nonsense":
-        words = ["".join(rng.choice(_WEB_SYL) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(25, 120))]
+        words = [
+            "".join(rng.choice(_WEB_SYL) for _ in range(rng.randint(1, 3)))
+            for _ in range(rng.randint(25, 120))
+        ]
         return " ".join(words).capitalize() + ".", what
     if what == "base64":
         blob = base64.b64encode(rng.randbytes(rng.randint(120, 600))).decode()
-        return "\n".join(blob[i:i + 76] for i in range(0, len(blob), 76)), what
-    return rng.choice(["ok", "test", "hello", "1", "...", "null", "asdf"] + (["测试", "待更新", "。。。"] if lang == "zh" else [])), what
+        return "\n".join(blob[i : i + 76] for i in range(0, len(blob), 76)), what
+    return rng.choice(
+        ["ok", "test", "hello", "1", "...", "null", "asdf"]
+        + (["测试", "待更新", "。。。"] if lang == "zh" else [])
+    ), what
 
-_WEB_EMPTY = {"en": [("Page not found", "Sorry, we couldn't find that page. Try the search box above."),
-                     ("Members area", "This content is only available to members. Please log in to continue."),
-                     ("Loading", "Loading…"), ("App", "You need to enable JavaScript to run this app."),
-                     ("Archive", "No posts found."), ("Coming soon", "Nothing here yet. Check back soon!")],
-              "zh": [("页面不存在", "抱歉，您访问的页面不存在，请尝试使用上方的搜索框。"), ("会员专区", "该内容仅对会员开放，请先登录。"),
-                     ("加载中", "正在加载…"), ("应用", "请启用JavaScript后再访问本页面。"), ("归档", "暂无内容。"), ("敬请期待", "页面建设中，敬请期待！")]}
+
+_WEB_EMPTY = {
+    "en": [
+        ("Page not found", "Sorry, we couldn't find that page. Try the search box above."),
+        ("Members area", "This content is only available to members. Please log in to continue."),
+        ("Loading", "Loading…"),
+        ("App", "You need to enable JavaScript to run this app."),
+        ("Archive", "No posts found."),
+        ("Coming soon", "Nothing here yet. Check back soon!"),
+    ],
+    "zh": [
+        ("页面不存在", "抱歉，您访问的页面不存在，请尝试使用上方的搜索框。"),
+        ("会员专区", "该内容仅对会员开放，请先登录。"),
+        ("加载中", "正在加载…"),
+        ("应用", "请启用JavaScript后再访问本页面。"),
+        ("归档", "暂无内容。"),
+        ("敬请期待", "页面建设中，敬请期待！"),
+    ],
+}
 
 # %% ../nbs/01_data_samples.ipynb #ef16ecb8
 def _web_junk(rng: random.Random, lang: str, kind: str) -> dict:
     "The spec of a garbage or boilerplate-only page (on a real-looking site, or bare)."
     site = rng.choice(_WEB_SITES[lang])
     topic = rng.choice(site["topics"])
-    spec = dict(lang=lang, site=site, kind=kind, topic=topic, slots=_web_slots(rng, lang, topic), pii=[],
-                date=_web_rand_date(rng), author=None)
+    spec = dict(
+        lang=lang,
+        site=site,
+        kind=kind,
+        topic=topic,
+        slots=_web_slots(rng, lang, topic),
+        pii=[],
+        date=_web_rand_date(rng),
+        author=None,
+    )
     if kind == "garbage":
         body, what = _web_garbage_text(rng, lang)
-        spec.update(title=rng.choice(["Untitled", "index", "新建网页", "", body[:20]]), blocks=[("p", body)], garbage=what,
-                    bare=rng.random() < 0.5, topic=None)
+        spec.update(
+            title=rng.choice(["Untitled", "index", "新建网页", "", body[:20]]),
+            blocks=[("p", body)],
+            garbage=what,
+            bare=rng.random() < 0.5,
+            topic=None,
+        )
     else:
         title, msg = rng.choice(_WEB_EMPTY[lang])
         spec.update(title=title, blocks=[("p", msg)], listing=rng.random() < 0.4)
@@ -849,9 +2303,32 @@ def _web_junk(rng: random.Random, lang: str, kind: str) -> dict:
     return spec
 
 # %% ../nbs/01_data_samples.ipynb #8b0e07fc
-_WEB_FILLER = {"en": ["really", "quite", "also", "just", "often", "simply", "new", "small", "very", "then", "still", "later",
-                      "usually", "maybe", "nearly", "certainly", "good", "old", "local", "little"],
-               "zh": list("的了是在有和也就都很还又把被让从对向这那个些大小新老好多")}
+_WEB_FILLER = {
+    "en": [
+        "really",
+        "quite",
+        "also",
+        "just",
+        "often",
+        "simply",
+        "new",
+        "small",
+        "very",
+        "then",
+        "still",
+        "later",
+        "usually",
+        "maybe",
+        "nearly",
+        "certainly",
+        "good",
+        "old",
+        "local",
+        "little",
+    ],
+    "zh": list("的了是在有和也就都很还又把被让从对向这那个些大小新老好多"),
+}
+
 
 def _web_edit_text(rng: random.Random, text: str, lang: str, frac: float) -> tuple[str, int, int]:
     "Substitute, delete or insert units with probability `frac` each: (new text, edits, editable units)."
@@ -859,18 +2336,30 @@ def _web_edit_text(rng: random.Random, text: str, lang: str, frac: float) -> tup
     if lang == "en":
         for tok in text.split(" "):
             m = re.fullmatch(r"([A-Za-z\u2019']+)([.,;:!?\"]*)", tok)
-            if not m: out.append(tok); continue
+            if not m:
+                out.append(tok)
+                continue
             units += 1
-            if rng.random() >= frac: out.append(tok); continue
-            edits += 1; op = rng.choice(["sub", "del", "ins"])
-            if op == "sub" or (op == "del" and m.group(2)): out.append(rng.choice(pool) + m.group(2))
-            elif op == "ins": out += [tok, rng.choice(pool)] if not m.group(2) else [rng.choice(pool), tok]
+            if rng.random() >= frac:
+                out.append(tok)
+                continue
+            edits += 1
+            op = rng.choice(["sub", "del", "ins"])
+            if op == "sub" or (op == "del" and m.group(2)):
+                out.append(rng.choice(pool) + m.group(2))
+            elif op == "ins":
+                out += [tok, rng.choice(pool)] if not m.group(2) else [rng.choice(pool), tok]
         return " ".join(out), edits, units
     for ch in text:
-        if not "\u4e00" <= ch <= "\u9fff": out.append(ch); continue
+        if not "\u4e00" <= ch <= "\u9fff":
+            out.append(ch)
+            continue
         units += 1
-        if rng.random() >= frac: out.append(ch); continue
-        edits += 1; op = rng.choice(["sub", "del", "ins"])
+        if rng.random() >= frac:
+            out.append(ch)
+            continue
+        edits += 1
+        op = rng.choice(["sub", "del", "ins"])
         out.append(rng.choice(pool) if op == "sub" else "" if op == "del" else ch + rng.choice(pool))
     return "".join(out), edits, units
 
@@ -879,10 +2368,12 @@ def _web_swap_sentences(rng: random.Random, text: str, lang: str) -> str:
     "Swap two neighbouring sentences of a paragraph (if it has at least two)."
     parts = re.split(r"(?<=[.!?]) " if lang == "en" else r"(?<=[。！？])", text)
     parts = [p for p in parts if p]
-    if len(parts) < 2: return text
+    if len(parts) < 2:
+        return text
     i = rng.randrange(len(parts) - 1)
     parts[i], parts[i + 1] = parts[i + 1], parts[i]
     return (" " if lang == "en" else "").join(parts)
+
 
 def _web_edit_blocks(rng: random.Random, spec: dict, frac: float) -> tuple[list, int, int]:
     "Edit every text-bearing block of a spec: (new blocks, edits, editable units)."
@@ -890,25 +2381,34 @@ def _web_edit_blocks(rng: random.Random, spec: dict, frac: float) -> tuple[list,
     for kind, x in spec["blocks"]:
         if kind in ("p", "h2", "h3"):
             y, e, u = _web_edit_text(rng, x, lang, frac)
-            if kind == "p" and frac >= 0.15 and rng.random() < 0.5: y = _web_swap_sentences(rng, y, lang)
+            if kind == "p" and frac >= 0.15 and rng.random() < 0.5:
+                y = _web_swap_sentences(rng, y, lang)
         elif kind in ("ul", "ol"):
             res = [_web_edit_text(rng, i, lang, frac) for i in x]
             y, e, u = [r[0] for r in res], sum(r[1] for r in res), sum(r[2] for r in res)
         elif kind == "post":
-            t, e, u = _web_edit_text(rng, x[1], lang, frac); y = (x[0], t)
-        else: y, e, u = x, 0, 0
-        blocks.append((kind, y)); edits += e; units += u
+            t, e, u = _web_edit_text(rng, x[1], lang, frac)
+            y = (x[0], t)
+        else:
+            y, e, u = x, 0, 0
+        blocks.append((kind, y))
+        edits += e
+        units += u
     return blocks, edits, units
+
 
 def _web_near_copy(rng: random.Random, spec: dict, frac: float) -> tuple[dict, float]:
     "A re-published, lightly edited copy of a page spec, and the fraction of units edited (at least one edit)."
     for _ in range(20):
         blocks, edits, units = _web_edit_blocks(rng, spec, frac)
-        if edits: break
+        if edits:
+            break
     site = spec["site"]
     if spec["kind"] == "article" and rng.random() < 0.4:
         site = rng.choice([s for s in _WEB_SITES[spec["lang"]] if s["tpl"] == site["tpl"]])
-    new = dict(spec, site=site, blocks=blocks, date=spec["date"] + datetime.timedelta(days=rng.randint(1, 400)))
+    new = dict(
+        spec, site=site, blocks=blocks, date=spec["date"] + datetime.timedelta(days=rng.randint(1, 400))
+    )
     new["url"] = _web_url(rng, new, track=True)
     return new, round(edits / max(units, 1), 4)
 
@@ -918,17 +2418,28 @@ def _web_specs(rng: random.Random, lang: str, n: int) -> list[dict]:
     sizes, rem = [], round(0.12 * n)
     while rem >= 2:
         s = min(rng.randint(2, 6), rem)
-        if rem - s == 1: s = s + 1 if s < 6 else s - 1
-        sizes.append(s); rem -= s
+        if rem - s == 1:
+            s = s + 1 if s < 6 else s - 1
+        sizes.append(s)
+        rem -= s
     items = []
     for _ in range(n - sum(sizes)):
         r = rng.random()
-        spec = (_web_article(rng, lang, rng.choice(_WEB_SITES[lang])) if r < 0.74 else _web_spam(rng, lang) if r < 0.84
-                else _web_junk(rng, lang, "garbage" if r < 0.93 else "boilerplate_only"))
+        spec = (
+            _web_article(rng, lang, rng.choice(_WEB_SITES[lang]))
+            if r < 0.74
+            else _web_spam(rng, lang)
+            if r < 0.84
+            else _web_junk(rng, lang, "garbage" if r < 0.93 else "boilerplate_only")
+        )
         items.append(dict(spec=spec, html=_web_render(rng, spec), cluster=None, dup=None, frac=None))
     strengths = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45]
     for c, size in enumerate(sizes):
-        spec = _web_article(rng, lang, rng.choice(_WEB_SITES[lang])) if rng.random() < 0.85 else _web_spam(rng, lang)
+        spec = (
+            _web_article(rng, lang, rng.choice(_WEB_SITES[lang]))
+            if rng.random() < 0.85
+            else _web_spam(rng, lang)
+        )
         cid, html = f"web-{lang}-dup-{c:03d}", _web_render(rng, spec)
         items.append(dict(spec=spec, html=html, cluster=cid, dup="original", frac=None))
         for _ in range(size - 1):
@@ -945,51 +2456,86 @@ def _web_order(rng: random.Random, items: list[dict]) -> list[dict]:
     "Shuffle; no two members of a cluster adjacent; each original first within its cluster."
     items = items[:]
     rng.shuffle(items)
-    clash = lambda i: 0 < i < len(items) and items[i]["cluster"] is not None and items[i]["cluster"] == items[i - 1]["cluster"]
+    clash = lambda i: (
+        0 < i < len(items)
+        and items[i]["cluster"] is not None
+        and items[i]["cluster"] == items[i - 1]["cluster"]
+    )
     for _ in range(50):
         bad = [i for i in range(1, len(items)) if clash(i)]
-        if not bad: break
+        if not bad:
+            break
         for i in bad:
             j = rng.randrange(len(items))
             items[i], items[j] = items[j], items[i]
-            if any(clash(k) for k in (i, i + 1, j, j + 1)): items[i], items[j] = items[j], items[i]
+            if any(clash(k) for k in (i, i + 1, j, j + 1)):
+                items[i], items[j] = items[j], items[i]
     pos = {}
     for i, it in enumerate(items):
-        if it["cluster"] is not None: pos.setdefault(it["cluster"], []).append(i)
+        if it["cluster"] is not None:
+            pos.setdefault(it["cluster"], []).append(i)
     for cid, ps in pos.items():
         members = [items[p] for p in ps]
         members.sort(key=lambda it: it["dup"] != "original")  # stable: copies keep their order
-        for p, it in zip(ps, members): items[p] = it
+        for p, it in zip(ps, members):
+            items[p] = it
     return items
+
 
 def _web_record(i: int, it: dict) -> dict:
     "The JSONL record of one page item."
     spec = it["spec"]
-    return {"id": f"web-{spec['lang']}-{i:06d}", "text": it["html"], "domain": "web", "lang": spec["lang"], "url": spec["url"],
-            "kind": spec["kind"], "pii": sorted(dict.fromkeys(k for k, _ in spec["pii"])), "pii_values": [v for _, v in spec["pii"]],  # in planting order
-            "dup_cluster": it["cluster"], "dup_kind": it["dup"], "near_edit_fraction": it["frac"], "main_text": _web_main_text(spec["blocks"])}
+    return {
+        "id": f"web-{spec['lang']}-{i:06d}",
+        "text": it["html"],
+        "domain": "web",
+        "lang": spec["lang"],
+        "url": spec["url"],
+        "kind": spec["kind"],
+        "pii": sorted(dict.fromkeys(k for k, _ in spec["pii"])),
+        "pii_values": [v for _, v in spec["pii"]],  # in planting order
+        "dup_cluster": it["cluster"],
+        "dup_kind": it["dup"],
+        "near_edit_fraction": it["frac"],
+        "main_text": _web_main_text(spec["blocks"]),
+    }
 
 # %% ../nbs/01_data_samples.ipynb #524061eb
 def render_web_page(
-    rng: random.Random,    # the seeded random generator
-    title: str,            # page title (also the <h1>)
-    paragraphs: list[str], # the main content, one string per paragraph
-    lang: str,             # "en" or "zh"
-    site: str|None=None,   # host of one of the fictional sites (e.g. "pottingbench.example"); None picks one
-) -> str:                  # the full raw HTML page
+    rng: random.Random,  # the seeded random generator
+    title: str,  # page title (also the <h1>)
+    paragraphs: list[str],  # the main content, one string per paragraph
+    lang: str,  # "en" or "zh"
+    site: str
+    | None = None,  # host of one of the fictional sites (e.g. "pottingbench.example"); None picks one
+) -> str:  # the full raw HTML page
     "A complete web page, with navigation, ads and footer, whose main content is `paragraphs`."
     sites = _WEB_SITES[lang]
-    s = next(x for x in sites if x["host"] == site) if site else rng.choice([x for x in sites if x["tpl"] in ("blog", "news", "faq")])
-    spec = dict(lang=lang, site=s, kind="article", topic=s["topics"][0], slots=_web_slots(rng, lang, s["topics"][0]), title=title,
-                blocks=[("p", p) for p in paragraphs], pii=[], date=_web_rand_date(rng),
-                author=_web_fill(rng, "{person}", _WEB_COMMON[lang]))
+    s = (
+        next(x for x in sites if x["host"] == site)
+        if site
+        else rng.choice([x for x in sites if x["tpl"] in ("blog", "news", "faq")])
+    )
+    spec = dict(
+        lang=lang,
+        site=s,
+        kind="article",
+        topic=s["topics"][0],
+        slots=_web_slots(rng, lang, s["topics"][0]),
+        title=title,
+        blocks=[("p", p) for p in paragraphs],
+        pii=[],
+        date=_web_rand_date(rng),
+        author=_web_fill(rng, "{person}", _WEB_COMMON[lang]),
+    )
     spec["url"] = _web_url(rng, spec)
     return _web_render(rng, spec)
 
+
 def make_web_documents(
-    seed: int=0,     # seed of the random generator
-    n_en: int=700,   # English pages
-    n_zh: int=560,   # Chinese pages
+    seed: int = 0,  # seed of the random generator
+    n_en: int = 700,  # English pages
+    n_zh: int = 560,  # Chinese pages
 ) -> dict[str, list[dict]]:  # {"web_en.jsonl": records, "web_zh.jsonl": records}
     "Two small crawls of raw HTML pages with ground truth for cleaning, PII and dedup."
     rng = random.Random(seed)
@@ -1000,74 +2546,265 @@ def make_web_documents(
     return out
 
 # %% ../nbs/01_data_samples.ipynb #256c1911
-_SYL = [("ka", "卡"), ("lo", "洛"), ("mar", "马"), ("ven", "文"), ("tor", "托"), ("bel", "贝"), ("si", "西"),
-        ("ra", "拉"), ("dun", "敦"), ("el", "埃"), ("quin", "昆"), ("fa", "法"), ("zor", "佐"), ("o", "奥"),
-        ("rel", "雷"), ("ta", "塔"), ("vik", "维"), ("ny", "尼"), ("bar", "巴"), ("sol", "索"), ("mer", "梅"),
-        ("den", "登"), ("gal", "加"), ("hob", "霍"), ("jun", "君"), ("kel", "凯"), ("lan", "兰"), ("mor", "莫"),
-        ("nev", "内"), ("pel", "佩"), ("ru", "鲁"), ("sen", "森"), ("tal", "泰"), ("ul", "乌"), ("var", "瓦"),
-        ("wen", "温"), ("ya", "亚"), ("zen", "泽"), ("dra", "德拉"), ("fen", "芬"), ("gor", "戈"), ("hal", "哈"),
-        ("lin", "林"), ("nor", "诺"), ("pra", "普拉"), ("tiv", "蒂"), ("ber", "伯"), ("cas", "卡斯"), ("dor", "多"),
-        ("em", "艾"), ("ko", "科"), ("lu", "卢"), ("mi", "米"), ("na", "纳"), ("ri", "里"), ("te", "特"),
-        ("vo", "沃"), ("an", "安"), ("ost", "奥斯"), ("is", "伊斯"), ("sk", "斯克")]
+_SYL = [
+    ("ka", "卡"),
+    ("lo", "洛"),
+    ("mar", "马"),
+    ("ven", "文"),
+    ("tor", "托"),
+    ("bel", "贝"),
+    ("si", "西"),
+    ("ra", "拉"),
+    ("dun", "敦"),
+    ("el", "埃"),
+    ("quin", "昆"),
+    ("fa", "法"),
+    ("zor", "佐"),
+    ("o", "奥"),
+    ("rel", "雷"),
+    ("ta", "塔"),
+    ("vik", "维"),
+    ("ny", "尼"),
+    ("bar", "巴"),
+    ("sol", "索"),
+    ("mer", "梅"),
+    ("den", "登"),
+    ("gal", "加"),
+    ("hob", "霍"),
+    ("jun", "君"),
+    ("kel", "凯"),
+    ("lan", "兰"),
+    ("mor", "莫"),
+    ("nev", "内"),
+    ("pel", "佩"),
+    ("ru", "鲁"),
+    ("sen", "森"),
+    ("tal", "泰"),
+    ("ul", "乌"),
+    ("var", "瓦"),
+    ("wen", "温"),
+    ("ya", "亚"),
+    ("zen", "泽"),
+    ("dra", "德拉"),
+    ("fen", "芬"),
+    ("gor", "戈"),
+    ("hal", "哈"),
+    ("lin", "林"),
+    ("nor", "诺"),
+    ("pra", "普拉"),
+    ("tiv", "蒂"),
+    ("ber", "伯"),
+    ("cas", "卡斯"),
+    ("dor", "多"),
+    ("em", "艾"),
+    ("ko", "科"),
+    ("lu", "卢"),
+    ("mi", "米"),
+    ("na", "纳"),
+    ("ri", "里"),
+    ("te", "特"),
+    ("vo", "沃"),
+    ("an", "安"),
+    ("ost", "奥斯"),
+    ("is", "伊斯"),
+    ("sk", "斯克"),
+]
 _FIRST = [s for s in _SYL if s[0] != "sk"]  # syllables that can start a word
+
 
 def _word(rng: random.Random, nsyl: int) -> tuple[str, str]:
     "One invented word and its Chinese transliteration."
     parts = [rng.choice(_FIRST)] + [rng.choice(_SYL) for _ in range(nsyl - 1)]
     return "".join(p[0] for p in parts).capitalize(), "".join(p[1] for p in parts)
 
-def _unique_word(rng: random.Random, used: set, nsyl: tuple[int, int]=(2, 3)) -> tuple[str, str]:
+
+def _unique_word(rng: random.Random, used: set, nsyl: tuple[int, int] = (2, 3)) -> tuple[str, str]:
     "A word not used before, in either language (the set is only used for membership tests)."
     while True:
         en, zh = _word(rng, rng.randint(*nsyl))
         if 4 <= len(en) <= 10 and en not in used and zh not in used:
-            used.update([en, zh]); return en, zh
+            used.update([en, zh])
+            return en, zh
 
 # %% ../nbs/01_data_samples.ipynb #e7086a7a
 _POOLS = {  # categorical values: (English, Chinese)
-    "profession": [("engineer", "工程师"), ("botanist", "植物学家"), ("cartographer", "制图师"), ("composer", "作曲家"),
-        ("chemist", "化学家"), ("architect", "建筑师"), ("astronomer", "天文学家"), ("physician", "医生"),
-        ("novelist", "小说家"), ("painter", "画家"), ("mathematician", "数学家"), ("shipbuilder", "造船师"),
-        ("geologist", "地质学家"), ("linguist", "语言学家"), ("clockmaker", "钟表匠"), ("pilot", "飞行员")],
-    "invention": [("the folding telescope", "折叠望远镜"), ("the tide-powered mill", "潮汐磨坊"),
-        ("the pocket barometer", "袖珍气压计"), ("the glass water filter", "玻璃滤水器"), ("the steam loom", "蒸汽织布机"),
-        ("the copper rain gauge", "铜制雨量计"), ("the night lantern buoy", "夜光灯浮标"), ("the spring-driven pump", "弹簧水泵"),
-        ("the silent printing press", "静音印刷机"), ("the cable ferry", "缆索渡船"), ("the seed drill wheel", "播种轮"),
-        ("the signal mirror", "信号镜"), ("the ice cellar fan", "冰窖风扇"), ("the wind-up radio", "发条收音机"),
-        ("the folding bridge", "折叠桥"), ("the solar kettle", "太阳能水壶"), ("the tremor detector", "震动探测器"),
-        ("the salt evaporator", "晒盐机")],
-    "city_product": [("glassware", "玻璃器皿"), ("woollen blankets", "羊毛毯"), ("copper kettles", "铜壶"), ("plum wine", "李子酒"),
-        ("paper lanterns", "纸灯笼"), ("smoked cheese", "熏奶酪"), ("clockwork toys", "发条玩具"), ("sea salt", "海盐"),
-        ("silk scarves", "丝巾"), ("pickled herring", "腌鲱鱼"), ("walnut furniture", "胡桃木家具"), ("honey cakes", "蜂蜜蛋糕"),
-        ("leather boots", "皮靴"), ("blue pottery", "青陶"), ("river pearls", "河珍珠"), ("pine soap", "松木皂")],
-    "company_product": [("railway carriages", "铁路车厢"), ("sewing machines", "缝纫机"), ("weather instruments", "气象仪器"),
-        ("ceramic tiles", "瓷砖"), ("bicycles", "自行车"), ("printing presses", "印刷机"), ("canned fish", "鱼罐头"),
-        ("radio sets", "收音机"), ("solar panels", "太阳能板"), ("medicines", "药品"), ("typewriters", "打字机"),
-        ("rope and sailcloth", "绳索和帆布"), ("telescopes", "望远镜"), ("farm tractors", "拖拉机"), ("pencils", "铅笔"),
-        ("glass bottles", "玻璃瓶")],
-    "color": [("pale green", "浅绿色"), ("deep violet", "深紫色"), ("silver-grey", "银灰色"), ("amber", "琥珀色"),
-        ("crimson", "深红色"), ("milky white", "乳白色"), ("jet black", "乌黑色"), ("sky blue", "天蓝色"),
-        ("golden yellow", "金黄色"), ("rust orange", "锈橙色"), ("olive brown", "橄榄褐色"), ("rose pink", "玫瑰粉色")],
-    "use": [("making lamp filaments", "制造灯丝"), ("glazing pottery", "给陶器上釉"), ("polishing lenses", "打磨镜片"),
-        ("dyeing cloth", "给布料染色"), ("building batteries", "制造电池"), ("hardening steel", "硬化钢材"),
-        ("treating burns", "治疗烧伤"), ("fertilising fields", "给田地施肥"), ("cleaning water", "净化饮用水"),
-        ("making mirrors", "制作镜子"), ("sealing jars", "密封罐子"), ("coating ship hulls", "涂刷船体")],
-    "month": [("January", "一月"), ("February", "二月"), ("March", "三月"), ("April", "四月"), ("May", "五月"),
-        ("June", "六月"), ("July", "七月"), ("August", "八月"), ("September", "九月"), ("October", "十月"),
-        ("November", "十一月"), ("December", "十二月")],
-    "dish": [("honey bread", "蜂蜜面包"), ("roasted chestnuts", "烤栗子"), ("river fish soup", "河鱼汤"), ("barley cakes", "大麦饼"),
-        ("spiced pears", "香料梨"), ("lamb dumplings", "羊肉饺子"), ("sweet rice balls", "甜米团"), ("pickled plums", "腌梅子"),
-        ("onion pies", "洋葱馅饼"), ("walnut porridge", "核桃粥"), ("grilled mushrooms", "烤蘑菇"), ("berry tarts", "浆果挞")],
-    "honours": [("the first harvest", "第一次收获"), ("the return of the cranes", "鹤群归来"), ("the founding of the town", "小镇的建立"),
-        ("the spring floods", "春季洪水"), ("the longest night", "一年中最长的夜晚"), ("the lantern makers", "灯笼匠人"),
-        ("the end of the salt season", "晒盐季的结束"), ("the old stone bridge", "古老的石桥"), ("the first snow", "第一场雪"),
-        ("the fishing fleet", "捕鱼船队"), ("the beekeepers", "养蜂人"), ("the great fire", "那场大火")],
-    "diet": [("insects", "昆虫"), ("water plants", "水草"), ("small fish", "小鱼"), ("seeds", "种子"), ("fallen fruit", "落果"),
-        ("snails", "蜗牛"), ("moss", "苔藓"), ("frogs", "青蛙"), ("tree bark", "树皮"), ("worms", "蠕虫")],
-    "kind": [("heron", "鹭"), ("beetle", "甲虫"), ("otter", "水獭"), ("finch", "雀"), ("carp", "鲤"), ("toad", "蟾蜍"),
-        ("moth", "蛾"), ("deer", "鹿"), ("lizard", "蜥蜴"), ("owl", "鸮")],
-    "company_suffix": [("Works", "工厂"), ("Instruments", "仪器公司"), ("Company", "公司"), ("Foundry", "铸造厂"),
-        ("Industries", "工业公司"), ("Mills", "纺织厂"), ("Engineering", "工程公司")],
+    "profession": [
+        ("engineer", "工程师"),
+        ("botanist", "植物学家"),
+        ("cartographer", "制图师"),
+        ("composer", "作曲家"),
+        ("chemist", "化学家"),
+        ("architect", "建筑师"),
+        ("astronomer", "天文学家"),
+        ("physician", "医生"),
+        ("novelist", "小说家"),
+        ("painter", "画家"),
+        ("mathematician", "数学家"),
+        ("shipbuilder", "造船师"),
+        ("geologist", "地质学家"),
+        ("linguist", "语言学家"),
+        ("clockmaker", "钟表匠"),
+        ("pilot", "飞行员"),
+    ],
+    "invention": [
+        ("the folding telescope", "折叠望远镜"),
+        ("the tide-powered mill", "潮汐磨坊"),
+        ("the pocket barometer", "袖珍气压计"),
+        ("the glass water filter", "玻璃滤水器"),
+        ("the steam loom", "蒸汽织布机"),
+        ("the copper rain gauge", "铜制雨量计"),
+        ("the night lantern buoy", "夜光灯浮标"),
+        ("the spring-driven pump", "弹簧水泵"),
+        ("the silent printing press", "静音印刷机"),
+        ("the cable ferry", "缆索渡船"),
+        ("the seed drill wheel", "播种轮"),
+        ("the signal mirror", "信号镜"),
+        ("the ice cellar fan", "冰窖风扇"),
+        ("the wind-up radio", "发条收音机"),
+        ("the folding bridge", "折叠桥"),
+        ("the solar kettle", "太阳能水壶"),
+        ("the tremor detector", "震动探测器"),
+        ("the salt evaporator", "晒盐机"),
+    ],
+    "city_product": [
+        ("glassware", "玻璃器皿"),
+        ("woollen blankets", "羊毛毯"),
+        ("copper kettles", "铜壶"),
+        ("plum wine", "李子酒"),
+        ("paper lanterns", "纸灯笼"),
+        ("smoked cheese", "熏奶酪"),
+        ("clockwork toys", "发条玩具"),
+        ("sea salt", "海盐"),
+        ("silk scarves", "丝巾"),
+        ("pickled herring", "腌鲱鱼"),
+        ("walnut furniture", "胡桃木家具"),
+        ("honey cakes", "蜂蜜蛋糕"),
+        ("leather boots", "皮靴"),
+        ("blue pottery", "青陶"),
+        ("river pearls", "河珍珠"),
+        ("pine soap", "松木皂"),
+    ],
+    "company_product": [
+        ("railway carriages", "铁路车厢"),
+        ("sewing machines", "缝纫机"),
+        ("weather instruments", "气象仪器"),
+        ("ceramic tiles", "瓷砖"),
+        ("bicycles", "自行车"),
+        ("printing presses", "印刷机"),
+        ("canned fish", "鱼罐头"),
+        ("radio sets", "收音机"),
+        ("solar panels", "太阳能板"),
+        ("medicines", "药品"),
+        ("typewriters", "打字机"),
+        ("rope and sailcloth", "绳索和帆布"),
+        ("telescopes", "望远镜"),
+        ("farm tractors", "拖拉机"),
+        ("pencils", "铅笔"),
+        ("glass bottles", "玻璃瓶"),
+    ],
+    "color": [
+        ("pale green", "浅绿色"),
+        ("deep violet", "深紫色"),
+        ("silver-grey", "银灰色"),
+        ("amber", "琥珀色"),
+        ("crimson", "深红色"),
+        ("milky white", "乳白色"),
+        ("jet black", "乌黑色"),
+        ("sky blue", "天蓝色"),
+        ("golden yellow", "金黄色"),
+        ("rust orange", "锈橙色"),
+        ("olive brown", "橄榄褐色"),
+        ("rose pink", "玫瑰粉色"),
+    ],
+    "use": [
+        ("making lamp filaments", "制造灯丝"),
+        ("glazing pottery", "给陶器上釉"),
+        ("polishing lenses", "打磨镜片"),
+        ("dyeing cloth", "给布料染色"),
+        ("building batteries", "制造电池"),
+        ("hardening steel", "硬化钢材"),
+        ("treating burns", "治疗烧伤"),
+        ("fertilising fields", "给田地施肥"),
+        ("cleaning water", "净化饮用水"),
+        ("making mirrors", "制作镜子"),
+        ("sealing jars", "密封罐子"),
+        ("coating ship hulls", "涂刷船体"),
+    ],
+    "month": [
+        ("January", "一月"),
+        ("February", "二月"),
+        ("March", "三月"),
+        ("April", "四月"),
+        ("May", "五月"),
+        ("June", "六月"),
+        ("July", "七月"),
+        ("August", "八月"),
+        ("September", "九月"),
+        ("October", "十月"),
+        ("November", "十一月"),
+        ("December", "十二月"),
+    ],
+    "dish": [
+        ("honey bread", "蜂蜜面包"),
+        ("roasted chestnuts", "烤栗子"),
+        ("river fish soup", "河鱼汤"),
+        ("barley cakes", "大麦饼"),
+        ("spiced pears", "香料梨"),
+        ("lamb dumplings", "羊肉饺子"),
+        ("sweet rice balls", "甜米团"),
+        ("pickled plums", "腌梅子"),
+        ("onion pies", "洋葱馅饼"),
+        ("walnut porridge", "核桃粥"),
+        ("grilled mushrooms", "烤蘑菇"),
+        ("berry tarts", "浆果挞"),
+    ],
+    "honours": [
+        ("the first harvest", "第一次收获"),
+        ("the return of the cranes", "鹤群归来"),
+        ("the founding of the town", "小镇的建立"),
+        ("the spring floods", "春季洪水"),
+        ("the longest night", "一年中最长的夜晚"),
+        ("the lantern makers", "灯笼匠人"),
+        ("the end of the salt season", "晒盐季的结束"),
+        ("the old stone bridge", "古老的石桥"),
+        ("the first snow", "第一场雪"),
+        ("the fishing fleet", "捕鱼船队"),
+        ("the beekeepers", "养蜂人"),
+        ("the great fire", "那场大火"),
+    ],
+    "diet": [
+        ("insects", "昆虫"),
+        ("water plants", "水草"),
+        ("small fish", "小鱼"),
+        ("seeds", "种子"),
+        ("fallen fruit", "落果"),
+        ("snails", "蜗牛"),
+        ("moss", "苔藓"),
+        ("frogs", "青蛙"),
+        ("tree bark", "树皮"),
+        ("worms", "蠕虫"),
+    ],
+    "kind": [
+        ("heron", "鹭"),
+        ("beetle", "甲虫"),
+        ("otter", "水獭"),
+        ("finch", "雀"),
+        ("carp", "鲤"),
+        ("toad", "蟾蜍"),
+        ("moth", "蛾"),
+        ("deer", "鹿"),
+        ("lizard", "蜥蜴"),
+        ("owl", "鸮"),
+    ],
+    "company_suffix": [
+        ("Works", "工厂"),
+        ("Instruments", "仪器公司"),
+        ("Company", "公司"),
+        ("Foundry", "铸造厂"),
+        ("Industries", "工业公司"),
+        ("Mills", "纺织厂"),
+        ("Engineering", "工程公司"),
+    ],
 }
 _ROMAN = [("I", "一号"), ("II", "二号"), ("III", "三号"), ("IV", "四号"), ("V", "五号"), ("VI", "六号")]
 
@@ -1085,43 +2822,78 @@ _RELATIONS = {  # entity type -> its relations, in the order facts are listed
 }
 _THE = {"river", "species", "festival", "spacecraft"}  # English names that take "the"
 
+
 def _pick_person(rng: random.Random, people: list[dict], lo: int, hi: int) -> dict:
     "A person born between lo and hi, or the one born closest to that range."
     fit = [p for p in people if lo <= p["year"] <= hi]
-    if fit: return rng.choice(fit)
+    if fit:
+        return rng.choice(fit)
     return min(people, key=lambda p: (min(abs(p["year"] - lo), abs(p["year"] - hi)), p["name"]))
 
 # %% ../nbs/01_data_samples.ipynb #c9cf3cc6
-def _ent(kind: str, names: tuple[str, str], pron: str="it", **attrs) -> dict:
+def _ent(kind: str, names: tuple[str, str], pron: str = "it", **attrs) -> dict:
     "An entity: English and Chinese name, type, pronoun and attributes (values or other entities)."
-    return {"name": names[0], "name_zh": names[1], "type": kind, "pron": pron, "year": attrs.pop("year", 0), "attrs": attrs}
+    return {
+        "name": names[0],
+        "name_zh": names[1],
+        "type": kind,
+        "pron": pron,
+        "year": attrs.pop("year", 0),
+        "attrs": attrs,
+    }
 
-def _year(y: int) -> tuple[str, str]: return (str(y), str(y))
 
-def _make_places(rng: random.Random, used: set, n_country: int, n_river: int, n_city: int) -> tuple[list, list, list]:
+def _year(y: int) -> tuple[str, str]:
+    return (str(y), str(y))
+
+
+def _make_places(
+    rng: random.Random, used: set, n_country: int, n_river: int, n_city: int
+) -> tuple[list, list, list]:
     "Countries, rivers in them and cities on those rivers (a country's capital is its first city)."
     currencies = [(w.lower(), z) for w, z in (_unique_word(rng, used, (2, 2)) for _ in range(n_country))]
     seas = [(f"{w} Sea", f"{z}海") for w, z in (_unique_word(rng, used) for _ in range(8))]
     peaks = [(f"Mount {w}", f"{z}山") for w, z in (_unique_word(rng, used) for _ in range(12))]
-    countries = [_ent("country", _unique_word(rng, used, (3, 3)), currency=c, founded=_year(rng.randint(480, 1500)))
-                 for c in currencies]
+    countries = [
+        _ent("country", _unique_word(rng, used, (3, 3)), currency=c, founded=_year(rng.randint(480, 1500)))
+        for c in currencies
+    ]
     rivers = []
     for i in range(n_river):
         w, z = _unique_word(rng, used)
-        rivers.append(_ent("river", (f"{w} River", f"{z}河"), country=countries[i % n_country],
-                           length_km=_year(rng.randint(40, 2400)), mouth=rng.choice(seas), source=rng.choice(peaks)))
+        rivers.append(
+            _ent(
+                "river",
+                (f"{w} River", f"{z}河"),
+                country=countries[i % n_country],
+                length_km=_year(rng.randint(40, 2400)),
+                mouth=rng.choice(seas),
+                source=rng.choice(peaks),
+            )
+        )
     cities = []
     for i in range(n_city):
         c = countries[i % n_country]
         pop = rng.randint(30, 9000) * 100
-        cities.append(_ent("city", _unique_word(rng, used), country=c, founded=_year(rng.randint(800, 1850)),
-                           population=(f"{pop:,}", str(pop)), river=rng.choice([r for r in rivers if r["attrs"]["country"] is c]),
-                           product=rng.choice(_POOLS["city_product"])))
-    for c in countries: c["attrs"]["capital"] = next(x for x in cities if x["attrs"]["country"] is c)
+        cities.append(
+            _ent(
+                "city",
+                _unique_word(rng, used),
+                country=c,
+                founded=_year(rng.randint(800, 1850)),
+                population=(f"{pop:,}", str(pop)),
+                river=rng.choice([r for r in rivers if r["attrs"]["country"] is c]),
+                product=rng.choice(_POOLS["city_product"]),
+            )
+        )
+    for c in countries:
+        c["attrs"]["capital"] = next(x for x in cities if x["attrs"]["country"] is c)
     return countries, rivers, cities
 
 # %% ../nbs/01_data_samples.ipynb #9757462b
-def _make_people_and_firms(rng: random.Random, used: set, cities: list, n_person: int, n_company: int) -> tuple[list, list]:
+def _make_people_and_firms(
+    rng: random.Random, used: set, cities: list, n_person: int, n_company: int
+) -> tuple[list, list]:
     "People born in the cities, and companies founded by them; then each person gets an employer."
     given = [_unique_word(rng, used, (2, 2)) for _ in range(32)]
     people = []
@@ -1129,18 +2901,41 @@ def _make_people_and_firms(rng: random.Random, used: set, cities: list, n_person
         g, f = rng.choice(given), _unique_word(rng, used)
         born = rng.randint(1800, 1990)
         home = rng.choice([c for c in cities if int(c["attrs"]["founded"][0]) < born - 20])
-        people.append(_ent("person", (f"{g[0]} {f[0]}", f"{g[1]}·{f[1]}"), pron=rng.choice(["she", "he"]), year=born,
-                           birth_year=_year(born), birthplace=home, profession=rng.choice(_POOLS["profession"]),
-                           invention=rng.choice(_POOLS["invention"])))
+        people.append(
+            _ent(
+                "person",
+                (f"{g[0]} {f[0]}", f"{g[1]}·{f[1]}"),
+                pron=rng.choice(["she", "he"]),
+                year=born,
+                birth_year=_year(born),
+                birthplace=home,
+                profession=rng.choice(_POOLS["profession"]),
+                invention=rng.choice(_POOLS["invention"]),
+            )
+        )
     firms = []
     for _ in range(n_company):
-        (w, z), suf, year = _unique_word(rng, used), rng.choice(_POOLS["company_suffix"]), rng.randint(1850, 2015)
-        firms.append(_ent("company", (f"{w} {suf[0]}", f"{z}{suf[1]}"), year=year, headquarters=rng.choice(cities),
-                          founded=_year(year), founder=_pick_person(rng, people, year - 70, year - 20),
-                          product=rng.choice(_POOLS["company_product"])))
+        (w, z), suf, year = (
+            _unique_word(rng, used),
+            rng.choice(_POOLS["company_suffix"]),
+            rng.randint(1850, 2015),
+        )
+        firms.append(
+            _ent(
+                "company",
+                (f"{w} {suf[0]}", f"{z}{suf[1]}"),
+                year=year,
+                headquarters=rng.choice(cities),
+                founded=_year(year),
+                founder=_pick_person(rng, people, year - 70, year - 20),
+                product=rng.choice(_POOLS["company_product"]),
+            )
+        )
     for p in people:
         fit = [f for f in firms if p["year"] - 50 <= f["year"] <= p["year"] + 40]
-        p["attrs"]["employer"] = rng.choice(fit) if fit else min(firms, key=lambda f: (abs(f["year"] - p["year"]), f["name"]))
+        p["attrs"]["employer"] = (
+            rng.choice(fit) if fit else min(firms, key=lambda f: (abs(f["year"] - p["year"]), f["name"]))
+        )
     return people, firms
 
 # %% ../nbs/01_data_samples.ipynb #4fbad1e4
@@ -1149,165 +2944,530 @@ def _make_things(rng: random.Random, used: set, places: tuple, people: list, fir
     countries, rivers, cities = places
     out = []
     for _ in range(n["substance"]):
-        (w, z), suf, y = _unique_word(rng, used, (2, 2)), rng.choice([("ite", "石"), ("ium", "素"), ("ine", "晶")]), rng.randint(1780, 2010)
-        out.append(_ent("substance", (w + suf[0], z + suf[1]), color=rng.choice(_POOLS["color"]), use=rng.choice(_POOLS["use"]),
-                        discovered_by=_pick_person(rng, people, y - 70, y - 20), discovery_year=_year(y)))
+        (w, z), suf, y = (
+            _unique_word(rng, used, (2, 2)),
+            rng.choice([("ite", "石"), ("ium", "素"), ("ine", "晶")]),
+            rng.randint(1780, 2010),
+        )
+        out.append(
+            _ent(
+                "substance",
+                (w + suf[0], z + suf[1]),
+                color=rng.choice(_POOLS["color"]),
+                use=rng.choice(_POOLS["use"]),
+                discovered_by=_pick_person(rng, people, y - 70, y - 20),
+                discovery_year=_year(y),
+            )
+        )
     for _ in range(n["festival"]):
         w, z = _unique_word(rng, used)
-        out.append(_ent("festival", (f"{w} Festival", f"{z}节"), city=rng.choice(cities), month=rng.choice(_POOLS["month"]),
-                        dish=rng.choice(_POOLS["dish"]), honours=rng.choice(_POOLS["honours"])))
+        out.append(
+            _ent(
+                "festival",
+                (f"{w} Festival", f"{z}节"),
+                city=rng.choice(cities),
+                month=rng.choice(_POOLS["month"]),
+                dish=rng.choice(_POOLS["dish"]),
+                honours=rng.choice(_POOLS["honours"]),
+            )
+        )
     for _ in range(n["species"]):
         (w, z), kind = _unique_word(rng, used, (2, 2)), rng.choice(_POOLS["kind"])
-        out.append(_ent("species", (f"{w} {kind[0]}", f"{z}{kind[1]}"), habitat=rng.choice(rivers), color=rng.choice(_POOLS["color"]),
-                        diet=rng.choice(_POOLS["diet"]), lifespan=_year(rng.randint(2, 60))))
+        out.append(
+            _ent(
+                "species",
+                (f"{w} {kind[0]}", f"{z}{kind[1]}"),
+                habitat=rng.choice(rivers),
+                color=rng.choice(_POOLS["color"]),
+                diet=rng.choice(_POOLS["diet"]),
+                lifespan=_year(rng.randint(2, 60)),
+            )
+        )
     for c, s in zip(countries, rng.sample([e for e in out if e["type"] == "species"], len(countries))):
         c["attrs"]["national_animal"] = s
     worlds = [(w, f"{z}星") for w, z in (_unique_word(rng, used) for _ in range(10))]
     for i in range(n["spacecraft"]):
         (w, z), y = _unique_word(rng, used), rng.randint(1962, 2035)
         builders = [f for f in firms if f["year"] < y - 5] or firms
-        out.append(_ent("spacecraft", (f"{w} {_ROMAN[i % 6][0]}", f"{z}{_ROMAN[i % 6][1]}"), launch_year=_year(y),
-                        builder=rng.choice(builders), destination=rng.choice(worlds), commander=_pick_person(rng, people, y - 60, y - 28)))
+        out.append(
+            _ent(
+                "spacecraft",
+                (f"{w} {_ROMAN[i % 6][0]}", f"{z}{_ROMAN[i % 6][1]}"),
+                launch_year=_year(y),
+                builder=rng.choice(builders),
+                destination=rng.choice(worlds),
+                commander=_pick_person(rng, people, y - 60, y - 28),
+            )
+        )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #91f5fd17
 def make_entities(
     rng: random.Random,  # the seeded random generator
-    n_city: int=60,      # how many cities
-    n_person: int=80,    # how many people
-) -> list[dict]:         # entities: name, name_zh, type, pron, year, attrs (values or other entities)
+    n_city: int = 60,  # how many cities
+    n_person: int = 80,  # how many people
+) -> list[dict]:  # entities: name, name_zh, type, pron, year, attrs (values or other entities)
     "Build the invented world: about 300 entities of nine types that refer to each other."
     used: set = set()
     places = _make_places(rng, used, 8, 24, n_city)
     people, firms = _make_people_and_firms(rng, used, places[2], n_person, 38)
-    things = _make_things(rng, used, places, people, firms, {"substance": 24, "festival": 22, "species": 30, "spacecraft": 14})
+    things = _make_things(
+        rng, used, places, people, firms, {"substance": 24, "festival": 22, "species": 30, "spacecraft": 14}
+    )
     return [*places[0], *places[1], *places[2], *people, *firms, *things]
 
 # %% ../nbs/01_data_samples.ipynb #41d0b2d5
 _TPL = {  # (type, relation) -> (English statements, Chinese statements, English question, Chinese question)
-    ("country", "capital"): (["The capital of {n} is {v}.", "{S} is governed from its capital, {v}.", "{v} serves as the capital of {n}.",
-        "{S} has {v} as its capital city."], ["{n}的首都是{v}。", "{S}以{v}为首都。", "{v}是{n}的首都。"],
-        "What is the capital of {n}?", "{n}的首都是哪里？"),
-    ("country", "currency"): (["The currency of {n} is the {v}.", "{S} uses the {v} as its currency.", "In {n}, prices are paid in the {v}.",
-        "{S} adopted the {v} as its money long ago."], ["{n}的货币是{v}。", "在{n}，人们用{v}付款。", "{S}使用的货币叫{v}。"],
-        "What currency is used in {n}?", "{n}使用什么货币？"),
-    ("country", "founded"): (["{S} was founded in {v}.", "The state of {n} dates from {v}.", "{S} became a country in {v}.",
-        "Historians give {v} as the founding year of {n}."], ["{n}建国于{v}年。", "{S}在{v}年成为一个国家。", "{n}的建国年份是{v}年。"],
-        "In what year was the country of {n} founded?", "{n}是哪一年建国的？"),
-    ("country", "national_animal"): (["The national animal of {n} is the {v}.", "{S} chose the {v} as its national animal.",
-        "The {v} is the national animal of {n}.", "On the flag of {n} you can see the {v}, its national animal."],
-        ["{n}的国兽是{v}。", "{S}把{v}定为国兽。", "{v}是{n}的国兽。"], "What is the national animal of {n}?", "{n}的国兽是什么？"),
-    ("city", "country"): (["{S} is a city in {v}.", "{S} lies in the country of {v}.", "The city of {n} belongs to {v}.",
-        "{S} is one of the cities of {v}.", "Travellers find {n} in {v}, among its other towns."],
-        ["{n}是{v}的一座城市。", "{S}位于{v}。", "{n}这座城市属于{v}。"], "In which country is the city of {n}?", "{n}位于哪个国家？"),
-    ("city", "founded"): (["{S} was founded in {v}.", "The first houses of {n} were built in {v}.", "Settlers founded {n} in {v}.",
-        "{S} dates back to {v}, when it was founded."], ["{n}建于{v}年。", "{S}始建于{v}年。", "{n}的历史可以追溯到{v}年。"],
-        "In what year was {n} founded?", "{n}建于哪一年？"),
-    ("city", "population"): (["{S} has a population of about {v}.", "About {v} people live in {n}.", "The population of {n} is roughly {v}.",
-        "{S} is home to some {v} residents."], ["{n}的人口约为{v}。", "{S}大约有{v}名居民。", "约有{v}人生活在{n}。"],
-        "Roughly how many people live in {n}?", "{n}大约有多少人口？"),
-    ("city", "river"): (["{S} lies on the {v}.", "The {v} flows through {n}.", "{S} was built on the banks of the {v}.",
-        "The river that flows through {n} is the {v}."], ["{n}坐落在{v}畔。", "{v}流经{n}。", "流经{n}的河流是{v}。"],
-        "Which river flows through {n}?", "哪条河流经{n}？"),
-    ("city", "product"): (["{S} is famous for its {v}.", "The best-known product of {n} is {v}.",
-        "Visitors to {n} often buy {v}, for which the city is famous.", "{S} has long been known for {v}."],
-        ["{n}以{v}闻名。", "{S}最有名的特产是{v}。", "来到{n}的游客常常买{v}。"], "What is the city of {n} famous for?", "{n}以什么特产闻名？"),
-    ("river", "country"): (["{S} flows through {v}.", "The {n} is a river in {v}.", "The {n} runs entirely within {v}.",
-        "Most of the {n} lies in {v}."], ["{n}流经{v}。", "{S}是{v}境内的一条河。", "{n}位于{v}境内。"],
-        "Which country does the {n} flow through?", "{n}流经哪个国家？"),
-    ("river", "length_km"): (["{S} is {v} kilometres long.", "The {n} has a length of {v} kilometres.",
-        "From source to mouth, the {n} measures {v} kilometres.", "The length of the {n} is about {v} kilometres."],
-        ["{n}全长{v}公里。", "{S}的长度约为{v}公里。", "从源头到河口，{n}长{v}公里。"], "How long is the {n}, in kilometres?", "{n}全长多少公里？"),
-    ("river", "mouth"): (["{S} empties into the {v}.", "The {n} ends in the {v}.", "At its mouth the {n} meets the {v}.",
-        "The {n} flows into the {v}."], ["{n}注入{v}。", "{S}最终流入{v}。", "{n}的入海口在{v}。"],
-        "Into which sea does the {n} flow?", "{n}注入哪片海？"),
-    ("river", "source"): (["{S} rises on {v}.", "The source of the {n} is on {v}.", "The {n} begins high on {v}.",
-        "Snow melting on {v} feeds the {n} at its source."], ["{n}发源于{v}。", "{S}的源头在{v}。", "{v}是{n}的发源地。"],
-        "On which mountain does the {n} rise?", "{n}发源于哪座山？"),
+    ("country", "capital"): (
+        [
+            "The capital of {n} is {v}.",
+            "{S} is governed from its capital, {v}.",
+            "{v} serves as the capital of {n}.",
+            "{S} has {v} as its capital city.",
+        ],
+        ["{n}的首都是{v}。", "{S}以{v}为首都。", "{v}是{n}的首都。"],
+        "What is the capital of {n}?",
+        "{n}的首都是哪里？",
+    ),
+    ("country", "currency"): (
+        [
+            "The currency of {n} is the {v}.",
+            "{S} uses the {v} as its currency.",
+            "In {n}, prices are paid in the {v}.",
+            "{S} adopted the {v} as its money long ago.",
+        ],
+        ["{n}的货币是{v}。", "在{n}，人们用{v}付款。", "{S}使用的货币叫{v}。"],
+        "What currency is used in {n}?",
+        "{n}使用什么货币？",
+    ),
+    ("country", "founded"): (
+        [
+            "{S} was founded in {v}.",
+            "The state of {n} dates from {v}.",
+            "{S} became a country in {v}.",
+            "Historians give {v} as the founding year of {n}.",
+        ],
+        ["{n}建国于{v}年。", "{S}在{v}年成为一个国家。", "{n}的建国年份是{v}年。"],
+        "In what year was the country of {n} founded?",
+        "{n}是哪一年建国的？",
+    ),
+    ("country", "national_animal"): (
+        [
+            "The national animal of {n} is the {v}.",
+            "{S} chose the {v} as its national animal.",
+            "The {v} is the national animal of {n}.",
+            "On the flag of {n} you can see the {v}, its national animal.",
+        ],
+        ["{n}的国兽是{v}。", "{S}把{v}定为国兽。", "{v}是{n}的国兽。"],
+        "What is the national animal of {n}?",
+        "{n}的国兽是什么？",
+    ),
+    ("city", "country"): (
+        [
+            "{S} is a city in {v}.",
+            "{S} lies in the country of {v}.",
+            "The city of {n} belongs to {v}.",
+            "{S} is one of the cities of {v}.",
+            "Travellers find {n} in {v}, among its other towns.",
+        ],
+        ["{n}是{v}的一座城市。", "{S}位于{v}。", "{n}这座城市属于{v}。"],
+        "In which country is the city of {n}?",
+        "{n}位于哪个国家？",
+    ),
+    ("city", "founded"): (
+        [
+            "{S} was founded in {v}.",
+            "The first houses of {n} were built in {v}.",
+            "Settlers founded {n} in {v}.",
+            "{S} dates back to {v}, when it was founded.",
+        ],
+        ["{n}建于{v}年。", "{S}始建于{v}年。", "{n}的历史可以追溯到{v}年。"],
+        "In what year was {n} founded?",
+        "{n}建于哪一年？",
+    ),
+    ("city", "population"): (
+        [
+            "{S} has a population of about {v}.",
+            "About {v} people live in {n}.",
+            "The population of {n} is roughly {v}.",
+            "{S} is home to some {v} residents.",
+        ],
+        ["{n}的人口约为{v}。", "{S}大约有{v}名居民。", "约有{v}人生活在{n}。"],
+        "Roughly how many people live in {n}?",
+        "{n}大约有多少人口？",
+    ),
+    ("city", "river"): (
+        [
+            "{S} lies on the {v}.",
+            "The {v} flows through {n}.",
+            "{S} was built on the banks of the {v}.",
+            "The river that flows through {n} is the {v}.",
+        ],
+        ["{n}坐落在{v}畔。", "{v}流经{n}。", "流经{n}的河流是{v}。"],
+        "Which river flows through {n}?",
+        "哪条河流经{n}？",
+    ),
+    ("city", "product"): (
+        [
+            "{S} is famous for its {v}.",
+            "The best-known product of {n} is {v}.",
+            "Visitors to {n} often buy {v}, for which the city is famous.",
+            "{S} has long been known for {v}.",
+        ],
+        ["{n}以{v}闻名。", "{S}最有名的特产是{v}。", "来到{n}的游客常常买{v}。"],
+        "What is the city of {n} famous for?",
+        "{n}以什么特产闻名？",
+    ),
+    ("river", "country"): (
+        [
+            "{S} flows through {v}.",
+            "The {n} is a river in {v}.",
+            "The {n} runs entirely within {v}.",
+            "Most of the {n} lies in {v}.",
+        ],
+        ["{n}流经{v}。", "{S}是{v}境内的一条河。", "{n}位于{v}境内。"],
+        "Which country does the {n} flow through?",
+        "{n}流经哪个国家？",
+    ),
+    ("river", "length_km"): (
+        [
+            "{S} is {v} kilometres long.",
+            "The {n} has a length of {v} kilometres.",
+            "From source to mouth, the {n} measures {v} kilometres.",
+            "The length of the {n} is about {v} kilometres.",
+        ],
+        ["{n}全长{v}公里。", "{S}的长度约为{v}公里。", "从源头到河口，{n}长{v}公里。"],
+        "How long is the {n}, in kilometres?",
+        "{n}全长多少公里？",
+    ),
+    ("river", "mouth"): (
+        [
+            "{S} empties into the {v}.",
+            "The {n} ends in the {v}.",
+            "At its mouth the {n} meets the {v}.",
+            "The {n} flows into the {v}.",
+        ],
+        ["{n}注入{v}。", "{S}最终流入{v}。", "{n}的入海口在{v}。"],
+        "Into which sea does the {n} flow?",
+        "{n}注入哪片海？",
+    ),
+    ("river", "source"): (
+        [
+            "{S} rises on {v}.",
+            "The source of the {n} is on {v}.",
+            "The {n} begins high on {v}.",
+            "Snow melting on {v} feeds the {n} at its source.",
+        ],
+        ["{n}发源于{v}。", "{S}的源头在{v}。", "{v}是{n}的发源地。"],
+        "On which mountain does the {n} rise?",
+        "{n}发源于哪座山？",
+    ),
 }
-_TPL.update({
-    ("person", "birth_year"): (["{S} was born in the year {v}.", "The birth year of {n} is {v}.", "{n} was born in the year {v}, records show.",
-        "In {v}, {n} was born."], ["{n}出生于{v}年。", "{S}生于{v}年。", "{n}的出生年份是{v}年。"],
-        "In what year was {n} born?", "{n}出生于哪一年？"),
-    ("person", "birthplace"): (["{S} was born in the city of {v}.", "The birthplace of {n} is {v}.", "{S} is a native of {v}.",
-        "{n} grew up in {v}, the city where {p} was born."], ["{n}出生在{v}这座城市。", "{S}的出生地是{v}。", "{n}是{v}人。"],
-        "In which city was {n} born?", "{n}出生在哪座城市？"),
-    ("person", "profession"): (["{S} worked as a respected {v}.", "{S} was known in the city as a skilled {v}.",
-        "{n} made a name as a gifted {v}.", "Among colleagues, {n} was regarded as a talented {v}."],
-        ["{n}是一位{v}。", "{S}的职业是{v}。", "{n}以{v}为业。"], "What was the profession of {n}?", "{n}的职业是什么？"),
-    ("person", "invention"): (["{S} invented {v}.", "{n} is remembered as the inventor of {v}.", "The invention of {v} is credited to {n}.",
-        "{S} is best known for inventing {v}."], ["{n}发明了{v}。", "{v}是{n}发明的。", "{S}最著名的发明是{v}。"],
-        "What did {n} invent?", "{n}发明了什么？"),
-    ("person", "employer"): (["{S} worked for {v}.", "For many years {n} was employed by {v}.", "{S} spent a long career at {v}.",
-        "The employer of {n} was {v}."], ["{n}曾在{v}工作。", "{S}长期受雇于{v}。", "{n}的雇主是{v}。"],
-        "Which company did {n} work for?", "{n}曾在哪家公司工作？"),
-    ("company", "headquarters"): (["{S} has its headquarters in {v}.", "{n} is headquartered in {v}.", "The head office of {n} stands in {v}.",
-        "From its base in {v}, {n} sells across the region."], ["{n}的总部设在{v}。", "{S}总部位于{v}。", "{n}的总部在{v}。"],
-        "Where does {n} have its headquarters?", "{n}的总部在哪里？"),
-    ("company", "founded"): (["{S} was founded in {v}.", "{n} opened for business in {v}.", "The company {n} dates from {v}.",
-        "{n} was established in the year {v}."], ["{n}成立于{v}年。", "{S}创办于{v}年。", "{n}的创立年份是{v}年。"],
-        "In what year was {n} founded?", "{n}成立于哪一年？"),
-    ("company", "founder"): (["{S} was founded by {v}.", "The founder of {n} was {v}.", "{v} founded {n}.",
-        "{n} owes its start to {v}, its founder."], ["{n}由{v}创立。", "{v}创办了{n}。", "{n}的创始人是{v}。"],
-        "Who founded {n}?", "谁创立了{n}？"),
-    ("company", "product"): (["{S} makes {v}.", "{n} is best known for its {v}.", "The main product of {n} is {v}.",
-        "Factories run by {n} turn out {v}."], ["{n}生产{v}。", "{S}的主要产品是{v}。", "{n}以生产{v}著称。"],
-        "What does {n} make?", "{n}生产什么？"),
-    ("substance", "color"): (["{S} is {v} in colour.", "The colour of {n} is {v}.", "Pure {n} has a {v} colour.",
-        "Samples of {n} look {v}."], ["{n}呈{v}。", "纯净的{n}是{v}的。", "{n}的颜色是{v}。"],
-        "What colour is {n}?", "{n}是什么颜色的？"),
-    ("substance", "discovered_by"): (["{S} was discovered by {v}.", "{v} discovered {n}.", "The discovery of {n} is credited to {v}.",
-        "{n} was first described by {v}."], ["{n}是由{v}发现的。", "{v}发现了{n}。", "{n}的发现者是{v}。"],
-        "Who discovered {n}?", "谁发现了{n}？"),
-    ("substance", "discovery_year"): (["{S} was discovered in the year {v}.", "{n} was first identified in {v}.",
-        "{n} has been known since {v}.", "The year in which {n} was discovered is {v}."],
-        ["{n}发现于{v}年。", "{S}在{v}年首次被发现。", "人们在{v}年发现了{n}。"], "In what year was {n} discovered?", "{n}是哪一年被发现的？"),
-    ("substance", "use"): (["{S} is used mainly for {v}.", "The main use of {n} is {v}.", "Workshops use {n} for {v}.",
-        "{n} is valued above all for {v}."], ["{n}主要用于{v}。", "{S}的主要用途是{v}。", "工匠们用{n}来{v}。"],
-        "What is {n} mainly used for?", "{n}主要用来做什么？"),
-})
-_TPL.update({
-    ("festival", "city"): (["{S} is held in the city of {v}.", "The {n} is hosted by the city of {v}.", "The city of {v} hosts the {n}.",
-        "The home town of the {n} is {v}."], ["{n}的举办地是{v}。", "{n}的举办城市是{v}。", "{v}每年举办{n}。"],
-        "In which city is the {n} held?", "{n}在哪座城市举行？"),
-    ("festival", "month"): (["{S} takes place every year in {v}.", "The {n} is celebrated in the month of {v}.", "The {n} falls in {v}.",
-        "Each year in {v}, crowds gather for the {n}."], ["{n}在每年的{v}举行。", "{S}的日子在{v}。", "每年{v}，人们庆祝{n}。"],
-        "In which month does the {n} take place?", "{n}在几月举行？"),
-    ("festival", "dish"): (["At the {n} people eat {v}.", "The traditional dish of the {n} is {v}.", "No {n} is complete without {v}.",
-        "{S} is known for the {v} served on every table."], ["{n}上人们吃{v}。", "{n}的传统食物是{v}。", "过{n}时少不了{v}。"],
-        "What do people eat at the {n}?", "{n}上人们吃什么？"),
-    ("festival", "honours"): (["{S} celebrates {v}.", "The {n} marks {v}.", "The {n} was created to honour {v}.",
-        "People keep the {n} to remember {v}."], ["{n}是为了纪念{v}。", "{S}庆祝的是{v}。", "人们过{n}来纪念{v}。"],
-        "What does the {n} celebrate?", "{n}纪念的是什么？"),
-    ("species", "habitat"): (["{S} lives along the {v}.", "The {n} is found near the {v}.", "The natural home of the {n} is the {v}.",
-        "Along the banks of the {v} you can find the {n}."], ["{n}生活在{v}沿岸。", "{S}的栖息地是{v}。", "在{v}两岸可以找到{n}。"],
-        "Along which river does the {n} live?", "{n}生活在哪条河沿岸？"),
-    ("species", "color"): (["{S} is mostly {v}.", "The body of the {n} is {v}.", "The usual colour of the {n} is {v}.",
-        "The {n} is easy to spot because it is {v}."], ["{n}的颜色主要是{v}。", "{S}通体{v}。", "{n}身上是{v}的。"],
-        "What colour is the {n}?", "{n}是什么颜色的？"),
-    ("species", "diet"): (["{S} feeds on {v}.", "The {n} eats mainly {v}.", "The diet of the {n} consists of {v}.",
-        "The main food of the {n} is {v}."], ["{n}以{v}为食。", "{S}主要吃{v}。", "{n}的主要食物是{v}。"],
-        "What does the {n} eat?", "{n}吃什么？"),
-    ("species", "lifespan"): (["{S} lives for about {v} years.", "The {n} can reach an age of {v} years.",
-        "The usual lifespan of the {n} is {v} years.", "A healthy {n} may live {v} years."],
-        ["{n}的寿命约为{v}年。", "{S}大约能活{v}年。", "一只健康的{n}可以活{v}年。"], "About how many years does the {n} live?", "{n}大约能活多少年？"),
-    ("spacecraft", "launch_year"): (["{S} was launched in {v}.", "The {n} left the launch pad in {v}.", "The launch of the {n} took place in {v}.",
-        "The {n} flew for the first time in {v}."], ["{n}于{v}年发射。", "{S}在{v}年升空。", "{n}的发射年份是{v}年。"],
-        "In what year was the {n} launched?", "{n}是哪一年发射的？"),
-    ("spacecraft", "builder"): (["{S} was built by {v}.", "Engineers at {v} built the {n}.", "The builder of the {n} was {v}.",
-        "The {n} was assembled by {v}."], ["{n}由{v}建造。", "{v}建造了{n}。", "{n}的建造者是{v}。"],
-        "Which company built the {n}?", "哪家公司建造了{n}？"),
-    ("spacecraft", "destination"): (["{S} travelled to {v}.", "The {n} was sent to {v}.", "The destination of the {n} was {v}.",
-        "The mission of the {n} took it to {v}."], ["{n}飞往{v}。", "{S}的目的地是{v}。", "{n}被送往{v}。"],
-        "Where was the {n} sent?", "{n}飞往哪里？"),
-    ("spacecraft", "commander"): (["{S} was commanded by {v}.", "The commander of the {n} was {v}.", "{v} commanded the {n}.",
-        "On board the {n}, {v} was in command."], ["{n}的指挥官是{v}。", "{v}指挥了{n}。", "{S}由{v}指挥。"],
-        "Who commanded the {n}?", "{n}的指挥官是谁？"),
-})
-_REF_ZH = {"country": "这个国家", "city": "这座城市", "river": "这条河", "company": "该公司", "substance": "这种物质",
-           "festival": "这个节日", "species": "这种动物", "spacecraft": "这艘飞船"}
+_TPL.update(
+    {
+        ("person", "birth_year"): (
+            [
+                "{S} was born in the year {v}.",
+                "The birth year of {n} is {v}.",
+                "{n} was born in the year {v}, records show.",
+                "In {v}, {n} was born.",
+            ],
+            ["{n}出生于{v}年。", "{S}生于{v}年。", "{n}的出生年份是{v}年。"],
+            "In what year was {n} born?",
+            "{n}出生于哪一年？",
+        ),
+        ("person", "birthplace"): (
+            [
+                "{S} was born in the city of {v}.",
+                "The birthplace of {n} is {v}.",
+                "{S} is a native of {v}.",
+                "{n} grew up in {v}, the city where {p} was born.",
+            ],
+            ["{n}出生在{v}这座城市。", "{S}的出生地是{v}。", "{n}是{v}人。"],
+            "In which city was {n} born?",
+            "{n}出生在哪座城市？",
+        ),
+        ("person", "profession"): (
+            [
+                "{S} worked as a respected {v}.",
+                "{S} was known in the city as a skilled {v}.",
+                "{n} made a name as a gifted {v}.",
+                "Among colleagues, {n} was regarded as a talented {v}.",
+            ],
+            ["{n}是一位{v}。", "{S}的职业是{v}。", "{n}以{v}为业。"],
+            "What was the profession of {n}?",
+            "{n}的职业是什么？",
+        ),
+        ("person", "invention"): (
+            [
+                "{S} invented {v}.",
+                "{n} is remembered as the inventor of {v}.",
+                "The invention of {v} is credited to {n}.",
+                "{S} is best known for inventing {v}.",
+            ],
+            ["{n}发明了{v}。", "{v}是{n}发明的。", "{S}最著名的发明是{v}。"],
+            "What did {n} invent?",
+            "{n}发明了什么？",
+        ),
+        ("person", "employer"): (
+            [
+                "{S} worked for {v}.",
+                "For many years {n} was employed by {v}.",
+                "{S} spent a long career at {v}.",
+                "The employer of {n} was {v}.",
+            ],
+            ["{n}曾在{v}工作。", "{S}长期受雇于{v}。", "{n}的雇主是{v}。"],
+            "Which company did {n} work for?",
+            "{n}曾在哪家公司工作？",
+        ),
+        ("company", "headquarters"): (
+            [
+                "{S} has its headquarters in {v}.",
+                "{n} is headquartered in {v}.",
+                "The head office of {n} stands in {v}.",
+                "From its base in {v}, {n} sells across the region.",
+            ],
+            ["{n}的总部设在{v}。", "{S}总部位于{v}。", "{n}的总部在{v}。"],
+            "Where does {n} have its headquarters?",
+            "{n}的总部在哪里？",
+        ),
+        ("company", "founded"): (
+            [
+                "{S} was founded in {v}.",
+                "{n} opened for business in {v}.",
+                "The company {n} dates from {v}.",
+                "{n} was established in the year {v}.",
+            ],
+            ["{n}成立于{v}年。", "{S}创办于{v}年。", "{n}的创立年份是{v}年。"],
+            "In what year was {n} founded?",
+            "{n}成立于哪一年？",
+        ),
+        ("company", "founder"): (
+            [
+                "{S} was founded by {v}.",
+                "The founder of {n} was {v}.",
+                "{v} founded {n}.",
+                "{n} owes its start to {v}, its founder.",
+            ],
+            ["{n}由{v}创立。", "{v}创办了{n}。", "{n}的创始人是{v}。"],
+            "Who founded {n}?",
+            "谁创立了{n}？",
+        ),
+        ("company", "product"): (
+            [
+                "{S} makes {v}.",
+                "{n} is best known for its {v}.",
+                "The main product of {n} is {v}.",
+                "Factories run by {n} turn out {v}.",
+            ],
+            ["{n}生产{v}。", "{S}的主要产品是{v}。", "{n}以生产{v}著称。"],
+            "What does {n} make?",
+            "{n}生产什么？",
+        ),
+        ("substance", "color"): (
+            [
+                "{S} is {v} in colour.",
+                "The colour of {n} is {v}.",
+                "Pure {n} has a {v} colour.",
+                "Samples of {n} look {v}.",
+            ],
+            ["{n}呈{v}。", "纯净的{n}是{v}的。", "{n}的颜色是{v}。"],
+            "What colour is {n}?",
+            "{n}是什么颜色的？",
+        ),
+        ("substance", "discovered_by"): (
+            [
+                "{S} was discovered by {v}.",
+                "{v} discovered {n}.",
+                "The discovery of {n} is credited to {v}.",
+                "{n} was first described by {v}.",
+            ],
+            ["{n}是由{v}发现的。", "{v}发现了{n}。", "{n}的发现者是{v}。"],
+            "Who discovered {n}?",
+            "谁发现了{n}？",
+        ),
+        ("substance", "discovery_year"): (
+            [
+                "{S} was discovered in the year {v}.",
+                "{n} was first identified in {v}.",
+                "{n} has been known since {v}.",
+                "The year in which {n} was discovered is {v}.",
+            ],
+            ["{n}发现于{v}年。", "{S}在{v}年首次被发现。", "人们在{v}年发现了{n}。"],
+            "In what year was {n} discovered?",
+            "{n}是哪一年被发现的？",
+        ),
+        ("substance", "use"): (
+            [
+                "{S} is used mainly for {v}.",
+                "The main use of {n} is {v}.",
+                "Workshops use {n} for {v}.",
+                "{n} is valued above all for {v}.",
+            ],
+            ["{n}主要用于{v}。", "{S}的主要用途是{v}。", "工匠们用{n}来{v}。"],
+            "What is {n} mainly used for?",
+            "{n}主要用来做什么？",
+        ),
+    }
+)
+_TPL.update(
+    {
+        ("festival", "city"): (
+            [
+                "{S} is held in the city of {v}.",
+                "The {n} is hosted by the city of {v}.",
+                "The city of {v} hosts the {n}.",
+                "The home town of the {n} is {v}.",
+            ],
+            ["{n}的举办地是{v}。", "{n}的举办城市是{v}。", "{v}每年举办{n}。"],
+            "In which city is the {n} held?",
+            "{n}在哪座城市举行？",
+        ),
+        ("festival", "month"): (
+            [
+                "{S} takes place every year in {v}.",
+                "The {n} is celebrated in the month of {v}.",
+                "The {n} falls in {v}.",
+                "Each year in {v}, crowds gather for the {n}.",
+            ],
+            ["{n}在每年的{v}举行。", "{S}的日子在{v}。", "每年{v}，人们庆祝{n}。"],
+            "In which month does the {n} take place?",
+            "{n}在几月举行？",
+        ),
+        ("festival", "dish"): (
+            [
+                "At the {n} people eat {v}.",
+                "The traditional dish of the {n} is {v}.",
+                "No {n} is complete without {v}.",
+                "{S} is known for the {v} served on every table.",
+            ],
+            ["{n}上人们吃{v}。", "{n}的传统食物是{v}。", "过{n}时少不了{v}。"],
+            "What do people eat at the {n}?",
+            "{n}上人们吃什么？",
+        ),
+        ("festival", "honours"): (
+            [
+                "{S} celebrates {v}.",
+                "The {n} marks {v}.",
+                "The {n} was created to honour {v}.",
+                "People keep the {n} to remember {v}.",
+            ],
+            ["{n}是为了纪念{v}。", "{S}庆祝的是{v}。", "人们过{n}来纪念{v}。"],
+            "What does the {n} celebrate?",
+            "{n}纪念的是什么？",
+        ),
+        ("species", "habitat"): (
+            [
+                "{S} lives along the {v}.",
+                "The {n} is found near the {v}.",
+                "The natural home of the {n} is the {v}.",
+                "Along the banks of the {v} you can find the {n}.",
+            ],
+            ["{n}生活在{v}沿岸。", "{S}的栖息地是{v}。", "在{v}两岸可以找到{n}。"],
+            "Along which river does the {n} live?",
+            "{n}生活在哪条河沿岸？",
+        ),
+        ("species", "color"): (
+            [
+                "{S} is mostly {v}.",
+                "The body of the {n} is {v}.",
+                "The usual colour of the {n} is {v}.",
+                "The {n} is easy to spot because it is {v}.",
+            ],
+            ["{n}的颜色主要是{v}。", "{S}通体{v}。", "{n}身上是{v}的。"],
+            "What colour is the {n}?",
+            "{n}是什么颜色的？",
+        ),
+        ("species", "diet"): (
+            [
+                "{S} feeds on {v}.",
+                "The {n} eats mainly {v}.",
+                "The diet of the {n} consists of {v}.",
+                "The main food of the {n} is {v}.",
+            ],
+            ["{n}以{v}为食。", "{S}主要吃{v}。", "{n}的主要食物是{v}。"],
+            "What does the {n} eat?",
+            "{n}吃什么？",
+        ),
+        ("species", "lifespan"): (
+            [
+                "{S} lives for about {v} years.",
+                "The {n} can reach an age of {v} years.",
+                "The usual lifespan of the {n} is {v} years.",
+                "A healthy {n} may live {v} years.",
+            ],
+            ["{n}的寿命约为{v}年。", "{S}大约能活{v}年。", "一只健康的{n}可以活{v}年。"],
+            "About how many years does the {n} live?",
+            "{n}大约能活多少年？",
+        ),
+        ("spacecraft", "launch_year"): (
+            [
+                "{S} was launched in {v}.",
+                "The {n} left the launch pad in {v}.",
+                "The launch of the {n} took place in {v}.",
+                "The {n} flew for the first time in {v}.",
+            ],
+            ["{n}于{v}年发射。", "{S}在{v}年升空。", "{n}的发射年份是{v}年。"],
+            "In what year was the {n} launched?",
+            "{n}是哪一年发射的？",
+        ),
+        ("spacecraft", "builder"): (
+            [
+                "{S} was built by {v}.",
+                "Engineers at {v} built the {n}.",
+                "The builder of the {n} was {v}.",
+                "The {n} was assembled by {v}.",
+            ],
+            ["{n}由{v}建造。", "{v}建造了{n}。", "{n}的建造者是{v}。"],
+            "Which company built the {n}?",
+            "哪家公司建造了{n}？",
+        ),
+        ("spacecraft", "destination"): (
+            [
+                "{S} travelled to {v}.",
+                "The {n} was sent to {v}.",
+                "The destination of the {n} was {v}.",
+                "The mission of the {n} took it to {v}.",
+            ],
+            ["{n}飞往{v}。", "{S}的目的地是{v}。", "{n}被送往{v}。"],
+            "Where was the {n} sent?",
+            "{n}飞往哪里？",
+        ),
+        ("spacecraft", "commander"): (
+            [
+                "{S} was commanded by {v}.",
+                "The commander of the {n} was {v}.",
+                "{v} commanded the {n}.",
+                "On board the {n}, {v} was in command.",
+            ],
+            ["{n}的指挥官是{v}。", "{v}指挥了{n}。", "{S}由{v}指挥。"],
+            "Who commanded the {n}?",
+            "{n}的指挥官是谁？",
+        ),
+    }
+)
+_REF_ZH = {
+    "country": "这个国家",
+    "city": "这座城市",
+    "river": "这条河",
+    "company": "该公司",
+    "substance": "这种物质",
+    "festival": "这个节日",
+    "species": "这种动物",
+    "spacecraft": "这艘飞船",
+}
 
-def _say(etype: str, rel: str, lang: str, rng: random.Random, name: str, value: str, pron: str="", first: bool=True) -> str:
+
+def _say(
+    etype: str,
+    rel: str,
+    lang: str,
+    rng: random.Random,
+    name: str,
+    value: str,
+    pron: str = "",
+    first: bool = True,
+) -> str:
     "One sentence stating a fact, in a randomly chosen phrasing. `first`: the entity has not been named yet."
     en, zh = _TPL[(etype, rel)][:2]
     tpl = rng.choice(en if lang == "en" else zh)
@@ -1318,15 +3478,28 @@ def _say(etype: str, rel: str, lang: str, rng: random.Random, name: str, value: 
     return tpl.format(S=subj, n=name, v=value)
 
 # %% ../nbs/01_data_samples.ipynb #afb4e291
-_VALUE_TYPE = {"founded": "year", "birth_year": "year", "discovery_year": "year", "launch_year": "year", "population": "number",
-               "length_km": "number", "lifespan": "number", "currency": "currency", "mouth": "sea", "source": "mountain",
-               "destination": "world"}
+_VALUE_TYPE = {
+    "founded": "year",
+    "birth_year": "year",
+    "discovery_year": "year",
+    "launch_year": "year",
+    "population": "number",
+    "length_km": "number",
+    "lifespan": "number",
+    "currency": "currency",
+    "mouth": "sea",
+    "source": "mountain",
+    "destination": "world",
+}
+
 
 def make_fact_table(
-    rng: random.Random,     # the seeded random generator
-    entities: list[dict],   # from `make_entities`
-    held_out: float=0.1,    # fraction of facts that no training document will state
-) -> list[dict]:            # fact records: id, text, domain, lang, entity, entity_type, relation, value, name_zh, value_zh, value_type, seen
+    rng: random.Random,  # the seeded random generator
+    entities: list[dict],  # from `make_entities`
+    held_out: float = 0.1,  # fraction of facts that no training document will state
+) -> list[
+    dict
+]:  # fact records: id, text, domain, lang, entity, entity_type, relation, value, name_zh, value_zh, value_type, seen
     "One record per fact, with its canonical English sentence and Chinese names; a random slice is held out."
     facts = []
     for e in entities:
@@ -1334,56 +3507,147 @@ def make_fact_table(
             v = e["attrs"][rel]
             en, zh = (v["name"], v["name_zh"]) if isinstance(v, dict) else v
             vtype = v["type"] if isinstance(v, dict) else _VALUE_TYPE.get(rel, rel)
-            text = _TPL[(e["type"], rel)][0][0].format(S=(f"The {e['name']}" if e["type"] in _THE else e["name"]), n=e["name"], v=en, p=e["pron"])
-            facts.append({"id": f"fact-{len(facts):06d}", "text": text, "domain": "knowledge", "lang": "en", "entity": e["name"],
-                          "entity_type": e["type"], "relation": rel, "value": en, "name_zh": e["name_zh"], "value_zh": zh,
-                          "value_type": vtype, "seen": True})
+            text = _TPL[(e["type"], rel)][0][0].format(
+                S=(f"The {e['name']}" if e["type"] in _THE else e["name"]), n=e["name"], v=en, p=e["pron"]
+            )
+            facts.append(
+                {
+                    "id": f"fact-{len(facts):06d}",
+                    "text": text,
+                    "domain": "knowledge",
+                    "lang": "en",
+                    "entity": e["name"],
+                    "entity_type": e["type"],
+                    "relation": rel,
+                    "value": en,
+                    "name_zh": e["name_zh"],
+                    "value_zh": zh,
+                    "value_type": vtype,
+                    "seen": True,
+                }
+            )
     pairs = {(f["entity"], f["value"]) for f in facts}  # membership only
-    by_entity = [[f for f in g if (f["value"], f["entity"]) not in pairs]  # a fact whose reverse is also a fact can't be hidden
-                 for _, g in itertools.groupby(facts, key=lambda f: f["entity"])]
+    by_entity = [
+        [
+            f for f in g if (f["value"], f["entity"]) not in pairs
+        ]  # a fact whose reverse is also a fact can't be hidden
+        for _, g in itertools.groupby(facts, key=lambda f: f["entity"])
+    ]
     for group in rng.sample([g for g in by_entity if g], round(held_out * len(facts))):
         rng.choice(group)["seen"] = False
     return facts
 
 # %% ../nbs/01_data_samples.ipynb #833e0495
 _FILL_WORDS = {
-    "records": (["parish registers", "trade ledgers", "survey maps", "newspaper archives", "school textbooks", "museum catalogues", "letters"],
-                ["教区档案", "商会账簿", "测绘地图", "旧报纸", "学校课本", "博物馆目录", "私人信件"]),
-    "weather": (["rainy", "windy", "bright", "foggy", "cold", "warm", "grey"], ["下雨", "刮风", "晴朗", "有雾", "寒冷", "温暖", "阴沉"]),
+    "records": (
+        [
+            "parish registers",
+            "trade ledgers",
+            "survey maps",
+            "newspaper archives",
+            "school textbooks",
+            "museum catalogues",
+            "letters",
+        ],
+        ["教区档案", "商会账簿", "测绘地图", "旧报纸", "学校课本", "博物馆目录", "私人信件"],
+    ),
+    "weather": (
+        ["rainy", "windy", "bright", "foggy", "cold", "warm", "grey"],
+        ["下雨", "刮风", "晴朗", "有雾", "寒冷", "温暖", "阴沉"],
+    ),
     "daypart": (["morning", "afternoon", "evening"], ["早上", "下午", "傍晚"]),
-    "mood": (["quiet", "busy", "festive", "half empty", "noisy", "calm"], ["安静", "热闹", "喜气洋洋", "冷清", "嘈杂", "平静"]),
-    "guide": (["Tavi", "Orla", "Mesko", "Lunet", "Brannoch", "Hessa", "Pell"], ["塔维", "奥拉", "梅斯科", "卢内", "布兰诺", "赫萨", "佩尔"]),
-    "thing": (["wooden whistle", "small map", "painted cup", "wool hat", "jar of honey", "postcard"],
-              ["木哨子", "小地图", "彩绘杯子", "羊毛帽", "铜铃铛", "明信片"]),
-    "landmark": (["old market", "clock tower", "harbour", "town library", "stone bridge", "north gate"],
-                 ["老市场", "钟楼", "港口", "镇图书馆", "石桥", "北门"]),
+    "mood": (
+        ["quiet", "busy", "festive", "half empty", "noisy", "calm"],
+        ["安静", "热闹", "喜气洋洋", "冷清", "嘈杂", "平静"],
+    ),
+    "guide": (
+        ["Tavi", "Orla", "Mesko", "Lunet", "Brannoch", "Hessa", "Pell"],
+        ["塔维", "奥拉", "梅斯科", "卢内", "布兰诺", "赫萨", "佩尔"],
+    ),
+    "thing": (
+        ["wooden whistle", "small map", "painted cup", "wool hat", "jar of honey", "postcard"],
+        ["木哨子", "小地图", "彩绘杯子", "羊毛帽", "铜铃铛", "明信片"],
+    ),
+    "landmark": (
+        ["old market", "clock tower", "harbour", "town library", "stone bridge", "north gate"],
+        ["老市场", "钟楼", "港口", "镇图书馆", "石桥", "北门"],
+    ),
     "meal": (["soup", "bread", "stew", "breakfast", "fish"], ["汤", "面包", "炖菜", "早餐", "鱼"]),
-    "quality": (["excellent", "plain but good", "too salty", "better than expected"], ["很好吃", "简单但可口", "有点咸", "比想象中好"]),
-    "weekday": (["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"], ["周一", "周二", "周三", "周四", "周五", "周六"]),
-    "when": (["next week", "later this month", "after the holiday", "in the spring"], ["下周", "本月晚些时候", "假期之后", "明年春天"]),
-    "report": (["survey", "history booklet", "school project", "museum display", "radio series"], ["调查报告", "历史小册子", "学校课题", "博物馆展览", "广播节目"]),
+    "quality": (
+        ["excellent", "plain but good", "too salty", "better than expected"],
+        ["很好吃", "简单但可口", "有点咸", "比想象中好"],
+    ),
+    "weekday": (
+        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"],
+        ["周一", "周二", "周三", "周四", "周五", "周六"],
+    ),
+    "when": (
+        ["next week", "later this month", "after the holiday", "in the spring"],
+        ["下周", "本月晚些时候", "假期之后", "明年春天"],
+    ),
+    "report": (
+        ["survey", "history booklet", "school project", "museum display", "radio series"],
+        ["调查报告", "历史小册子", "学校课题", "博物馆展览", "广播节目"],
+    ),
 }
 _FILL = {  # genre -> (English filler templates, Chinese filler templates); {tn}/{Tn}: the name with "the"/"The" where it takes one
-    "encyclopedia": (["{Tn} appears in several regional handbooks.", "Much of what is known about {tn} comes from old {records}.",
-        "Scholars have written about {tn} for a long time.", "The summary below lists the main facts about {tn}.",
-        "Some details about {tn} are still debated in {records}.", "This entry was last revised after a {report} on {tn}."],
-        ["{n}在多本地方志中都有记载。", "关于{n}的资料大多来自{records}。", "下面简要介绍{n}的基本情况。",
-         "有关{n}的一些细节，{records}中仍有不同说法。", "这篇条目根据一份关于{n}的{report}作了修订。"]),
-    "travel": (["We arrived on a {weather} {daypart} and the streets were {mood}.", "Our guide, {guide}, talked about {tn} for most of the walk.",
-        "I bought a {thing} at a stall near the {landmark}.", "The {meal} at our inn was {quality}, and the owner told us stories.",
-        "By the {daypart} we had walked as far as the {landmark}.", "Everyone we met seemed to have an opinion about {tn}.",
-        "I wrote these notes in a café by the {landmark}."],
-        ["我们在一个{weather}的{daypart}到达，街上很{mood}。", "导游{guide}一路上不停地讲{n}的故事。",
-         "我在{landmark}附近的小摊上买了一个{thing}。", "旅店的{meal}{quality}，老板还给我们讲了很多故事。",
-         "到了{daypart}，我们已经走到了{landmark}。", "这些笔记是我在{landmark}旁边的小咖啡馆里写的。"]),
-    "news": (["Officials confirmed the details on {weekday}.", "A spokesperson said more would be shared {when}.",
-        "Local historians welcomed the new {report} about {tn}.", "The figures were presented at a public meeting on {weekday}.",
-        "Reporters who visited this week found the mood {mood}.", "Readers have sent in many questions about {tn}."],
-        ["有关方面在{weekday}证实了这些信息。", "发言人表示，更多细节将在{when}公布。", "本地历史学者对这份关于{n}的{report}表示欢迎。",
-         "这些数字在{weekday}的一次公开会议上公布。", "记者本周前往采访，发现气氛{mood}。"]),
+    "encyclopedia": (
+        [
+            "{Tn} appears in several regional handbooks.",
+            "Much of what is known about {tn} comes from old {records}.",
+            "Scholars have written about {tn} for a long time.",
+            "The summary below lists the main facts about {tn}.",
+            "Some details about {tn} are still debated in {records}.",
+            "This entry was last revised after a {report} on {tn}.",
+        ],
+        [
+            "{n}在多本地方志中都有记载。",
+            "关于{n}的资料大多来自{records}。",
+            "下面简要介绍{n}的基本情况。",
+            "有关{n}的一些细节，{records}中仍有不同说法。",
+            "这篇条目根据一份关于{n}的{report}作了修订。",
+        ],
+    ),
+    "travel": (
+        [
+            "We arrived on a {weather} {daypart} and the streets were {mood}.",
+            "Our guide, {guide}, talked about {tn} for most of the walk.",
+            "I bought a {thing} at a stall near the {landmark}.",
+            "The {meal} at our inn was {quality}, and the owner told us stories.",
+            "By the {daypart} we had walked as far as the {landmark}.",
+            "Everyone we met seemed to have an opinion about {tn}.",
+            "I wrote these notes in a café by the {landmark}.",
+        ],
+        [
+            "我们在一个{weather}的{daypart}到达，街上很{mood}。",
+            "导游{guide}一路上不停地讲{n}的故事。",
+            "我在{landmark}附近的小摊上买了一个{thing}。",
+            "旅店的{meal}{quality}，老板还给我们讲了很多故事。",
+            "到了{daypart}，我们已经走到了{landmark}。",
+            "这些笔记是我在{landmark}旁边的小咖啡馆里写的。",
+        ],
+    ),
+    "news": (
+        [
+            "Officials confirmed the details on {weekday}.",
+            "A spokesperson said more would be shared {when}.",
+            "Local historians welcomed the new {report} about {tn}.",
+            "The figures were presented at a public meeting on {weekday}.",
+            "Reporters who visited this week found the mood {mood}.",
+            "Readers have sent in many questions about {tn}.",
+        ],
+        [
+            "有关方面在{weekday}证实了这些信息。",
+            "发言人表示，更多细节将在{when}公布。",
+            "本地历史学者对这份关于{n}的{report}表示欢迎。",
+            "这些数字在{weekday}的一次公开会议上公布。",
+            "记者本周前往采访，发现气氛{mood}。",
+        ],
+    ),
 }
 
-def _filler(genre: str, lang: str, rng: random.Random, name: str, the: bool, tpl: str | None=None) -> str:
+
+def _filler(genre: str, lang: str, rng: random.Random, name: str, the: bool, tpl: str | None = None) -> str:
     "One sentence that states no fact, with its slots filled at random (from `tpl`, or a random template of the genre)."
     tpl = tpl or rng.choice(_FILL[genre][0 if lang == "en" else 1])
     words = {k: rng.choice(v[0 if lang == "en" else 1]) for k, v in _FILL_WORDS.items()}
@@ -1392,15 +3656,20 @@ def _filler(genre: str, lang: str, rng: random.Random, name: str, the: bool, tpl
 # %% ../nbs/01_data_samples.ipynb #0f7c0a61
 def _mentions(text: str, value: str) -> bool:
     "Does `value` occur in `text` as a whole word or number (not inside a longer one)?"
-    return re.search(r"(?<![0-9A-Za-z])(?<!\d,)" + re.escape(value) + r"(?![0-9A-Za-z]|,\d)", text) is not None
+    return (
+        re.search(r"(?<![0-9A-Za-z])(?<!\d,)" + re.escape(value) + r"(?![0-9A-Za-z]|,\d)", text) is not None
+    )
+
 
 def _leaks(sentence: str, lang: str, names: list[str], held: dict, subject: str) -> bool:
     "True if the sentence states (or could state) a held-out fact of one of `names`; `subject`: what the document is about."
     for nm in names:
         for f in held.get(nm, []):
             name, value = (f["entity"], f["value"]) if lang == "en" else (f["name_zh"], f["value_zh"])
-            if (nm == subject or name in sentence) and _mentions(sentence, value): return True
+            if (nm == subject or name in sentence) and _mentions(sentence, value):
+                return True
     return False
+
 
 def _world_index(entities: list[dict], facts: list[dict]) -> dict:
     "Lookups the document writers share: entities by name, facts per entity, held-out facts, links between entities."
@@ -1408,52 +3677,95 @@ def _world_index(entities: list[dict], facts: list[dict]) -> dict:
     facts_of, held, links = {}, {}, {e["name"]: [] for e in entities}
     for f in facts:
         (facts_of if f["seen"] else held).setdefault(f["entity"], []).append(f)
-        if f["seen"] and f["value"] in ents and f["value"] not in links[f["entity"]]:  # a held-out fact must not link its two ends
+        if (
+            f["seen"] and f["value"] in ents and f["value"] not in links[f["entity"]]
+        ):  # a held-out fact must not link its two ends
             links[f["entity"]].append(f["value"])
-            if f["entity"] not in links[f["value"]]: links[f["value"]].append(f["entity"])
+            if f["entity"] not in links[f["value"]]:
+                links[f["value"]].append(f["entity"])
     return {"ents": ents, "facts_of": facts_of, "held": held, "links": links}
 
 # %% ../nbs/01_data_samples.ipynb #c04fb313
-_GENRES = {"place": ["encyclopedia", "travel", "news", "qa", "notes"], "person": ["biography", "news", "qa", "notes", "encyclopedia"],
-           "other": ["encyclopedia", "news", "qa", "notes"]}
+_GENRES = {
+    "place": ["encyclopedia", "travel", "news", "qa", "notes"],
+    "person": ["biography", "news", "qa", "notes", "encyclopedia"],
+    "other": ["encyclopedia", "news", "qa", "notes"],
+}
 _TITLES = {  # genre -> (English titles, Chinese titles)
-    "encyclopedia": (["{Tn}"], ["{n}"]), "biography": (["The life of {tn}", "{Tn}: a short biography"], ["{n}生平", "{n}小传"]),
-    "travel": (["Travel notes: {tn}", "A few days around {tn}", "Postcard from {tn}"], ["游记：{n}", "在{n}的几天", "来自{n}的明信片"]),
-    "news": (["News: a new {report} on {tn}", "Regional news: {tn}", "What we learned about {tn} this week"],
-             ["新闻：关于{n}的新{report}", "本周{n}新闻", "地方新闻：{n}"]),
+    "encyclopedia": (["{Tn}"], ["{n}"]),
+    "biography": (["The life of {tn}", "{Tn}: a short biography"], ["{n}生平", "{n}小传"]),
+    "travel": (
+        ["Travel notes: {tn}", "A few days around {tn}", "Postcard from {tn}"],
+        ["游记：{n}", "在{n}的几天", "来自{n}的明信片"],
+    ),
+    "news": (
+        ["News: a new {report} on {tn}", "Regional news: {tn}", "What we learned about {tn} this week"],
+        ["新闻：关于{n}的新{report}", "本周{n}新闻", "地方新闻：{n}"],
+    ),
     "qa": (["Questions and answers: {tn}", "Reader questions about {tn}"], ["问答：{n}", "读者提问：{n}"]),
     "notes": (["Study notes: {tn}", "Quick facts about {tn}"], ["学习笔记：{n}", "{n}知识卡片"]),
 }
 
-def _fact_unit(f: dict, lang: str, genre: str, rng: random.Random, W: dict, first: bool=True) -> tuple[str, list, list]:
+
+def _fact_unit(
+    f: dict, lang: str, genre: str, rng: random.Random, W: dict, first: bool = True
+) -> tuple[str, list, list]:
     "A fact as a sentence (or a Q/A pair, or a bullet): (text, [fact id], names of the entities in it)."
     en, e = lang == "en", W["ents"][f["entity"]]
     name, value = (f["entity"], f["value"]) if en else (f["name_zh"], f["value_zh"])
-    s = _say(f["entity_type"], f["relation"], lang, rng, name, value, e["pron"] if e["type"] == "person" or en else "", first)
+    s = _say(
+        f["entity_type"],
+        f["relation"],
+        lang,
+        rng,
+        name,
+        value,
+        e["pron"] if e["type"] == "person" or en else "",
+        first,
+    )
     if genre == "qa":
         q = _TPL[(f["entity_type"], f["relation"])][2 if en else 3].format(n=name)
         s = f"Q: {q}\nA: {s}" if en else f"问：{q}\n答：{s}"
-    elif genre == "notes": s = ("- " if en else "· ") + s
+    elif genre == "notes":
+        s = ("- " if en else "· ") + s
     return s, [f["id"]], [f["entity"]] + ([f["value"]] if f["value"] in W["ents"] else [])
 
 # %% ../nbs/01_data_samples.ipynb #0ab7da60
-def _write_doc(rng: random.Random, lang: str, genre: str, e: dict, own: list, related: list, W: dict) -> tuple[str, list]:
+def _write_doc(
+    rng: random.Random, lang: str, genre: str, e: dict, own: list, related: list, W: dict
+) -> tuple[str, list]:
     "Compose one document about entity `e` stating facts `own` (and `related`, about linked entities); returns (text, fact ids)."
     en, the = lang == "en", lang == "en" and e["type"] in _THE
     name = e["name"] if en else e["name_zh"]
-    fill_genre = {"biography": "encyclopedia", "qa": "encyclopedia", "notes": "encyclopedia"}.get(genre, genre)
+    fill_genre = {"biography": "encyclopedia", "qa": "encyclopedia", "notes": "encyclopedia"}.get(
+        genre, genre
+    )
     filler = lambda tpl=None: (_filler(fill_genre, lang, rng, name, the, tpl), [], [e["name"]])
     words = {k: rng.choice(v[0 if en else 1]) for k, v in _FILL_WORDS.items()}
-    title = rng.choice(_TITLES[genre][0 if en else 1]).format(n=name, tn=f"the {name}" if the else name, Tn=f"The {name}" if the else name, **words)
+    title = rng.choice(_TITLES[genre][0 if en else 1]).format(
+        n=name, tn=f"the {name}" if the else name, Tn=f"The {name}" if the else name, **words
+    )
     if genre in ("encyclopedia", "biography"):
         h = rng.randint(1, max(1, len(own) - 1))
-        paras = [[filler()] + [_fact_unit(f, lang, genre, rng, W, i == 0 or rng.random() < 0.4) for i, f in enumerate(own[:h])],
-                 [_fact_unit(f, lang, genre, rng, W) for f in related] + [_fact_unit(f, lang, genre, rng, W, i == 0 or rng.random() < 0.4) for i, f in enumerate(own[h:])]]
+        paras = [
+            [filler()]
+            + [
+                _fact_unit(f, lang, genre, rng, W, i == 0 or rng.random() < 0.4)
+                for i, f in enumerate(own[:h])
+            ],
+            [_fact_unit(f, lang, genre, rng, W) for f in related]
+            + [
+                _fact_unit(f, lang, genre, rng, W, i == 0 or rng.random() < 0.4)
+                for i, f in enumerate(own[h:])
+            ],
+        ]
     elif genre in ("travel", "news"):
-        tpls = rng.sample(_FILL[fill_genre][0 if en else 1], rng.randint(2, 4))  # distinct fillers, no repeats within a document
+        tpls = rng.sample(
+            _FILL[fill_genre][0 if en else 1], rng.randint(2, 4)
+        )  # distinct fillers, no repeats within a document
         units = [_fact_unit(f, lang, genre, rng, W) for f in own + related] + [filler(t) for t in tpls]
         rng.shuffle(units)
-        paras = [units[:len(units) // 2], units[len(units) // 2:]]
+        paras = [units[: len(units) // 2], units[len(units) // 2 :]]
     else:  # qa, notes: one fact per line or pair
         units = [_fact_unit(f, lang, genre, rng, W) for f in own + related]
         rng.shuffle(units)
@@ -1464,42 +3776,64 @@ def _write_doc(rng: random.Random, lang: str, genre: str, e: dict, own: list, re
     return title + "\n\n" + body, sorted({fid for p in keep for u in p for fid in u[1]})
 
 # %% ../nbs/01_data_samples.ipynb #27989577
-def _spread(rng: random.Random, items: list, n_docs: int, min_count: int, frac: float=0.6) -> list[list]:
+def _spread(rng: random.Random, items: list, n_docs: int, min_count: int, frac: float = 0.6) -> list[list]:
     "Random subsets of `items` for `n_docs` documents such that every item lands in at least `min_count` of them."
     docs = [[x for x in items if rng.random() < frac] for _ in range(n_docs)]
     for x in items:
         lacking = [i for i in range(n_docs) if x not in docs[i]]
-        for i in rng.sample(lacking, max(0, min_count - (n_docs - len(lacking)))): docs[i].append(x)
+        for i in rng.sample(lacking, max(0, min_count - (n_docs - len(lacking)))):
+            docs[i].append(x)
     for d in docs:
-        if not d: d.append(rng.choice(items))
+        if not d:
+            d.append(rng.choice(items))
         rng.shuffle(d)
     return docs
 
+
 def make_knowledge_documents(
-    rng: random.Random,    # the seeded random generator
+    rng: random.Random,  # the seeded random generator
     entities: list[dict],  # from `make_entities`
-    facts: list[dict],     # from `make_fact_table`
-    lang: str="en",        # "en" or "zh"
-    n_per_entity: int=6,   # documents written about each entity
-    min_count: int=3,      # every seen fact is stated in at least this many of its entity's documents
-) -> list[dict]:           # records: id, text, domain, lang, facts (ids stated), genre, entity
+    facts: list[dict],  # from `make_fact_table`
+    lang: str = "en",  # "en" or "zh"
+    n_per_entity: int = 6,  # documents written about each entity
+    min_count: int = 3,  # every seen fact is stated in at least this many of its entity's documents
+) -> list[dict]:  # records: id, text, domain, lang, facts (ids stated), genre, entity
     "Training documents of several genres that state the seen facts in varied phrasings (held-out facts never)."
     W, docs = _world_index(entities, facts), []
     for e in entities:
         own = W["facts_of"][e["name"]]
-        kind = "place" if e["type"] in ("country", "city", "river", "festival") else "person" if e["type"] == "person" else "other"
+        kind = (
+            "place"
+            if e["type"] in ("country", "city", "river", "festival")
+            else "person"
+            if e["type"] == "person"
+            else "other"
+        )
         genres = rng.sample(_GENRES[kind], len(_GENRES[kind]))
         for j, subset in enumerate(_spread(rng, own, n_per_entity, min_count)):
             related = []
-            for other in rng.sample(W["links"][e["name"]], min(len(W["links"][e["name"]]), rng.randint(0, 2))):
-                link = [f for f in W["facts_of"].get(other, []) if f["value"] == e["name"]]  # e.g. "X was born in <this city>"
+            for other in rng.sample(
+                W["links"][e["name"]], min(len(W["links"][e["name"]]), rng.randint(0, 2))
+            ):
+                link = [
+                    f for f in W["facts_of"].get(other, []) if f["value"] == e["name"]
+                ]  # e.g. "X was born in <this city>"
                 pool = link if link and rng.random() < 0.6 else W["facts_of"].get(other, [])
-                if pool: related.append(rng.choice(pool))
+                if pool:
+                    related.append(rng.choice(pool))
             text, fids = _write_doc(rng, lang, genres[j % len(genres)], e, subset, related, W)
             docs.append({"text": text, "facts": fids, "genre": genres[j % len(genres)], "entity": e["name"]})
     rng.shuffle(docs)
-    return [{"id": f"know-{lang}-{i:06d}", "text": d["text"], "domain": "knowledge", "lang": lang, **{k: d[k] for k in ("facts", "genre", "entity")}}
-            for i, d in enumerate(docs)]
+    return [
+        {
+            "id": f"know-{lang}-{i:06d}",
+            "text": d["text"],
+            "domain": "knowledge",
+            "lang": lang,
+            **{k: d[k] for k in ("facts", "genre", "entity")},
+        }
+        for i, d in enumerate(docs)
+    ]
 
 # %% ../nbs/01_data_samples.ipynb #d25f56e6
 def _cloze_prompts(etype: str, rel: str, lang: str, name: str) -> list[str]:
@@ -1508,11 +3842,14 @@ def _cloze_prompts(etype: str, rel: str, lang: str, name: str) -> list[str]:
     for tpl in _TPL[(etype, rel)][0 if lang == "en" else 1]:
         head = tpl.split("{v}")[0]
         cue = head.replace("{n}", "").replace("{S}", "").replace("The", "").strip()
-        informative = (len(cue) >= 2 if lang == "zh" else cue not in ("is", "was", "has")) and not cue.endswith((",", "，"))  # "X以", "X is" say too little
+        informative = (
+            len(cue) >= 2 if lang == "zh" else cue not in ("is", "was", "has")
+        ) and not cue.endswith((",", "，"))  # "X以", "X is" say too little
         if ("{n}" in head or "{S}" in head) and not head.startswith("{v}") and informative:
             subj = f"The {name}" if lang == "en" and etype in _THE else name
             out.append(head.format(S=subj, n=name, p="").rstrip())
     return out
+
 
 def _alternatives(facts: list[dict]) -> dict:
     "(entity type, relation) -> sorted distinct values, per language: the pool distractors are drawn from."
@@ -1520,10 +3857,12 @@ def _alternatives(facts: list[dict]) -> dict:
     for f in facts:
         for lang, v in (("en", f["value"]), ("zh", f["value_zh"])):
             pool = alt.setdefault((f["entity_type"], f["relation"], lang), [])
-            if v not in pool: pool.append(v)
+            if v not in pool:
+                pool.append(v)
     return {k: sorted(v) for k, v in alt.items()}
 
-def _distractors(rng: random.Random, alt: dict, f: dict, lang: str, k: int=3) -> list[str]:
+
+def _distractors(rng: random.Random, alt: dict, f: dict, lang: str, k: int = 3) -> list[str]:
     "k wrong values of the same relation."
     right = f["value"] if lang == "en" else f["value_zh"]
     return rng.sample([v for v in alt[(f["entity_type"], f["relation"], lang)] if v != right], k)
@@ -1531,41 +3870,139 @@ def _distractors(rng: random.Random, alt: dict, f: dict, lang: str, k: int=3) ->
 # %% ../nbs/01_data_samples.ipynb #12068b57
 def make_probes(
     rng: random.Random,  # the seeded random generator
-    facts: list[dict],   # from `make_fact_table`
-    n_seen: int=366,     # how many seen facts to probe (every held-out fact is probed as well)
-) -> list[dict]:         # records: id, text, domain, lang, answer, fact_id, seen, distractors, relation
+    facts: list[dict],  # from `make_fact_table`
+    n_seen: int = 366,  # how many seen facts to probe (every held-out fact is probed as well)
+) -> list[dict]:  # records: id, text, domain, lang, answer, fact_id, seen, distractors, relation
     "Cloze probes in English and Chinese for all held-out facts and a sample of seen ones."
     alt = _alternatives(facts)
-    chosen = sorted(rng.sample([f for f in facts if f["seen"]], n_seen) + [f for f in facts if not f["seen"]], key=lambda f: f["id"])
+    chosen = sorted(
+        rng.sample([f for f in facts if f["seen"]], n_seen) + [f for f in facts if not f["seen"]],
+        key=lambda f: f["id"],
+    )
     out = []
     for f in chosen:
         for lang in ("en", "zh"):
             name = f["entity"] if lang == "en" else f["name_zh"]
-            out.append({"id": f"probe-{lang}-{len(out) // 2:04d}", "text": rng.choice(_cloze_prompts(f["entity_type"], f["relation"], lang, name)),
-                        "domain": "eval", "lang": lang, "answer": f["value"] if lang == "en" else f["value_zh"], "fact_id": f["id"],
-                        "seen": f["seen"], "distractors": _distractors(rng, alt, f, lang), "relation": f["relation"]})
+            out.append(
+                {
+                    "id": f"probe-{lang}-{len(out) // 2:04d}",
+                    "text": rng.choice(_cloze_prompts(f["entity_type"], f["relation"], lang, name)),
+                    "domain": "eval",
+                    "lang": lang,
+                    "answer": f["value"] if lang == "en" else f["value_zh"],
+                    "fact_id": f["id"],
+                    "seen": f["seen"],
+                    "distractors": _distractors(rng, alt, f, lang),
+                    "relation": f["relation"],
+                }
+            )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #9245d313
 _CS_CATEGORIES = {  # category -> (English name, Chinese name, [(English item, Chinese item)])
-    "fruit": ("fruit", "水果", [("apple", "苹果"), ("pear", "梨"), ("banana", "香蕉"), ("plum", "李子"), ("cherry", "樱桃"), ("grape", "葡萄")]),
-    "animal": ("animal", "动物", [("dog", "狗"), ("horse", "马"), ("cat", "猫"), ("goat", "山羊"), ("rabbit", "兔子"), ("cow", "牛")]),
-    "tool": ("tool", "工具", [("hammer", "锤子"), ("saw", "锯子"), ("spade", "铲子"), ("screwdriver", "螺丝刀"), ("wrench", "扳手")]),
-    "vehicle": ("vehicle", "交通工具", [("bicycle", "自行车"), ("bus", "公共汽车"), ("train", "火车"), ("boat", "船"), ("truck", "卡车")]),
-    "furniture": ("piece of furniture", "家具", [("chair", "椅子"), ("table", "桌子"), ("bed", "床"), ("wardrobe", "衣柜"), ("bookshelf", "书架")]),
-    "clothing": ("piece of clothing", "衣物", [("coat", "外套"), ("scarf", "围巾"), ("boot", "靴子"), ("glove", "手套"), ("hat", "帽子")]),
+    "fruit": (
+        "fruit",
+        "水果",
+        [
+            ("apple", "苹果"),
+            ("pear", "梨"),
+            ("banana", "香蕉"),
+            ("plum", "李子"),
+            ("cherry", "樱桃"),
+            ("grape", "葡萄"),
+        ],
+    ),
+    "animal": (
+        "animal",
+        "动物",
+        [("dog", "狗"), ("horse", "马"), ("cat", "猫"), ("goat", "山羊"), ("rabbit", "兔子"), ("cow", "牛")],
+    ),
+    "tool": (
+        "tool",
+        "工具",
+        [
+            ("hammer", "锤子"),
+            ("saw", "锯子"),
+            ("spade", "铲子"),
+            ("screwdriver", "螺丝刀"),
+            ("wrench", "扳手"),
+        ],
+    ),
+    "vehicle": (
+        "vehicle",
+        "交通工具",
+        [("bicycle", "自行车"), ("bus", "公共汽车"), ("train", "火车"), ("boat", "船"), ("truck", "卡车")],
+    ),
+    "furniture": (
+        "piece of furniture",
+        "家具",
+        [("chair", "椅子"), ("table", "桌子"), ("bed", "床"), ("wardrobe", "衣柜"), ("bookshelf", "书架")],
+    ),
+    "clothing": (
+        "piece of clothing",
+        "衣物",
+        [("coat", "外套"), ("scarf", "围巾"), ("boot", "靴子"), ("glove", "手套"), ("hat", "帽子")],
+    ),
 }
-_CS_BY_SIZE = [("grain of sand", "沙粒"), ("coin", "硬币"), ("apple", "苹果"), ("book", "书"), ("chair", "椅子"), ("bicycle", "自行车"),
-               ("car", "汽车"), ("bus", "公共汽车"), ("house", "房子"), ("mountain", "山")]  # smallest to largest
-_CS_TIME = [("second", "秒"), ("minute", "分钟"), ("hour", "小时"), ("day", "天"), ("week", "星期"), ("month", "月"), ("year", "年"), ("century", "世纪")]
-_CS_DAYS = [("Monday", "星期一"), ("Tuesday", "星期二"), ("Wednesday", "星期三"), ("Thursday", "星期四"), ("Friday", "星期五"), ("Saturday", "星期六"), ("Sunday", "星期日")]
-_CS_OPPOSITES = [("hot", "cold", "热", "冷"), ("tall", "short", "高", "矮"), ("early", "late", "早", "晚"), ("full", "empty", "满", "空"),
-                 ("open", "closed", "开", "关"), ("heavy", "light", "重", "轻"), ("wet", "dry", "湿", "干"), ("loud", "quiet", "吵", "静"),
-                 ("fast", "slow", "快", "慢"), ("old", "new", "旧", "新"), ("thick", "thin", "厚", "薄"), ("rich", "poor", "富", "穷")]
-_CS_TOOLS = [("cut paper", "剪纸", "scissors", "剪刀"), ("drive in a nail", "钉钉子", "a hammer", "锤子"), ("sweep the floor", "扫地", "a broom", "扫帚"),
-             ("boil water", "烧开水", "a kettle", "水壶"), ("tell the time", "看时间", "a clock", "钟"), ("write a letter", "写信", "a pen", "笔"),
-             ("measure a length", "量长度", "a ruler", "尺子"), ("unlock a door", "开门锁", "a key", "钥匙"), ("dig a hole", "挖坑", "a spade", "铲子"),
-             ("see in the dark", "在黑暗中看东西", "a torch", "手电筒"), ("carry water", "提水", "a bucket", "水桶"), ("eat soup", "喝汤", "a spoon", "勺子")]
+_CS_BY_SIZE = [
+    ("grain of sand", "沙粒"),
+    ("coin", "硬币"),
+    ("apple", "苹果"),
+    ("book", "书"),
+    ("chair", "椅子"),
+    ("bicycle", "自行车"),
+    ("car", "汽车"),
+    ("bus", "公共汽车"),
+    ("house", "房子"),
+    ("mountain", "山"),
+]  # smallest to largest
+_CS_TIME = [
+    ("second", "秒"),
+    ("minute", "分钟"),
+    ("hour", "小时"),
+    ("day", "天"),
+    ("week", "星期"),
+    ("month", "月"),
+    ("year", "年"),
+    ("century", "世纪"),
+]
+_CS_DAYS = [
+    ("Monday", "星期一"),
+    ("Tuesday", "星期二"),
+    ("Wednesday", "星期三"),
+    ("Thursday", "星期四"),
+    ("Friday", "星期五"),
+    ("Saturday", "星期六"),
+    ("Sunday", "星期日"),
+]
+_CS_OPPOSITES = [
+    ("hot", "cold", "热", "冷"),
+    ("tall", "short", "高", "矮"),
+    ("early", "late", "早", "晚"),
+    ("full", "empty", "满", "空"),
+    ("open", "closed", "开", "关"),
+    ("heavy", "light", "重", "轻"),
+    ("wet", "dry", "湿", "干"),
+    ("loud", "quiet", "吵", "静"),
+    ("fast", "slow", "快", "慢"),
+    ("old", "new", "旧", "新"),
+    ("thick", "thin", "厚", "薄"),
+    ("rich", "poor", "富", "穷"),
+]
+_CS_TOOLS = [
+    ("cut paper", "剪纸", "scissors", "剪刀"),
+    ("drive in a nail", "钉钉子", "a hammer", "锤子"),
+    ("sweep the floor", "扫地", "a broom", "扫帚"),
+    ("boil water", "烧开水", "a kettle", "水壶"),
+    ("tell the time", "看时间", "a clock", "钟"),
+    ("write a letter", "写信", "a pen", "笔"),
+    ("measure a length", "量长度", "a ruler", "尺子"),
+    ("unlock a door", "开门锁", "a key", "钥匙"),
+    ("dig a hole", "挖坑", "a spade", "铲子"),
+    ("see in the dark", "在黑暗中看东西", "a torch", "手电筒"),
+    ("carry water", "提水", "a bucket", "水桶"),
+    ("eat soup", "喝汤", "a spoon", "勺子"),
+]
 
 # %% ../nbs/01_data_samples.ipynb #92d26607
 def _commonsense_item(rng: random.Random, zh: bool) -> tuple[str, str, list[str]]:
@@ -1576,26 +4013,51 @@ def _commonsense_item(rng: random.Random, zh: bool) -> tuple[str, str, list[str]
         a, *others = rng.sample(cats, 4)
         items = _CS_CATEGORIES[a][2]
         if kind == "category":
-            q = rng.choice(["下面哪一个是{c}？", "下面哪一样属于{c}？"] if zh else ["Which of these is a kind of {c}?", "Which of these would you call a {c}?"])
-            return q.format(c=_CS_CATEGORIES[a][1 if zh else 0]), rng.choice(items)[L], [rng.choice(_CS_CATEGORIES[o][2])[L] for o in others]
+            q = rng.choice(
+                ["下面哪一个是{c}？", "下面哪一样属于{c}？"]
+                if zh
+                else ["Which of these is a kind of {c}?", "Which of these would you call a {c}?"]
+            )
+            return (
+                q.format(c=_CS_CATEGORIES[a][1 if zh else 0]),
+                rng.choice(items)[L],
+                [rng.choice(_CS_CATEGORIES[o][2])[L] for o in others],
+            )
         odd = rng.choice(_CS_CATEGORIES[others[0]][2])[L]
-        q = "下面哪一个与其他三个不是同一类？" if zh else rng.choice(["Which of these does not belong with the others?", "Which one is the odd one out?"])
+        q = (
+            "下面哪一个与其他三个不是同一类？"
+            if zh
+            else rng.choice(
+                ["Which of these does not belong with the others?", "Which one is the odd one out?"]
+            )
+        )
         return q, odd, [x[L] for x in rng.sample(items, 3)]
     if kind in ("size", "time"):
         table = _CS_BY_SIZE if kind == "size" else _CS_TIME
         pick = sorted(rng.sample(range(len(table)), 4))
         big = rng.random() < 0.5
-        words = {("size", True): ("usually the largest", "通常最大"), ("size", False): ("usually the smallest", "通常最小"),
-                 ("time", True): ("the longest stretch of time", "时间最长"), ("time", False): ("the shortest stretch of time", "时间最短")}[(kind, big)]
+        words = {
+            ("size", True): ("usually the largest", "通常最大"),
+            ("size", False): ("usually the smallest", "通常最小"),
+            ("time", True): ("the longest stretch of time", "时间最长"),
+            ("time", False): ("the shortest stretch of time", "时间最短"),
+        }[(kind, big)]
         q = f"下面哪一个{words[1]}？" if zh else f"Which of these is {words[0]}?"
         right = pick[-1] if big else pick[0]
         return q, table[right][L], [table[i][L] for i in pick if i != right]
     if kind == "day":
         i, step = rng.randrange(7), rng.choice([1, -1])
-        q = (f"{_CS_DAYS[i][1]}的{'后' if step == 1 else '前'}一天是星期几？" if zh else
-             f"Which day comes right {'after' if step == 1 else 'before'} {_CS_DAYS[i][0]}?")
+        q = (
+            f"{_CS_DAYS[i][1]}的{'后' if step == 1 else '前'}一天是星期几？"
+            if zh
+            else f"Which day comes right {'after' if step == 1 else 'before'} {_CS_DAYS[i][0]}?"
+        )
         right = (i + step) % 7
-        return q, _CS_DAYS[right][L], [_CS_DAYS[j][L] for j in rng.sample([j for j in range(7) if j not in (i, right)], 3)]
+        return (
+            q,
+            _CS_DAYS[right][L],
+            [_CS_DAYS[j][L] for j in rng.sample([j for j in range(7) if j not in (i, right)], 3)],
+        )
     if kind == "opposite":
         k, flip = rng.randrange(len(_CS_OPPOSITES)), rng.random() < 0.5
         pair = _CS_OPPOSITES[k][2:] if zh else _CS_OPPOSITES[k][:2]
@@ -1605,26 +4067,43 @@ def _commonsense_item(rng: random.Random, zh: bool) -> tuple[str, str, list[str]
         return q, right, rng.sample(wrong, 3)
     k = rng.randrange(len(_CS_TOOLS))
     q = f"要{_CS_TOOLS[k][1]}，应该用什么？" if zh else f"What would you use to {_CS_TOOLS[k][0]}?"
-    return q, _CS_TOOLS[k][3 if zh else 2], [t[3 if zh else 2] for t in rng.sample([t for j, t in enumerate(_CS_TOOLS) if j != k], 3)]
+    return (
+        q,
+        _CS_TOOLS[k][3 if zh else 2],
+        [t[3 if zh else 2] for t in rng.sample([t for j, t in enumerate(_CS_TOOLS) if j != k], 3)],
+    )
 
 # %% ../nbs/01_data_samples.ipynb #d2eb6208
 def _math_mcq_item(rng: random.Random, zh: bool) -> tuple[str, str, list[str]]:
     "One arithmetic question with three near-miss wrong answers (off by a little, or the wrong operation)."
     a, b = rng.randint(3, 60), rng.randint(2, 12)
     kind = rng.choice(["add", "sub", "mul", "div", "price", "share"])
-    if kind == "add": q, right, slip = f"{a + 20} + {b * 3}", a + 20 + b * 3, a + 20 - b * 3
-    elif kind == "sub": q, right, slip = f"{a + 40} - {b * 3}", a + 40 - b * 3, a + 40 + b * 3
-    elif kind == "mul": q, right, slip = f"{a} × {b}", a * b, a + b
-    else: q, right, slip = f"{a * b} ÷ {b}", a, a * b - b
-    if kind in ("add", "sub", "mul", "div"): q = f"{q} 等于多少？" if zh else f"What is {q}?"
+    if kind == "add":
+        q, right, slip = f"{a + 20} + {b * 3}", a + 20 + b * 3, a + 20 - b * 3
+    elif kind == "sub":
+        q, right, slip = f"{a + 40} - {b * 3}", a + 40 - b * 3, a + 40 + b * 3
+    elif kind == "mul":
+        q, right, slip = f"{a} × {b}", a * b, a + b
+    else:
+        q, right, slip = f"{a * b} ÷ {b}", a, a * b - b
+    if kind in ("add", "sub", "mul", "div"):
+        q = f"{q} 等于多少？" if zh else f"What is {q}?"
     elif kind == "price":
-        thing = rng.choice([("notebook", "本笔记本", "本"), ("ticket", "张车票", "张"), ("loaf of bread", "个面包", "个")])
-        q = (f"一{thing[1]}{b}元，买{a}{thing[2]}一共要多少元？" if zh else
-             f"One {thing[0]} costs {b} coins. How many coins do {a} of them cost?")
+        thing = rng.choice(
+            [("notebook", "本笔记本", "本"), ("ticket", "张车票", "张"), ("loaf of bread", "个面包", "个")]
+        )
+        q = (
+            f"一{thing[1]}{b}元，买{a}{thing[2]}一共要多少元？"
+            if zh
+            else f"One {thing[0]} costs {b} coins. How many coins do {a} of them cost?"
+        )
         right, slip = a * b, a + b
     else:
-        q = (f"{a * b}个苹果平均分给{b}个孩子，每个孩子分到几个？" if zh else
-             f"{a * b} apples are shared equally among {b} children. How many apples does each child get?")
+        q = (
+            f"{a * b}个苹果平均分给{b}个孩子，每个孩子分到几个？"
+            if zh
+            else f"{a * b} apples are shared equally among {b} children. How many apples does each child get?"
+        )
         right, slip = a, a * b - b
     wrong = [slip] + [right + d for d in rng.sample([-10, -2, -1, 1, 2, 10], 6)]
     wrong = [w for i, w in enumerate(wrong) if w > 0 and w != right and w not in wrong[:i]][:3]
@@ -1632,24 +4111,36 @@ def _math_mcq_item(rng: random.Random, zh: bool) -> tuple[str, str, list[str]]:
 
 # %% ../nbs/01_data_samples.ipynb #f564c526
 def make_mcq(
-    rng: random.Random,      # the seeded random generator
-    facts: list[dict],       # from `make_fact_table`
-    n_knowledge: int=300,    # knowledge questions (half the facts asked in English, the same facts in Chinese)
-    n_math: int=150,         # arithmetic questions
-    n_common: int=150,       # common-sense questions
-) -> list[dict]:             # records: id, text, domain, lang, choices, answer (index), source, fact_id
+    rng: random.Random,  # the seeded random generator
+    facts: list[dict],  # from `make_fact_table`
+    n_knowledge: int = 300,  # knowledge questions (half the facts asked in English, the same facts in Chinese)
+    n_math: int = 150,  # arithmetic questions
+    n_common: int = 150,  # common-sense questions
+) -> list[dict]:  # records: id, text, domain, lang, choices, answer (index), source, fact_id
     "Four-choice questions about the facts, arithmetic and common sense; answer positions exactly balanced."
     alt, items, seen_q = _alternatives(facts), [], set()
     for f in sorted(rng.sample(facts, n_knowledge // 2), key=lambda f: f["id"]):
         for lang in ("en", "zh"):
-            q = _TPL[(f["entity_type"], f["relation"])][2 if lang == "en" else 3].format(n=f["entity"] if lang == "en" else f["name_zh"])
-            items.append((q, lang, f["value"] if lang == "en" else f["value_zh"], _distractors(rng, alt, f, lang), "knowledge", f["id"]))
+            q = _TPL[(f["entity_type"], f["relation"])][2 if lang == "en" else 3].format(
+                n=f["entity"] if lang == "en" else f["name_zh"]
+            )
+            items.append(
+                (
+                    q,
+                    lang,
+                    f["value"] if lang == "en" else f["value_zh"],
+                    _distractors(rng, alt, f, lang),
+                    "knowledge",
+                    f["id"],
+                )
+            )
     for source, n, make in (("math", n_math, _math_mcq_item), ("commonsense", n_common, _commonsense_item)):
         for i in range(n):
             while True:
                 lang = "zh" if i % 2 else "en"
                 q, right, wrong = make(rng, lang == "zh")
-                if (q, right, tuple(sorted(wrong))) not in seen_q: break
+                if (q, right, tuple(sorted(wrong))) not in seen_q:
+                    break
             seen_q.add((q, right, tuple(sorted(wrong))))
             items.append((q, lang, right, wrong, source, None))
     rng.shuffle(items)
@@ -1659,7 +4150,18 @@ def make_mcq(
     for i, ((q, lang, right, wrong, source, fid), pos) in enumerate(zip(items, slots)):
         choices = rng.sample(wrong, 3)
         choices.insert(pos, right)
-        out.append({"id": f"mcq-{i:04d}", "text": q, "domain": "eval", "lang": lang, "choices": choices, "answer": pos, "source": source, "fact_id": fid})
+        out.append(
+            {
+                "id": f"mcq-{i:04d}",
+                "text": q,
+                "domain": "eval",
+                "lang": lang,
+                "choices": choices,
+                "answer": pos,
+                "source": source,
+                "fact_id": fid,
+            }
+        )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #8cf940b1
@@ -1667,68 +4169,172 @@ def _fmt(x: float) -> str:
     "A number as the solutions print it: no trailing zeros, at most three decimals (the generators never need more)."
     return str(int(round(x))) if abs(x - round(x)) < 1e-9 else f"{x:.3f}".rstrip("0").rstrip(".")
 
-def _money(cents: int) -> str: return f"{cents // 100}.{cents % 100:02d}"
 
-_M_PEOPLE = [("Mira", "米拉", "she"), ("Tobin", "托宾", "he"), ("Lusa", "卢萨", "she"), ("Oren", "奥伦", "he"), ("Kaia", "凯娅", "she"),
-             ("Davo", "达沃", "he"), ("Nell", "内尔", "she"), ("Rafe", "拉夫", "he"), ("Ilka", "伊尔卡", "she"), ("Bram", "布拉姆", "he")]
-_M_ITEMS = [("pencil", "pencils", "铅笔", "支"), ("notebook", "notebooks", "笔记本", "本"), ("apple", "apples", "苹果", "个"),
-            ("cup", "cups", "杯子", "个"), ("ticket", "tickets", "门票", "张"), ("bottle of milk", "bottles of milk", "牛奶", "瓶"),
-            ("box of tea", "boxes of tea", "茶叶", "盒"), ("candle", "candles", "蜡烛", "根"), ("bar of soap", "bars of soap", "肥皂", "块")]
+def _money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+_M_PEOPLE = [
+    ("Mira", "米拉", "she"),
+    ("Tobin", "托宾", "he"),
+    ("Lusa", "卢萨", "she"),
+    ("Oren", "奥伦", "he"),
+    ("Kaia", "凯娅", "she"),
+    ("Davo", "达沃", "he"),
+    ("Nell", "内尔", "she"),
+    ("Rafe", "拉夫", "he"),
+    ("Ilka", "伊尔卡", "she"),
+    ("Bram", "布拉姆", "he"),
+]
+_M_ITEMS = [
+    ("pencil", "pencils", "铅笔", "支"),
+    ("notebook", "notebooks", "笔记本", "本"),
+    ("apple", "apples", "苹果", "个"),
+    ("cup", "cups", "杯子", "个"),
+    ("ticket", "tickets", "门票", "张"),
+    ("bottle of milk", "bottles of milk", "牛奶", "瓶"),
+    ("box of tea", "boxes of tea", "茶叶", "盒"),
+    ("candle", "candles", "蜡烛", "根"),
+    ("bar of soap", "bars of soap", "肥皂", "块"),
+]
+
 
 def _m_shopping(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     (nm, nz, pr), (i1, i2) = rng.choice(_M_PEOPLE), rng.sample(_M_ITEMS, 2)
-    a, b, p1, p2 = rng.randint(2, 9), rng.randint(2, 9), rng.randint(3, 60) * 5, rng.randint(3, 60) * 5  # prices in cents
+    a, b, p1, p2 = (
+        rng.randint(2, 9),
+        rng.randint(2, 9),
+        rng.randint(3, 60) * 5,
+        rng.randint(3, 60) * 5,
+    )  # prices in cents
     A, B = a * p1, b * p2
     bill = next(x for x in (2000, 5000, 10000) if x > A + B)
     C = bill - A - B
-    s = [f"{a} × {_money(p1)} = {_money(A)}", f"{b} × {_money(p2)} = {_money(B)}", f"{_money(A)} + {_money(B)} = {_money(A + B)}",
-         f"{_money(bill)} - {_money(A + B)} = {_money(C)}"]
+    s = [
+        f"{a} × {_money(p1)} = {_money(A)}",
+        f"{b} × {_money(p2)} = {_money(B)}",
+        f"{_money(A)} + {_money(B)} = {_money(A + B)}",
+        f"{_money(bill)} - {_money(A + B)} = {_money(C)}",
+    ]
     if zh:
         q = f"{nz}买了{a}{i1[3]}{i1[2]}，每{i1[3]}{_money(p1)}元，又买了{b}{i2[3]}{i2[2]}，每{i2[3]}{_money(p2)}元。{'她' if pr == 'she' else '他'}付了{bill // 100}元，应该找回多少元？"
-        return q, [f"{i1[2]}的费用：{s[0]}（元）。", f"{i2[2]}的费用：{s[1]}（元）。", f"一共花了：{s[2]}（元）。", f"找回的钱：{s[3]}（元）。"], _money(C)
-    q = (f"{nm} buys {a} {i1[1]} at {_money(p1)} dollars each and {b} {i2[1]} at {_money(p2)} dollars each. "
-         f"{pr.capitalize()} pays with a {bill // 100}-dollar note. How much change does {nm} get?")
-    return q, [f"The {i1[1]} cost {s[0]} dollars.", f"The {i2[1]} cost {s[1]} dollars.", f"Together: {s[2]} dollars.",
-               f"Change: {s[3]} dollars."], _money(C)
+        return (
+            q,
+            [
+                f"{i1[2]}的费用：{s[0]}（元）。",
+                f"{i2[2]}的费用：{s[1]}（元）。",
+                f"一共花了：{s[2]}（元）。",
+                f"找回的钱：{s[3]}（元）。",
+            ],
+            _money(C),
+        )
+    q = (
+        f"{nm} buys {a} {i1[1]} at {_money(p1)} dollars each and {b} {i2[1]} at {_money(p2)} dollars each. "
+        f"{pr.capitalize()} pays with a {bill // 100}-dollar note. How much change does {nm} get?"
+    )
+    return (
+        q,
+        [
+            f"The {i1[1]} cost {s[0]} dollars.",
+            f"The {i2[1]} cost {s[1]} dollars.",
+            f"Together: {s[2]} dollars.",
+            f"Change: {s[3]} dollars.",
+        ],
+        _money(C),
+    )
 
 # %% ../nbs/01_data_samples.ipynb #dc398907
 def _m_work(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     if rng.random() < 0.5:
         r, h, d = rng.randint(12, 95), rng.randint(4, 12), rng.randint(2, 9)
-        thing = rng.choice([("bottles", "个瓶子"), ("bricks", "块砖"), ("buttons", "颗纽扣"), ("envelopes", "个信封")])
+        thing = rng.choice(
+            [("bottles", "个瓶子"), ("bricks", "块砖"), ("buttons", "颗纽扣"), ("envelopes", "个信封")]
+        )
         s = [f"{r} × {h} = {r * h}", f"{r * h} × {d} = {r * h * d}"]
-        if zh: return (f"一台机器每小时生产{r}{thing[1]}，每天工作{h}小时。{d}天一共生产多少{thing[1][1:]}？",
-                       [f"每天的产量：{s[0]}。", f"{d}天的产量：{s[1]}。"], str(r * h * d))
-        return (f"A machine makes {r} {thing[0]} per hour and runs for {h} hours a day. How many {thing[0]} does it make in {d} days?",
-                [f"In one day it makes {s[0]} {thing[0]}.", f"In {d} days it makes {s[1]} {thing[0]}."], str(r * h * d))
+        if zh:
+            return (
+                f"一台机器每小时生产{r}{thing[1]}，每天工作{h}小时。{d}天一共生产多少{thing[1][1:]}？",
+                [f"每天的产量：{s[0]}。", f"{d}天的产量：{s[1]}。"],
+                str(r * h * d),
+            )
+        return (
+            f"A machine makes {r} {thing[0]} per hour and runs for {h} hours a day. How many {thing[0]} does it make in {d} days?",
+            [f"In one day it makes {s[0]} {thing[0]}.", f"In {d} days it makes {s[1]} {thing[0]}."],
+            str(r * h * d),
+        )
     (n1, z1, _), (n2, z2, _) = rng.sample(_M_PEOPLE, 2)
     r1, r2, t = rng.randint(5, 30), rng.randint(5, 30), rng.randint(2, 12)
     N = (r1 + r2) * t
     s = [f"{r1} + {r2} = {r1 + r2}", f"{N} ÷ {r1 + r2} = {t}"]
-    if zh: return (f"{z1}每小时能包装{r1}个盒子，{z2}每小时能包装{r2}个盒子。两人一起包装{N}个盒子需要几小时？",
-                   [f"两人每小时一共包装：{s[0]}（个）。", f"所需时间：{s[1]}（小时）。"], str(t))
-    return (f"{n1} can pack {r1} boxes an hour and {n2} can pack {r2} boxes an hour. Working together, how many hours do they need to pack {N} boxes?",
-            [f"Together they pack {s[0]} boxes an hour.", f"Time needed: {s[1]} hours."], str(t))
+    if zh:
+        return (
+            f"{z1}每小时能包装{r1}个盒子，{z2}每小时能包装{r2}个盒子。两人一起包装{N}个盒子需要几小时？",
+            [f"两人每小时一共包装：{s[0]}（个）。", f"所需时间：{s[1]}（小时）。"],
+            str(t),
+        )
+    return (
+        f"{n1} can pack {r1} boxes an hour and {n2} can pack {r2} boxes an hour. Working together, how many hours do they need to pack {N} boxes?",
+        [f"Together they pack {s[0]} boxes an hour.", f"Time needed: {s[1]} hours."],
+        str(t),
+    )
+
 
 def _m_distance(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     if rng.random() < 0.5:
         while True:
-            v1, t1, v2, t2 = rng.randint(4, 24) * 5, rng.randint(1, 5), rng.randint(4, 24) * 5, rng.randint(1, 5)
+            v1, t1, v2, t2 = (
+                rng.randint(4, 24) * 5,
+                rng.randint(1, 5),
+                rng.randint(4, 24) * 5,
+                rng.randint(1, 5),
+            )
             D, T = v1 * t1 + v2 * t2, t1 + t2
-            if D % T == 0: break
-        s = [f"{v1} × {t1} = {v1 * t1}", f"{v2} × {t2} = {v2 * t2}", f"{v1 * t1} + {v2 * t2} = {D}", f"{t1} + {t2} = {T}", f"{D} ÷ {T} = {D // T}"]
-        if zh: return (f"一列火车先以每小时{v1}公里的速度行驶{t1}小时，再以每小时{v2}公里的速度行驶{t2}小时。全程的平均速度是每小时多少公里？",
-                       [f"第一段路程：{s[0]}（公里）。", f"第二段路程：{s[1]}（公里）。", f"总路程：{s[2]}（公里）。", f"总时间：{s[3]}（小时）。",
-                        f"平均速度：{s[4]}（公里/小时）。"], str(D // T))
-        return (f"A train travels at {v1} km/h for {t1} hour{'s' * (t1 > 1)} and then at {v2} km/h for {t2} hour{'s' * (t2 > 1)}. What is its average speed for the whole trip, in km/h?",
-                [f"First part: {s[0]} km.", f"Second part: {s[1]} km.", f"Total distance: {s[2]} km.", f"Total time: {s[3]} hours.",
-                 f"Average speed: {s[4]} km/h."], str(D // T))
+            if D % T == 0:
+                break
+        s = [
+            f"{v1} × {t1} = {v1 * t1}",
+            f"{v2} × {t2} = {v2 * t2}",
+            f"{v1 * t1} + {v2 * t2} = {D}",
+            f"{t1} + {t2} = {T}",
+            f"{D} ÷ {T} = {D // T}",
+        ]
+        if zh:
+            return (
+                f"一列火车先以每小时{v1}公里的速度行驶{t1}小时，再以每小时{v2}公里的速度行驶{t2}小时。全程的平均速度是每小时多少公里？",
+                [
+                    f"第一段路程：{s[0]}（公里）。",
+                    f"第二段路程：{s[1]}（公里）。",
+                    f"总路程：{s[2]}（公里）。",
+                    f"总时间：{s[3]}（小时）。",
+                    f"平均速度：{s[4]}（公里/小时）。",
+                ],
+                str(D // T),
+            )
+        return (
+            f"A train travels at {v1} km/h for {t1} hour{'s' * (t1 > 1)} and then at {v2} km/h for {t2} hour{'s' * (t2 > 1)}. What is its average speed for the whole trip, in km/h?",
+            [
+                f"First part: {s[0]} km.",
+                f"Second part: {s[1]} km.",
+                f"Total distance: {s[2]} km.",
+                f"Total time: {s[3]} hours.",
+                f"Average speed: {s[4]} km/h.",
+            ],
+            str(D // T),
+        )
     v, q = rng.randint(3, 8) * 4, rng.randint(2, 12)
     D, h = v * q // 4, q / 4
     s = [f"{D} ÷ {v} = {_fmt(h)}", f"{_fmt(h)} × 60 = {15 * q}"]
-    if zh: return (f"一名骑车人以每小时{v}公里的速度骑了{D}公里。他骑了多少分钟？", [f"所用小时数：{s[0]}。", f"换算成分钟：{s[1]}。"], str(15 * q))
-    return (f"A cyclist rides {D} km at a steady {v} km/h. How many minutes does the ride take?",
-            [f"Time in hours: {s[0]}.", f"In minutes: {s[1]}."], str(15 * q))
+    if zh:
+        return (
+            f"一名骑车人以每小时{v}公里的速度骑了{D}公里。他骑了多少分钟？",
+            [f"所用小时数：{s[0]}。", f"换算成分钟：{s[1]}。"],
+            str(15 * q),
+        )
+    return (
+        f"A cyclist rides {D} km at a steady {v} km/h. How many minutes does the ride take?",
+        [f"Time in hours: {s[0]}.", f"In minutes: {s[1]}."],
+        str(15 * q),
+    )
 
 # %% ../nbs/01_data_samples.ipynb #77bf2ae1
 def _m_ages(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
@@ -1736,32 +4342,73 @@ def _m_ages(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     if rng.random() < 0.5:
         a, k, n = rng.randint(3, 15), rng.randint(2, 5), rng.randint(2, 20)
         s = [f"{k} × {a} = {k * a}", f"{k * a} + {n} = {k * a + n}"]
-        if zh: return (f"{z1}今年{a}岁，{z2}的年龄是{z1}的{k}倍。{n}年后{z2}多少岁？", [f"{z2}现在的年龄：{s[0]}。", f"{n}年后：{s[1]}。"], str(k * a + n))
-        return (f"{n1} is {a} years old. {n2} is {k} times as old as {n1}. How old will {n2} be in {n} years?",
-                [f"{n2} is now {s[0]} years old.", f"In {n} years: {s[1]}."], str(k * a + n))
+        if zh:
+            return (
+                f"{z1}今年{a}岁，{z2}的年龄是{z1}的{k}倍。{n}年后{z2}多少岁？",
+                [f"{z2}现在的年龄：{s[0]}。", f"{n}年后：{s[1]}。"],
+                str(k * a + n),
+            )
+        return (
+            f"{n1} is {a} years old. {n2} is {k} times as old as {n1}. How old will {n2} be in {n} years?",
+            [f"{n2} is now {s[0]} years old.", f"In {n} years: {s[1]}."],
+            str(k * a + n),
+        )
     b, d = rng.randint(4, 40), rng.randint(1, 12)
     S = 2 * b + d
     s = [f"{S} - {d} = {2 * b}", f"{2 * b} ÷ 2 = {b}"]
-    if zh: return (f"{z1}和{z2}的年龄之和是{S}岁，{z1}比{z2}大{d}岁。{z2}多少岁？", [f"去掉年龄差：{s[0]}。", f"{z2}的年龄：{s[1]}。"], str(b))
-    return (f"The ages of {n1} and {n2} add up to {S}. {n1} is {d} years older than {n2}. How old is {n2}?",
-            [f"Take away the difference: {s[0]}, which is twice {n2}'s age.", f"So {n2} is {s[1]} years old."], str(b))
+    if zh:
+        return (
+            f"{z1}和{z2}的年龄之和是{S}岁，{z1}比{z2}大{d}岁。{z2}多少岁？",
+            [f"去掉年龄差：{s[0]}。", f"{z2}的年龄：{s[1]}。"],
+            str(b),
+        )
+    return (
+        f"The ages of {n1} and {n2} add up to {S}. {n1} is {d} years older than {n2}. How old is {n2}?",
+        [f"Take away the difference: {s[0]}, which is twice {n2}'s age.", f"So {n2} is {s[1]} years old."],
+        str(b),
+    )
+
 
 def _m_percent(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     if rng.random() < 0.5:
         P, d = rng.randint(2, 60) * 4, rng.choice([5, 10, 15, 20, 25, 30, 40, 50])
         D = P * d / 100
         s = [f"{P} × {d} ÷ 100 = {_fmt(D)}", f"{P} - {_fmt(D)} = {_fmt(P - D)}"]
-        thing = rng.choice([("jacket", "夹克"), ("lamp", "台灯"), ("backpack", "背包"), ("kettle", "水壶"), ("chair", "椅子")])
-        if zh: return (f"一件{thing[1]}原价{P}元，商店降价{d}%出售。现价是多少元？",
-                       [f"便宜的钱：{s[0]}（元）。", f"现价：{s[1]}（元）。"], _fmt(P - D))
-        return (f"A {thing[0]} costs {P} dollars. The shop takes {d}% off the price. What is the new price, in dollars?",
-                [f"The discount is {s[0]} dollars.", f"The new price is {s[1]} dollars."], _fmt(P - D))
+        thing = rng.choice(
+            [
+                ("jacket", "夹克"),
+                ("lamp", "台灯"),
+                ("backpack", "背包"),
+                ("kettle", "水壶"),
+                ("chair", "椅子"),
+            ]
+        )
+        if zh:
+            return (
+                f"一件{thing[1]}原价{P}元，商店降价{d}%出售。现价是多少元？",
+                [f"便宜的钱：{s[0]}（元）。", f"现价：{s[1]}（元）。"],
+                _fmt(P - D),
+            )
+        return (
+            f"A {thing[0]} costs {P} dollars. The shop takes {d}% off the price. What is the new price, in dollars?",
+            [f"The discount is {s[0]} dollars.", f"The new price is {s[1]} dollars."],
+            _fmt(P - D),
+        )
     P, g = rng.randint(12, 400) * 100, rng.randint(1, 15)
     inc = P * g // 100
     s = [f"{P} × {g} ÷ 100 = {inc}", f"{P} + {inc} = {P + inc}"]
-    if zh: return (f"一个小镇原有{P}名居民，一年后人口增长了{g}%。现在有多少居民？", [f"增加的人数：{s[0]}。", f"现在的人口：{s[1]}。"], str(P + inc))
-    return (f"A town had {P} residents. In one year the population grew by {g}%. How many residents does it have now?",
-            [f"The increase is {s[0]} people.", f"Now: {s[1]} residents."], str(P + inc))
+    if zh:
+        return (
+            f"一个小镇原有{P}名居民，一年后人口增长了{g}%。现在有多少居民？",
+            [f"增加的人数：{s[0]}。", f"现在的人口：{s[1]}。"],
+            str(P + inc),
+        )
+    return (
+        f"A town had {P} residents. In one year the population grew by {g}%. How many residents does it have now?",
+        [f"The increase is {s[0]} people.", f"Now: {s[1]} residents."],
+        str(P + inc),
+    )
+
 
 def _m_fractions(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     b = rng.choice([3, 4, 5, 6, 8, 10])
@@ -1769,15 +4416,33 @@ def _m_fractions(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     u = N // b
     s = [f"{N} ÷ {b} = {u}", f"{u} × {a} = {u * a}", f"{N} - {u * a} = {N - u * a}"]
     if rng.random() < 0.5:
-        if zh: return (f"一个水箱能装{N}升水，现在装了{a}/{b}。还要加多少升水才能装满？",
-                       [f"每一份：{s[0]}（升）。", f"已有的水：{s[1]}（升）。", f"还需要：{s[2]}（升）。"], str(N - u * a))
-        return (f"A tank holds {N} litres and is {a}/{b} full. How many more litres are needed to fill it?",
-                [f"1/{b} of the tank: {s[0]} litres.", f"Water already in: {s[1]} litres.", f"Still needed: {s[2]} litres."], str(N - u * a))
+        if zh:
+            return (
+                f"一个水箱能装{N}升水，现在装了{a}/{b}。还要加多少升水才能装满？",
+                [f"每一份：{s[0]}（升）。", f"已有的水：{s[1]}（升）。", f"还需要：{s[2]}（升）。"],
+                str(N - u * a),
+            )
+        return (
+            f"A tank holds {N} litres and is {a}/{b} full. How many more litres are needed to fill it?",
+            [
+                f"1/{b} of the tank: {s[0]} litres.",
+                f"Water already in: {s[1]} litres.",
+                f"Still needed: {s[2]} litres.",
+            ],
+            str(N - u * a),
+        )
     nm, nz, _ = rng.choice(_M_PEOPLE)
-    if zh: return (f"{nz}有{N}张贴纸，送出了其中的{a}/{b}。还剩多少张？",
-                   [f"每一份：{s[0]}（张）。", f"送出的贴纸：{s[1]}（张）。", f"剩下：{s[2]}（张）。"], str(N - u * a))
-    return (f"{nm} had {N} stickers and gave away {a}/{b} of them. How many stickers are left?",
-            [f"One part is {s[0]} stickers.", f"Given away: {s[1]} stickers.", f"Left: {s[2]} stickers."], str(N - u * a))
+    if zh:
+        return (
+            f"{nz}有{N}张贴纸，送出了其中的{a}/{b}。还剩多少张？",
+            [f"每一份：{s[0]}（张）。", f"送出的贴纸：{s[1]}（张）。", f"剩下：{s[2]}（张）。"],
+            str(N - u * a),
+        )
+    return (
+        f"{nm} had {N} stickers and gave away {a}/{b} of them. How many stickers are left?",
+        [f"One part is {s[0]} stickers.", f"Given away: {s[1]} stickers.", f"Left: {s[2]} stickers."],
+        str(N - u * a),
+    )
 
 # %% ../nbs/01_data_samples.ipynb #9e4684e4
 def _m_units(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
@@ -1787,62 +4452,151 @@ def _m_units(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
         cm = c * rng.randint(4, 40)
         m = cm / 100
         s = [f"{_fmt(m)} × 100 = {cm}", f"{cm} ÷ {c} = {cm // c}"]
-        if zh: return (f"一根绳子长{_fmt(m)}米，把它剪成每段{c}厘米的小段，一共能剪多少段？", [f"换算成厘米：{s[0]}。", f"段数：{s[1]}。"], str(cm // c))
-        return (f"A rope is {_fmt(m)} metres long. It is cut into pieces of {c} centimetres. How many pieces are there?",
-                [f"In centimetres: {s[0]}.", f"Number of pieces: {s[1]}."], str(cm // c))
+        if zh:
+            return (
+                f"一根绳子长{_fmt(m)}米，把它剪成每段{c}厘米的小段，一共能剪多少段？",
+                [f"换算成厘米：{s[0]}。", f"段数：{s[1]}。"],
+                str(cm // c),
+            )
+        return (
+            f"A rope is {_fmt(m)} metres long. It is cut into pieces of {c} centimetres. How many pieces are there?",
+            [f"In centimetres: {s[0]}.", f"Number of pieces: {s[1]}."],
+            str(cm // c),
+        )
     if kind == 1:
         g, k = rng.randint(6, 90) * 5, rng.randint(2, 12)
         s = [f"{g} × {k} = {g * k}", f"{g * k} ÷ 1000 = {_fmt(g * k / 1000)}"]
-        if zh: return (f"做一个蛋糕需要{g}克面粉。做{k}个蛋糕需要多少千克面粉？", [f"一共需要：{s[0]}（克）。", f"换算成千克：{s[1]}。"], _fmt(g * k / 1000))
-        return (f"One cake needs {g} grams of flour. How many kilograms of flour are needed for {k} cakes?",
-                [f"Flour in grams: {s[0]}.", f"In kilograms: {s[1]}."], _fmt(g * k / 1000))
+        if zh:
+            return (
+                f"做一个蛋糕需要{g}克面粉。做{k}个蛋糕需要多少千克面粉？",
+                [f"一共需要：{s[0]}（克）。", f"换算成千克：{s[1]}。"],
+                _fmt(g * k / 1000),
+            )
+        return (
+            f"One cake needs {g} grams of flour. How many kilograms of flour are needed for {k} cakes?",
+            [f"Flour in grams: {s[0]}.", f"In kilograms: {s[1]}."],
+            _fmt(g * k / 1000),
+        )
     h, mi = rng.randint(1, 4), rng.randint(1, 59)
     s = [f"{h} × 60 = {h * 60}", f"{h * 60} + {mi} = {h * 60 + mi}"]
-    if zh: return (f"一部电影长{h}小时{mi}分钟，一共是多少分钟？", [f"小时换成分钟：{s[0]}。", f"加上剩下的分钟：{s[1]}。"], str(h * 60 + mi))
-    return (f"A film lasts {h} hours and {mi} minutes. How many minutes is that in total?",
-            [f"The hours in minutes: {s[0]}.", f"Add the extra minutes: {s[1]}."], str(h * 60 + mi))
+    if zh:
+        return (
+            f"一部电影长{h}小时{mi}分钟，一共是多少分钟？",
+            [f"小时换成分钟：{s[0]}。", f"加上剩下的分钟：{s[1]}。"],
+            str(h * 60 + mi),
+        )
+    return (
+        f"A film lasts {h} hours and {mi} minutes. How many minutes is that in total?",
+        [f"The hours in minutes: {s[0]}.", f"Add the extra minutes: {s[1]}."],
+        str(h * 60 + mi),
+    )
+
 
 def _m_equation(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     a, x, b = rng.randint(2, 12), rng.randint(2, 30), rng.randint(1, 50)
     c = a * x + b
     if rng.random() < 0.5:
         s = [f"{c} - {b} = {c - b}", f"{c - b} ÷ {a} = {x}", f"{a} × {x} + {b} = {c}"]
-        if zh: return (f"我想了一个数，把它乘以{a}再加上{b}，结果是{c}。这个数是多少？",
-                       [f"先减去{b}：{s[0]}。", f"再除以{a}：{s[1]}。", f"验算：{s[2]}。"], str(x))
-        return (f"I think of a number, multiply it by {a} and then add {b}. The result is {c}. What is my number?",
-                [f"Undo the addition: {s[0]}.", f"Undo the multiplication: {s[1]}.", f"Check: {s[2]}."], str(x))
+        if zh:
+            return (
+                f"我想了一个数，把它乘以{a}再加上{b}，结果是{c}。这个数是多少？",
+                [f"先减去{b}：{s[0]}。", f"再除以{a}：{s[1]}。", f"验算：{s[2]}。"],
+                str(x),
+            )
+        return (
+            f"I think of a number, multiply it by {a} and then add {b}. The result is {c}. What is my number?",
+            [f"Undo the addition: {s[0]}.", f"Undo the multiplication: {s[1]}.", f"Check: {s[2]}."],
+            str(x),
+        )
     s = [f"{c} - {b} = {c - b}", f"{c - b} ÷ {a} = {x}"]
-    if zh: return (f"解方程：{a}x + {b} = {c}。", [f"两边同时减去{b}：{s[0]}，所以{a}x 等于 {c - b}。", f"两边同时除以{a}：{s[1]}。"], str(x))
-    return (f"Solve for x: {a}x + {b} = {c}.", [f"Subtract {b} from both sides: {s[0]}, so {a}x equals {c - b}.",
-                                               f"Divide both sides by {a}: {s[1]}, so x is {x}."], str(x))
+    if zh:
+        return (
+            f"解方程：{a}x + {b} = {c}。",
+            [f"两边同时减去{b}：{s[0]}，所以{a}x 等于 {c - b}。", f"两边同时除以{a}：{s[1]}。"],
+            str(x),
+        )
+    return (
+        f"Solve for x: {a}x + {b} = {c}.",
+        [
+            f"Subtract {b} from both sides: {s[0]}, so {a}x equals {c - b}.",
+            f"Divide both sides by {a}: {s[1]}, so x is {x}.",
+        ],
+        str(x),
+    )
+
 
 def _m_area(rng: random.Random, zh: bool) -> tuple[str, list[str], str]:
     L, W = rng.randint(3, 30), rng.randint(2, 20)
     if rng.random() < 0.5:
         p = rng.randint(2, 15)
-        s = [f"{L} + {W} = {L + W}", f"2 × {L + W} = {2 * (L + W)}", f"{2 * (L + W)} × {p} = {2 * (L + W) * p}"]
-        if zh: return (f"一块长方形菜园长{L}米、宽{W}米。围栏每米{p}元，把菜园围起来要花多少元？",
-                       [f"长加宽：{s[0]}（米）。", f"周长：{s[1]}（米）。", f"费用：{s[2]}（元）。"], str(2 * (L + W) * p))
-        return (f"A rectangular garden is {L} m long and {W} m wide. Fencing costs {p} dollars per metre. How much does it cost to fence the whole garden?",
-                [f"Length plus width: {s[0]} m.", f"Perimeter: {s[1]} m.", f"Cost: {s[2]} dollars."], str(2 * (L + W) * p))
+        s = [
+            f"{L} + {W} = {L + W}",
+            f"2 × {L + W} = {2 * (L + W)}",
+            f"{2 * (L + W)} × {p} = {2 * (L + W) * p}",
+        ]
+        if zh:
+            return (
+                f"一块长方形菜园长{L}米、宽{W}米。围栏每米{p}元，把菜园围起来要花多少元？",
+                [f"长加宽：{s[0]}（米）。", f"周长：{s[1]}（米）。", f"费用：{s[2]}（元）。"],
+                str(2 * (L + W) * p),
+            )
+        return (
+            f"A rectangular garden is {L} m long and {W} m wide. Fencing costs {p} dollars per metre. How much does it cost to fence the whole garden?",
+            [f"Length plus width: {s[0]} m.", f"Perimeter: {s[1]} m.", f"Cost: {s[2]} dollars."],
+            str(2 * (L + W) * p),
+        )
     t = rng.choice([20, 25, 50])
     nl, nw = L * 100 // t, W * 100 // t
-    s = [f"{L} × 100 = {L * 100}", f"{L * 100} ÷ {t} = {nl}", f"{W} × 100 = {W * 100}", f"{W * 100} ÷ {t} = {nw}", f"{nl} × {nw} = {nl * nw}"]
-    if zh: return (f"一间房间的地面长{L}米、宽{W}米，用边长{t}厘米的正方形瓷砖铺满，需要多少块？",
-                   [f"长换算成厘米：{s[0]}。", f"沿长边的块数：{s[1]}。", f"宽换算成厘米：{s[2]}。", f"沿宽边的块数：{s[3]}。", f"总块数：{s[4]}。"], str(nl * nw))
-    return (f"A floor is {L} m long and {W} m wide. How many square tiles with {t} cm sides are needed to cover it?",
-            [f"Length in cm: {s[0]}.", f"Tiles along the length: {s[1]}.", f"Width in cm: {s[2]}.", f"Tiles along the width: {s[3]}.",
-             f"Tiles in all: {s[4]}."], str(nl * nw))
+    s = [
+        f"{L} × 100 = {L * 100}",
+        f"{L * 100} ÷ {t} = {nl}",
+        f"{W} × 100 = {W * 100}",
+        f"{W * 100} ÷ {t} = {nw}",
+        f"{nl} × {nw} = {nl * nw}",
+    ]
+    if zh:
+        return (
+            f"一间房间的地面长{L}米、宽{W}米，用边长{t}厘米的正方形瓷砖铺满，需要多少块？",
+            [
+                f"长换算成厘米：{s[0]}。",
+                f"沿长边的块数：{s[1]}。",
+                f"宽换算成厘米：{s[2]}。",
+                f"沿宽边的块数：{s[3]}。",
+                f"总块数：{s[4]}。",
+            ],
+            str(nl * nw),
+        )
+    return (
+        f"A floor is {L} m long and {W} m wide. How many square tiles with {t} cm sides are needed to cover it?",
+        [
+            f"Length in cm: {s[0]}.",
+            f"Tiles along the length: {s[1]}.",
+            f"Width in cm: {s[2]}.",
+            f"Tiles along the width: {s[3]}.",
+            f"Tiles in all: {s[4]}.",
+        ],
+        str(nl * nw),
+    )
 
 # %% ../nbs/01_data_samples.ipynb #cf7b091a
-_MATH_FAMILIES = {"shopping": _m_shopping, "work_rate": _m_work, "distance": _m_distance, "ages": _m_ages, "percent": _m_percent,
-                  "fractions": _m_fractions, "units": _m_units, "equation": _m_equation, "area": _m_area}
+_MATH_FAMILIES = {
+    "shopping": _m_shopping,
+    "work_rate": _m_work,
+    "distance": _m_distance,
+    "ages": _m_ages,
+    "percent": _m_percent,
+    "fractions": _m_fractions,
+    "units": _m_units,
+    "equation": _m_equation,
+    "area": _m_area,
+}
+
 
 def make_math_problems(
     rng: random.Random,  # the seeded random generator
-    n: int=2200,         # how many problems to generate
-    zh_share: float=0.4, # fraction written in Chinese
-) -> list[dict]:         # records: id, text, domain, lang, answer, family
+    n: int = 2200,  # how many problems to generate
+    zh_share: float = 0.4,  # fraction written in Chinese
+) -> list[dict]:  # records: id, text, domain, lang, answer, family
     "Word problems from nine families, each with a worked step-by-step solution and a final answer line."
     names = sorted(_MATH_FAMILIES)
     fams = [names[i % len(names)] for i in range(n)]
@@ -1853,95 +4607,234 @@ def make_math_problems(
         problem, steps, ans = _MATH_FAMILIES[fam](rng, zh)
         lines = [f"第{k}步：{s}" if zh else f"Step {k}: {s}" for k, s in enumerate(steps, 1)]
         text = problem + "\n\n" + "\n".join(lines) + "\n" + (f"答案：{ans}" if zh else f"Answer: {ans}")
-        out.append({"id": f"math-{i:05d}", "text": text, "domain": "math", "lang": "zh" if zh else "en",
-                    "answer": float(ans) if "." in ans else int(ans), "family": fam})
+        out.append(
+            {
+                "id": f"math-{i:05d}",
+                "text": text,
+                "domain": "math",
+                "lang": "zh" if zh else "en",
+                "answer": float(ans) if "." in ans else int(ans),
+                "family": fam,
+            }
+        )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #c5392d0d
-_C_NOUNS = ["parcel", "lantern", "ticket", "orchard", "invoice", "sensor", "ledger", "voyage", "harvest", "crate", "signal",
-            "recipe", "garden", "planet", "beacon", "folder", "meadow", "rocket", "quarry", "kettle", "barrel", "bridge",
-            "cabin", "token", "sample", "reading", "station", "shelf", "badge", "route"]
-_C_ADJS = ["active", "heavy", "pending", "fresh", "broken", "valid", "empty", "large", "recent", "spare", "urgent", "hidden"]
-_C_WORDS = ["amber", "birch", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kelp", "lumen",
-            "maple", "nectar", "onyx", "pepper", "quill", "raven", "saffron", "thistle", "umber", "violet", "willow", "yarrow"]
+_C_NOUNS = [
+    "parcel",
+    "lantern",
+    "ticket",
+    "orchard",
+    "invoice",
+    "sensor",
+    "ledger",
+    "voyage",
+    "harvest",
+    "crate",
+    "signal",
+    "recipe",
+    "garden",
+    "planet",
+    "beacon",
+    "folder",
+    "meadow",
+    "rocket",
+    "quarry",
+    "kettle",
+    "barrel",
+    "bridge",
+    "cabin",
+    "token",
+    "sample",
+    "reading",
+    "station",
+    "shelf",
+    "badge",
+    "route",
+]
+_C_ADJS = [
+    "active",
+    "heavy",
+    "pending",
+    "fresh",
+    "broken",
+    "valid",
+    "empty",
+    "large",
+    "recent",
+    "spare",
+    "urgent",
+    "hidden",
+]
+_C_WORDS = [
+    "amber",
+    "birch",
+    "cobalt",
+    "delta",
+    "ember",
+    "fjord",
+    "garnet",
+    "harbor",
+    "indigo",
+    "juniper",
+    "kelp",
+    "lumen",
+    "maple",
+    "nectar",
+    "onyx",
+    "pepper",
+    "quill",
+    "raven",
+    "saffron",
+    "thistle",
+    "umber",
+    "violet",
+    "willow",
+    "yarrow",
+]
 
-def _c_ints(rng: random.Random, k: int, lo: int=0, hi: int=50) -> list[int]: return [rng.randint(lo, hi) for _ in range(k)]
+
+def _c_ints(rng: random.Random, k: int, lo: int = 0, hi: int = 50) -> list[int]:
+    return [rng.randint(lo, hi) for _ in range(k)]
+
 
 def _c_sumabove(rng: random.Random) -> tuple[str, str, list[str]]:
     "A filtered sum, as a loop or a generator expression."
     noun, adj, k = rng.choice(_C_NOUNS), rng.choice(_C_ADJS), rng.randint(5, 30)
-    fn, arg, lim = f"total_{adj}_{noun}s", rng.choice(["values", "amounts", f"{noun}_sizes"]), rng.choice(["threshold", "limit", "minimum"])
-    doc = rng.choice([f"Add up the {noun} values that are above `{lim}`.", f"Return the total of every value greater than {lim}."])
-    body = (f"    total = 0\n    for value in {arg}:\n        if value > {lim}:  # small {noun}s do not count\n            total += value\n    return total\n"
-            if rng.random() < 0.5 else f"    return sum(v for v in {arg} if v > {lim})\n")
+    fn, arg, lim = (
+        f"total_{adj}_{noun}s",
+        rng.choice(["values", "amounts", f"{noun}_sizes"]),
+        rng.choice(["threshold", "limit", "minimum"]),
+    )
+    doc = rng.choice(
+        [
+            f"Add up the {noun} values that are above `{lim}`.",
+            f"Return the total of every value greater than {lim}.",
+        ]
+    )
+    body = (
+        f"    total = 0\n    for value in {arg}:\n        if value > {lim}:  # small {noun}s do not count\n            total += value\n    return total\n"
+        if rng.random() < 0.5
+        else f"    return sum(v for v in {arg} if v > {lim})\n"
+    )
     code = f'def {fn}({arg}: list[int], {lim}: int = {k}) -> int:\n    """{doc}"""\n{body}'
     xs, k2 = _c_ints(rng, rng.randint(3, 8)), rng.randint(0, 40)
-    return "function", code, [f"assert {fn}({xs}, {k2}) == {sum(v for v in xs if v > k2)}", f"assert {fn}([]) == 0"]
+    return (
+        "function",
+        code,
+        [f"assert {fn}({xs}, {k2}) == {sum(v for v in xs if v > k2)}", f"assert {fn}([]) == 0"],
+    )
+
 
 def _c_prefix_count(rng: random.Random) -> tuple[str, str, list[str]]:
     "Count words with a given prefix."
     noun = rng.choice(_C_NOUNS)
     fn = rng.choice([f"count_{noun}_words", f"{noun}_prefix_count", "words_starting_with"])
     loop = rng.random() < 0.5
-    body = ("    prefix = prefix.lower()\n    count = 0\n    for word in text.split():\n        if word.lower().startswith(prefix):\n"
-            "            count += 1\n    return count\n") if loop else "    prefix = prefix.lower()\n    return sum(1 for w in text.split() if w.lower().startswith(prefix))\n"
+    body = (
+        (
+            "    prefix = prefix.lower()\n    count = 0\n    for word in text.split():\n        if word.lower().startswith(prefix):\n"
+            "            count += 1\n    return count\n"
+        )
+        if loop
+        else "    prefix = prefix.lower()\n    return sum(1 for w in text.split() if w.lower().startswith(prefix))\n"
+    )
     code = f'def {fn}(text: str, prefix: str) -> int:\n    """Count the words in `text` that start with `prefix`, ignoring case."""\n{body}'
-    words = [rng.choice(_C_WORDS).capitalize() if rng.random() < 0.3 else rng.choice(_C_WORDS) for _ in range(rng.randint(4, 9))]
-    p = rng.choice(words)[:rng.randint(1, 2)].lower()
+    words = [
+        rng.choice(_C_WORDS).capitalize() if rng.random() < 0.3 else rng.choice(_C_WORDS)
+        for _ in range(rng.randint(4, 9))
+    ]
+    p = rng.choice(words)[: rng.randint(1, 2)].lower()
     text = " ".join(words)
-    return "string", code, [f"assert {fn}({text!r}, {p!r}) == {sum(1 for w in words if w.lower().startswith(p))}"]
+    return (
+        "string",
+        code,
+        [f"assert {fn}({text!r}, {p!r}) == {sum(1 for w in words if w.lower().startswith(p))}"],
+    )
 
 # %% ../nbs/01_data_samples.ipynb #7bb49ff6
 def _c_slug(rng: random.Random) -> tuple[str, str, list[str]]:
     "Turn a title into a slug."
     noun, sep = rng.choice(_C_NOUNS), rng.choice(["-", "_"])
-    code = (f'def {noun}_slug(title: str, sep: str = "{sep}") -> str:\n'
-            f'    """Make a lowercase, {"dash" if sep == "-" else "underscore"}-separated slug for a {noun} title."""\n'
-            f'    words = [w.strip(".,!?") for w in title.lower().split()]\n'
-            f'    return sep.join(w for w in words if w)  # drop words that were only punctuation\n')
-    title = " ".join(rng.choice(_C_WORDS).capitalize() for _ in range(rng.randint(2, 5))) + rng.choice(["", "!", "?", "."])
+    code = (
+        f'def {noun}_slug(title: str, sep: str = "{sep}") -> str:\n'
+        f'    """Make a lowercase, {"dash" if sep == "-" else "underscore"}-separated slug for a {noun} title."""\n'
+        f'    words = [w.strip(".,!?") for w in title.lower().split()]\n'
+        f'    return sep.join(w for w in words if w)  # drop words that were only punctuation\n'
+    )
+    title = " ".join(rng.choice(_C_WORDS).capitalize() for _ in range(rng.randint(2, 5))) + rng.choice(
+        ["", "!", "?", "."]
+    )
     want = sep.join(w for w in (x.strip(".,!?") for x in title.lower().split()) if w)
     return "string", code, [f"assert {noun}_slug({title!r}) == {want!r}"]
+
 
 def _c_dataclass(rng: random.Random) -> tuple[str, str, list[str]]:
     "A dataclass with a computed total and a flag method."
     noun, adj, k = rng.choice(_C_NOUNS), rng.choice(_C_ADJS), rng.randint(2, 20)
     cls = "".join(p.capitalize() for p in noun.split("_"))
     extra = rng.choice(["    tags: list[str] = field(default_factory=list)\n", "    note: str = \"\"\n"])
-    code = (f"from dataclasses import dataclass, field\n\n\n@dataclass\nclass {cls}:\n"
-            f'    """One {noun}: a name, how many there are and what each costs."""\n'
-            f"    name: str\n    quantity: int = 0\n    unit_price: float = 0.0\n{extra}\n"
-            f'    def total(self) -> float:\n        """Quantity times unit price."""\n        return self.quantity * self.unit_price\n\n'
-            f"    def is_{adj}(self) -> bool:\n        # more than {k} counts as {adj} for a {noun}\n        return self.quantity > {k}\n")
+    code = (
+        f"from dataclasses import dataclass, field\n\n\n@dataclass\nclass {cls}:\n"
+        f'    """One {noun}: a name, how many there are and what each costs."""\n'
+        f"    name: str\n    quantity: int = 0\n    unit_price: float = 0.0\n{extra}\n"
+        f'    def total(self) -> float:\n        """Quantity times unit price."""\n        return self.quantity * self.unit_price\n\n'
+        f"    def is_{adj}(self) -> bool:\n        # more than {k} counts as {adj} for a {noun}\n        return self.quantity > {k}\n"
+    )
     q, p = rng.randint(0, 40), rng.randint(1, 80) / 4  # quarters are exact in binary, so == is safe
     item = rng.choice(_C_WORDS)
-    return "dataclass", code, [f"item = {cls}({item!r}, {q}, {p})", f"assert item.total() == {q * p}", f"assert item.is_{adj}() is {q > k}"]
+    return (
+        "dataclass",
+        code,
+        [
+            f"item = {cls}({item!r}, {q}, {p})",
+            f"assert item.total() == {q * p}",
+            f"assert item.is_{adj}() is {q > k}",
+        ],
+    )
+
 
 def _c_counter(rng: random.Random) -> tuple[str, str, list[str]]:
     "A small class that counts labels."
     noun = rng.choice(_C_NOUNS)
     cls = noun.capitalize() + rng.choice(["Counter", "Tally", "Stats"])
-    code = (f"class {cls}:\n    \"\"\"Count how often each {noun} label is seen.\"\"\"\n\n"
-            f"    def __init__(self) -> None:\n        self.counts: dict[str, int] = {{}}\n\n"
-            f"    def add(self, label: str) -> None:\n        self.counts[label] = self.counts.get(label, 0) + 1\n\n"
-            f"    def most_common(self) -> str | None:\n        \"\"\"The most frequent label (ties: the first in sorted order), or None.\"\"\"\n"
-            f"        if not self.counts:\n            return None\n        return max(sorted(self.counts), key=lambda k: self.counts[k])\n")
+    code = (
+        f"class {cls}:\n    \"\"\"Count how often each {noun} label is seen.\"\"\"\n\n"
+        f"    def __init__(self) -> None:\n        self.counts: dict[str, int] = {{}}\n\n"
+        f"    def add(self, label: str) -> None:\n        self.counts[label] = self.counts.get(label, 0) + 1\n\n"
+        f"    def most_common(self) -> str | None:\n        \"\"\"The most frequent label (ties: the first in sorted order), or None.\"\"\"\n"
+        f"        if not self.counts:\n            return None\n        return max(sorted(self.counts), key=lambda k: self.counts[k])\n"
+    )
     labels = [rng.choice(_C_WORDS[:6]) for _ in range(rng.randint(3, 9))]
     counts = {l: labels.count(l) for l in labels}
     best = max(sorted(counts), key=lambda k: counts[k])
-    return "class", code, [f"c = {cls}()", "assert c.most_common() is None", f"for label in {labels}:", "    c.add(label)",
-                           f"assert c.most_common() == {best!r}", f"assert sum(c.counts.values()) == {len(labels)}"]
+    return (
+        "class",
+        code,
+        [
+            f"c = {cls}()",
+            "assert c.most_common() is None",
+            f"for label in {labels}:",
+            "    c.add(label)",
+            f"assert c.most_common() == {best!r}",
+            f"assert sum(c.counts.values()) == {len(labels)}",
+        ],
+    )
+
 
 def _c_group(rng: random.Random) -> tuple[str, str, list[str]]:
     "Group words by their first letter."
     noun = rng.choice(_C_NOUNS)
     fn = rng.choice([f"group_{noun}s_by_letter", "index_by_initial", f"{noun}_index"])
-    code = (f"def {fn}(names: list[str]) -> dict[str, list[str]]:\n    \"\"\"Map each first letter to the names that start with it, in input order.\"\"\"\n"
-            "    groups: dict[str, list[str]] = {}\n    for name in names:\n        if not name:\n            continue  # skip empty strings\n"
-            "        groups.setdefault(name[0].lower(), []).append(name)\n    return groups\n")
+    code = (
+        f"def {fn}(names: list[str]) -> dict[str, list[str]]:\n    \"\"\"Map each first letter to the names that start with it, in input order.\"\"\"\n"
+        "    groups: dict[str, list[str]] = {}\n    for name in names:\n        if not name:\n            continue  # skip empty strings\n"
+        "        groups.setdefault(name[0].lower(), []).append(name)\n    return groups\n"
+    )
     names = rng.sample(_C_WORDS, rng.randint(3, 7))
     want: dict = {}
-    for nm in names: want.setdefault(nm[0], []).append(nm)
+    for nm in names:
+        want.setdefault(nm[0], []).append(nm)
     return "loop", code, [f"assert {fn}({names + ['']}) == {want}"]
 
 # %% ../nbs/01_data_samples.ipynb #2ffa5ac2
@@ -1949,77 +4842,134 @@ def _c_algorithm(rng: random.Random) -> tuple[str, str, list[str]]:
     "One of several classic small algorithms, with tests from an independent reference computation."
     noun, which = rng.choice(_C_NOUNS), rng.randrange(7)
     if which == 0:
-        xs = sorted(rng.sample(range(100), rng.randint(4, 12))); t = rng.choice(xs)
-        code = (f"def find_{noun}(sorted_ids: list[int], target: int) -> int:\n    \"\"\"Binary search: the index of `target`, or -1 if it is absent.\"\"\"\n"
-                "    lo, hi = 0, len(sorted_ids) - 1\n    while lo <= hi:\n        mid = (lo + hi) // 2\n        if sorted_ids[mid] == target:\n"
-                "            return mid\n        if sorted_ids[mid] < target:\n            lo = mid + 1  # target is in the upper half\n"
-                "        else:\n            hi = mid - 1\n    return -1\n")
-        return "algorithm", code, [f"assert find_{noun}({xs}, {t}) == {xs.index(t)}", f"assert find_{noun}({xs}, 100) == -1"]
+        xs = sorted(rng.sample(range(100), rng.randint(4, 12)))
+        t = rng.choice(xs)
+        code = (
+            f"def find_{noun}(sorted_ids: list[int], target: int) -> int:\n    \"\"\"Binary search: the index of `target`, or -1 if it is absent.\"\"\"\n"
+            "    lo, hi = 0, len(sorted_ids) - 1\n    while lo <= hi:\n        mid = (lo + hi) // 2\n        if sorted_ids[mid] == target:\n"
+            "            return mid\n        if sorted_ids[mid] < target:\n            lo = mid + 1  # target is in the upper half\n"
+            "        else:\n            hi = mid - 1\n    return -1\n"
+        )
+        return (
+            "algorithm",
+            code,
+            [f"assert find_{noun}({xs}, {t}) == {xs.index(t)}", f"assert find_{noun}({xs}, 100) == -1"],
+        )
     if which == 1:
         a, b = rng.randint(2, 500), rng.randint(2, 500)
-        code = ("def greatest_common_divisor(a: int, b: int) -> int:\n    \"\"\"Euclid's algorithm: replace (a, b) by (b, a mod b) until b is 0.\"\"\"\n"
-                "    while b:\n        a, b = b, a % b\n    return abs(a)\n")
+        code = (
+            "def greatest_common_divisor(a: int, b: int) -> int:\n    \"\"\"Euclid's algorithm: replace (a, b) by (b, a mod b) until b is 0.\"\"\"\n"
+            "    while b:\n        a, b = b, a % b\n    return abs(a)\n"
+        )
         return "algorithm", code, [f"assert greatest_common_divisor({a}, {b}) == {math.gcd(a, b)}"]
     if which == 2:
         xs = _c_ints(rng, rng.randint(4, 9), -20, 60)
         want = list(itertools.accumulate(xs, max))
-        code = (f"def running_{noun}_max(values: list[int]) -> list[int]:\n    \"\"\"The largest value seen so far, at every position.\"\"\"\n"
-                "    out: list[int] = []\n    for v in values:\n        out.append(v if not out or v > out[-1] else out[-1])\n    return out\n")
+        code = (
+            f"def running_{noun}_max(values: list[int]) -> list[int]:\n    \"\"\"The largest value seen so far, at every position.\"\"\"\n"
+            "    out: list[int] = []\n    for v in values:\n        out.append(v if not out or v > out[-1] else out[-1])\n    return out\n"
+        )
         return "algorithm", code, [f"assert running_{noun}_max({xs}) == {want}"]
     if which == 3:
         xs, size = _c_ints(rng, rng.randint(3, 11)), rng.randint(1, 4)
-        code = (f"def chunk_{noun}s(items: list, size: int) -> list[list]:\n    \"\"\"Split `items` into consecutive pieces of at most `size`.\"\"\"\n"
-                "    if size < 1:\n        raise ValueError(\"size must be at least 1\")\n    return [items[i:i + size] for i in range(0, len(items), size)]\n")
-        return "algorithm", code, [f"assert chunk_{noun}s({xs}, {size}) == {[xs[i:i + size] for i in range(0, len(xs), size)]}"]
+        code = (
+            f"def chunk_{noun}s(items: list, size: int) -> list[list]:\n    \"\"\"Split `items` into consecutive pieces of at most `size`.\"\"\"\n"
+            "    if size < 1:\n        raise ValueError(\"size must be at least 1\")\n    return [items[i:i + size] for i in range(0, len(items), size)]\n"
+        )
+        return (
+            "algorithm",
+            code,
+            [f"assert chunk_{noun}s({xs}, {size}) == {[xs[i : i + size] for i in range(0, len(xs), size)]}"],
+        )
     if which == 4:
         xs = [rng.choice(_C_WORDS[:8]) for _ in range(rng.randint(4, 10))]
-        code = (f"def unique_{noun}s(items: list[str]) -> list[str]:\n    \"\"\"Drop repeated items, keeping the first occurrence of each.\"\"\"\n"
-                "    seen = set()\n    out = []\n    for item in items:\n        if item not in seen:\n            seen.add(item)\n            out.append(item)\n    return out\n")
+        code = (
+            f"def unique_{noun}s(items: list[str]) -> list[str]:\n    \"\"\"Drop repeated items, keeping the first occurrence of each.\"\"\"\n"
+            "    seen = set()\n    out = []\n    for item in items:\n        if item not in seen:\n            seen.add(item)\n            out.append(item)\n    return out\n"
+        )
         return "algorithm", code, [f"assert unique_{noun}s({xs}) == {list(dict.fromkeys(xs))}"]
     if which == 5:
         n = rng.randint(0, 30)
         a, b = 0, 1
-        for _ in range(n): a, b = b, a + b
-        code = ("def fib(n: int) -> int:\n    \"\"\"The n-th Fibonacci number, with fib(0) = 0 and fib(1) = 1.\"\"\"\n"
-                "    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n")
-        return "algorithm", code, [f"assert fib({n}) == {a}", "assert [fib(i) for i in range(6)] == [0, 1, 1, 2, 3, 5]"]
+        for _ in range(n):
+            a, b = b, a + b
+        code = (
+            "def fib(n: int) -> int:\n    \"\"\"The n-th Fibonacci number, with fib(0) = 0 and fib(1) = 1.\"\"\"\n"
+            "    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n"
+        )
+        return (
+            "algorithm",
+            code,
+            [f"assert fib({n}) == {a}", "assert [fib(i) for i in range(6)] == [0, 1, 1, 2, 3, 5]"],
+        )
     xs, w = _c_ints(rng, rng.randint(4, 10)), rng.randint(1, 3)
-    code = ("def window_sums(values: list[int], width: int) -> list[int]:\n    \"\"\"The sum of every run of `width` consecutive values.\"\"\"\n"
-            "    return [sum(values[i:i + width]) for i in range(len(values) - width + 1)]\n")
-    return "algorithm", code, [f"assert window_sums({xs}, {w}) == {[sum(xs[i:i + w]) for i in range(len(xs) - w + 1)]}"]
+    code = (
+        "def window_sums(values: list[int], width: int) -> list[int]:\n    \"\"\"The sum of every run of `width` consecutive values.\"\"\"\n"
+        "    return [sum(values[i:i + width]) for i in range(len(values) - width + 1)]\n"
+    )
+    return (
+        "algorithm",
+        code,
+        [f"assert window_sums({xs}, {w}) == {[sum(xs[i : i + w]) for i in range(len(xs) - w + 1)]}"],
+    )
 
 # %% ../nbs/01_data_samples.ipynb #cc0fe51e
 def _c_config(rng: random.Random) -> tuple[str, str, list[str]]:
     "A file-reading helper (valid, but it touches the disk, so it is never run here)."
     noun, k = rng.choice(_C_NOUNS), rng.randint(2, 9)
-    code = (f'"""Helpers for reading the {noun} settings."""\nimport json\nfrom pathlib import Path\n\n'
-            f'DEFAULTS = {{"retries": {k}, "timeout": {k * 5}, "{noun}_dir": "data/{noun}s"}}\n\n\n'
-            f'def load_{noun}_config(path: str | Path = "{noun}.json") -> dict:\n'
-            f'    """Read the settings file, falling back to DEFAULTS for missing keys."""\n    path = Path(path)\n'
-            f'    if not path.exists():\n        return dict(DEFAULTS)\n    with path.open(encoding="utf-8") as fh:\n'
-            f'        found = json.load(fh)\n    return {{**DEFAULTS, **found}}\n')
+    code = (
+        f'"""Helpers for reading the {noun} settings."""\nimport json\nfrom pathlib import Path\n\n'
+        f'DEFAULTS = {{"retries": {k}, "timeout": {k * 5}, "{noun}_dir": "data/{noun}s"}}\n\n\n'
+        f'def load_{noun}_config(path: str | Path = "{noun}.json") -> dict:\n'
+        f'    """Read the settings file, falling back to DEFAULTS for missing keys."""\n    path = Path(path)\n'
+        f'    if not path.exists():\n        return dict(DEFAULTS)\n    with path.open(encoding="utf-8") as fh:\n'
+        f'        found = json.load(fh)\n    return {{**DEFAULTS, **found}}\n'
+    )
     return "io", code, []
+
 
 def _c_script(rng: random.Random) -> tuple[str, str, list[str]]:
     "A command-line script skeleton (valid; not run because it reads files)."
     noun, k = rng.choice(_C_NOUNS), rng.randint(3, 20)
-    code = (f'import argparse\n\n\ndef main(argv: list[str] | None = None) -> int:\n'
-            f'    parser = argparse.ArgumentParser(description="List the first {noun} records of a file.")\n'
-            f'    parser.add_argument("path", help="a text file with one {noun} per line")\n'
-            f'    parser.add_argument("--top", type=int, default={k}, help="how many lines to print")\n'
-            f'    args = parser.parse_args(argv)\n    with open(args.path, encoding="utf-8") as fh:\n'
-            f'        lines = sorted(line.strip() for line in fh if line.strip())\n    for line in lines[: args.top]:\n'
-            f'        print(line)\n    return 0\n\n\nif __name__ == "__main__":\n    raise SystemExit(main())\n')
+    code = (
+        f'import argparse\n\n\ndef main(argv: list[str] | None = None) -> int:\n'
+        f'    parser = argparse.ArgumentParser(description="List the first {noun} records of a file.")\n'
+        f'    parser.add_argument("path", help="a text file with one {noun} per line")\n'
+        f'    parser.add_argument("--top", type=int, default={k}, help="how many lines to print")\n'
+        f'    args = parser.parse_args(argv)\n    with open(args.path, encoding="utf-8") as fh:\n'
+        f'        lines = sorted(line.strip() for line in fh if line.strip())\n    for line in lines[: args.top]:\n'
+        f'        print(line)\n    return 0\n\n\nif __name__ == "__main__":\n    raise SystemExit(main())\n'
+    )
     return "script", code, []
 
-_CODE_TEMPLATES = [_c_sumabove, _c_prefix_count, _c_slug, _c_dataclass, _c_counter, _c_group, _c_algorithm, _c_algorithm, _c_config, _c_script]
-_C_HEADERS = ["# {noun} utilities\n", "# helpers for the {noun} report\n", "# small tools used by the {noun} pipeline\n", "", "", ""]
+
+_CODE_TEMPLATES = [
+    _c_sumabove,
+    _c_prefix_count,
+    _c_slug,
+    _c_dataclass,
+    _c_counter,
+    _c_group,
+    _c_algorithm,
+    _c_algorithm,
+    _c_config,
+    _c_script,
+]
+_C_HEADERS = [
+    "# {noun} utilities\n",
+    "# helpers for the {noun} report\n",
+    "# small tools used by the {noun} pipeline\n",
+    "",
+    "",
+    "",
+]
+
 
 def make_code_snippets(
-    rng: random.Random,          # the seeded random generator
-    n: int=1200,                 # how many snippets
-    runnable_share: float=0.38,  # chance that a snippet that can carry tests gets them
-) -> list[dict]:                 # records: id, text, domain, lang ("python"), kind, runnable
+    rng: random.Random,  # the seeded random generator
+    n: int = 1200,  # how many snippets
+    runnable_share: float = 0.38,  # chance that a snippet that can carry tests gets them
+) -> list[dict]:  # records: id, text, domain, lang ("python"), kind, runnable
     "Small valid Python snippets from a grammar; some end with tests that pass when run."
     out = []
     for i in range(n):
@@ -2030,8 +4980,19 @@ def make_code_snippets(
             code += "\n\n" + "\n".join(tests) + "\n"
         elif runnable:
             name = f"test_{kind}_{i}"
-            code += f"\n\ndef {name}() -> None:\n" + "\n".join("    " + t for t in tests) + f"\n\n\n{name}()\n"
-        out.append({"id": f"code-{i:05d}", "text": code, "domain": "code", "lang": "python", "kind": kind, "runnable": runnable})
+            code += (
+                f"\n\ndef {name}() -> None:\n" + "\n".join("    " + t for t in tests) + f"\n\n\n{name}()\n"
+            )
+        out.append(
+            {
+                "id": f"code-{i:05d}",
+                "text": code,
+                "domain": "code",
+                "lang": "python",
+                "kind": kind,
+                "runnable": runnable,
+            }
+        )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #8b6db0c2
@@ -2040,6 +5001,7 @@ def _pick(rng: random.Random, tpl: str, fixed: dict, pools: dict, zh: bool) -> s
     names = re.findall(r"\{(\w+)\}", tpl)
     vals = {k: fixed[k] if k in fixed else rng.choice(pools[k][1 if zh else 0]) for k in names}
     return tpl.format(**vals)
+
 
 def _people(rng: random.Random, used: set, n: int) -> list[tuple[str, str]]:
     "n invented full names (English, Chinese) sharing a few family names, as in a small town."
@@ -2050,98 +5012,248 @@ def _people(rng: random.Random, used: set, n: int) -> list[tuple[str, str]]:
         out.append((f"{g[0]} {f[0]}", f"{g[1]}·{f[1]}"))
     return out
 
+
 _L_WORDS = {
-    "trade": (["baker", "cooper", "weaver", "smith", "potter", "tanner", "chandler", "miller"], ["面包师", "箍桶匠", "织工", "铁匠", "陶工", "皮匠", "蜡烛匠", "磨坊主"]),
-    "bld": (["chapel", "mill", "town hall", "granary", "east bridge", "market hall", "school", "water tower"],
-            ["小教堂", "磨坊", "镇公所", "粮仓", "东桥", "市场大厅", "学校", "水塔"]),
-    "crop": (["barley", "rye", "apple", "turnip", "hop", "flax"], ["大麦", "黑麦", "苹果", "芜菁", "啤酒花", "亚麻"]),
-    "quality": (["poor", "fair", "plentiful", "the best in living memory", "ruined by hail"], ["很差", "一般", "很好", "是几十年来最好的", "被冰雹毁了"]),
-    "price": (["rose sharply", "stayed the same", "fell a little", "doubled by spring"], ["大幅上涨", "没有变化", "略有下降", "到春天翻了一倍"]),
-    "month": (["January", "March", "April", "June", "July", "September", "October", "November"], ["一月", "三月", "四月", "六月", "七月", "九月", "十月", "十一月"]),
-    "visitor": (["juggler", "surveyor", "preacher", "tinker", "portrait painter", "bookseller"], ["杂耍艺人", "测量员", "传教士", "补锅匠", "肖像画家", "书商"]),
+    "trade": (
+        ["baker", "cooper", "weaver", "smith", "potter", "tanner", "chandler", "miller"],
+        ["面包师", "箍桶匠", "织工", "铁匠", "陶工", "皮匠", "蜡烛匠", "磨坊主"],
+    ),
+    "bld": (
+        ["chapel", "mill", "town hall", "granary", "east bridge", "market hall", "school", "water tower"],
+        ["小教堂", "磨坊", "镇公所", "粮仓", "东桥", "市场大厅", "学校", "水塔"],
+    ),
+    "crop": (
+        ["barley", "rye", "apple", "turnip", "hop", "flax"],
+        ["大麦", "黑麦", "苹果", "芜菁", "啤酒花", "亚麻"],
+    ),
+    "quality": (
+        ["poor", "fair", "plentiful", "the best in living memory", "ruined by hail"],
+        ["很差", "一般", "很好", "是几十年来最好的", "被冰雹毁了"],
+    ),
+    "price": (
+        ["rose sharply", "stayed the same", "fell a little", "doubled by spring"],
+        ["大幅上涨", "没有变化", "略有下降", "到春天翻了一倍"],
+    ),
+    "month": (
+        ["January", "March", "April", "June", "July", "September", "October", "November"],
+        ["一月", "三月", "四月", "六月", "七月", "九月", "十月", "十一月"],
+    ),
+    "visitor": (
+        ["juggler", "surveyor", "preacher", "tinker", "portrait painter", "bookseller"],
+        ["杂耍艺人", "测量员", "传教士", "补锅匠", "肖像画家", "书商"],
+    ),
     "animal": (["goat", "pig", "goose", "donkey"], ["山羊", "猪", "鹅", "驴"]),
     "material": (["slate", "red tile", "copper", "thatch"], ["石板", "红瓦", "铜皮", "茅草"]),
-    "goods": (["salt and dried fish", "bolts of linen", "iron nails", "spices and tea", "glass beads"], ["盐和鱼干", "成匹的亚麻布", "铁钉", "香料和茶叶", "玻璃珠子"]),
-    "weather": (["hard", "mild", "wet", "long", "bitter"], ["严寒的", "温和的", "多雨的", "漫长的", "刺骨的"]),
-    "state": (["thin and partly lost", "careful and complete", "written in two different hands", "damaged by damp"],
-              ["残缺不全", "详细完整", "由两个人先后记录", "受潮损坏"]),
+    "goods": (
+        ["salt and dried fish", "bolts of linen", "iron nails", "spices and tea", "glass beads"],
+        ["盐和鱼干", "成匹的亚麻布", "铁钉", "香料和茶叶", "玻璃珠子"],
+    ),
+    "weather": (
+        ["hard", "mild", "wet", "long", "bitter"],
+        ["严寒的", "温和的", "多雨的", "漫长的", "刺骨的"],
+    ),
+    "state": (
+        ["thin and partly lost", "careful and complete", "written in two different hands", "damaged by damp"],
+        ["残缺不全", "详细完整", "由两个人先后记录", "受潮损坏"],
+    ),
     "n": ([str(k) for k in range(12, 400, 7)], [str(k) for k in range(12, 400, 7)]),
     "k": ([str(k) for k in range(2, 30)], [str(k) for k in range(2, 30)]),
 }
 
 # %% ../nbs/01_data_samples.ipynb #b37bcd5d
 _CHRONICLE = {  # (English templates, Chinese templates); {p}, {q}: townspeople, {mayor}: the mayor now, {town}, {river}
-    "event": (["In {month}, {p} opened a {trade}'s shop near the {bld}.", "The {crop} harvest was {quality} that year, and the price of bread {price}.",
-               "A {weather} winter kept most families indoors until {month}.", "{p} married {q} in the {bld}; half the town came to the feast.",
-               "The council spent {n} silver marks on repairs to the {bld}.", "A travelling {visitor} stayed at the inn for {k} nights and told stories of distant towns.",
-               "Floodwater from the {river} reached the lower market in {month}, and {k} houses had to be dried out.",
-               "{p} was fined for letting a {animal} wander through the square during the fair.", "The school took in {k} new pupils, the most for many years.",
-               "A fire started in the {trade}'s workshop in {month}, but the neighbours put it out before it spread.",
-               "The old {bld} was given a new roof of {material}.", "Merchants came up the {river} to the autumn fair with {goods}.",
-               "{p} died in {month}, after many years as the town's {trade}.", "The bell of the {bld} cracked in the {month} storms and was sent away to be recast.",
-               "Mayor {mayor} ordered that the lamps in the main street be lit every night from {month} onwards.",
-               "{p} and {q} quarrelled over a boundary stone, and Mayor {mayor} had to settle the matter between them.",
-               "The ferry across the {river} was out of use for {k} days because of ice.", "{p} planted a row of lime trees along the road to the {bld}."],
-              ["{month}，{p}在{bld}附近开了一家{trade}铺子。", "这一年{crop}的收成{quality}，面包的价格{price}。", "一个{weather}冬天让大多数人家一直闭门不出，直到{month}。",
-               "{p}和{q}在{bld}成婚，半个镇子的人都来赴宴。", "镇议会花了{n}枚银币修缮{bld}。", "一位云游的{visitor}在客栈住了{k}晚，讲了许多远方城镇的故事。",
-               "{month}，{river}的洪水漫到了下市场，{k}座房子需要晾干。", "{p}因为在集市期间让一头{animal}在广场上乱跑而被罚款。",
-               "学校新收了{k}名学生，是多年来最多的一次。", "{month}，{trade}的作坊起了火，好在邻居们在火势蔓延前把它扑灭了。",
-               "旧{bld}换上了{material}屋顶。", "商人们沿着{river}来到秋季集市，带来了{goods}。", "{p}在{month}去世，生前多年担任镇上的{trade}。",
-               "{bld}的钟在{month}的暴风雨中裂了，被送到外地重铸。", "{mayor}镇长下令，从{month}起每晚点亮主街上的路灯。",
-               "{river}上的渡船因为结冰停了{k}天。", "{p}在通往{bld}的路边种了一排椴树。"]),
-    "mayor": (["That spring {p} was chosen as mayor, taking over from {mayor}.", "After {mayor} stepped down, the council elected {p} as mayor."],
-              ["这年春天，{p}当选为镇长，接替了{mayor}。", "{mayor}辞职后，镇议会选举{p}为新镇长。"]),
-    "decade": (["By the end of the decade {town} counted about {pop} inhabitants.", "The town records for these years are {state}.",
-                "Looking back, the clerk noted that Mayor {mayor} had held office through most of the decade."],
-               ["到这十年结束时，{town}大约有{pop}名居民。", "这些年的镇志{state}。", "回顾这些年，书记员写道，{mayor}镇长在任期间做了不少事。"]),
+    "event": (
+        [
+            "In {month}, {p} opened a {trade}'s shop near the {bld}.",
+            "The {crop} harvest was {quality} that year, and the price of bread {price}.",
+            "A {weather} winter kept most families indoors until {month}.",
+            "{p} married {q} in the {bld}; half the town came to the feast.",
+            "The council spent {n} silver marks on repairs to the {bld}.",
+            "A travelling {visitor} stayed at the inn for {k} nights and told stories of distant towns.",
+            "Floodwater from the {river} reached the lower market in {month}, and {k} houses had to be dried out.",
+            "{p} was fined for letting a {animal} wander through the square during the fair.",
+            "The school took in {k} new pupils, the most for many years.",
+            "A fire started in the {trade}'s workshop in {month}, but the neighbours put it out before it spread.",
+            "The old {bld} was given a new roof of {material}.",
+            "Merchants came up the {river} to the autumn fair with {goods}.",
+            "{p} died in {month}, after many years as the town's {trade}.",
+            "The bell of the {bld} cracked in the {month} storms and was sent away to be recast.",
+            "Mayor {mayor} ordered that the lamps in the main street be lit every night from {month} onwards.",
+            "{p} and {q} quarrelled over a boundary stone, and Mayor {mayor} had to settle the matter between them.",
+            "The ferry across the {river} was out of use for {k} days because of ice.",
+            "{p} planted a row of lime trees along the road to the {bld}.",
+        ],
+        [
+            "{month}，{p}在{bld}附近开了一家{trade}铺子。",
+            "这一年{crop}的收成{quality}，面包的价格{price}。",
+            "一个{weather}冬天让大多数人家一直闭门不出，直到{month}。",
+            "{p}和{q}在{bld}成婚，半个镇子的人都来赴宴。",
+            "镇议会花了{n}枚银币修缮{bld}。",
+            "一位云游的{visitor}在客栈住了{k}晚，讲了许多远方城镇的故事。",
+            "{month}，{river}的洪水漫到了下市场，{k}座房子需要晾干。",
+            "{p}因为在集市期间让一头{animal}在广场上乱跑而被罚款。",
+            "学校新收了{k}名学生，是多年来最多的一次。",
+            "{month}，{trade}的作坊起了火，好在邻居们在火势蔓延前把它扑灭了。",
+            "旧{bld}换上了{material}屋顶。",
+            "商人们沿着{river}来到秋季集市，带来了{goods}。",
+            "{p}在{month}去世，生前多年担任镇上的{trade}。",
+            "{bld}的钟在{month}的暴风雨中裂了，被送到外地重铸。",
+            "{mayor}镇长下令，从{month}起每晚点亮主街上的路灯。",
+            "{river}上的渡船因为结冰停了{k}天。",
+            "{p}在通往{bld}的路边种了一排椴树。",
+        ],
+    ),
+    "mayor": (
+        [
+            "That spring {p} was chosen as mayor, taking over from {mayor}.",
+            "After {mayor} stepped down, the council elected {p} as mayor.",
+        ],
+        ["这年春天，{p}当选为镇长，接替了{mayor}。", "{mayor}辞职后，镇议会选举{p}为新镇长。"],
+    ),
+    "decade": (
+        [
+            "By the end of the decade {town} counted about {pop} inhabitants.",
+            "The town records for these years are {state}.",
+            "Looking back, the clerk noted that Mayor {mayor} had held office through most of the decade.",
+        ],
+        [
+            "到这十年结束时，{town}大约有{pop}名居民。",
+            "这些年的镇志{state}。",
+            "回顾这些年，书记员写道，{mayor}镇长在任期间做了不少事。",
+        ],
+    ),
 }
+
 
 def _long_chronicle(rng: random.Random, zh: bool, target: int, used: set) -> str:
     "A town chronicle, one section per year; the mayor and the population carry over from year to year."
     town, river = _unique_word(rng, used), _unique_word(rng, used)
     people = _people(rng, used, 40)
     L = 1 if zh else 0
-    fixed = {"town": town[L], "river": (f"{river[1]}河" if zh else f"{river[0]} River"), "mayor": rng.choice(people)[L]}
+    fixed = {
+        "town": town[L],
+        "river": (f"{river[1]}河" if zh else f"{river[0]} River"),
+        "mayor": rng.choice(people)[L],
+    }
     year, pop = rng.randint(1400, 1750), rng.randint(800, 3000)
-    parts = [f"# {town[1]}编年史" if zh else f"# The Chronicle of {town[0]}",
-             (f"本书按年份记载{town[1]}的大事，材料来自镇上的档案。" if zh else f"What follows is the record of {town[0]}, kept year by year by the town clerks.")]
+    parts = [
+        f"# {town[1]}编年史" if zh else f"# The Chronicle of {town[0]}",
+        (
+            f"本书按年份记载{town[1]}的大事，材料来自镇上的档案。"
+            if zh
+            else f"What follows is the record of {town[0]}, kept year by year by the town clerks."
+        ),
+    ]
     while sum(len(p) for p in parts) < target:
         lines = []
         if rng.random() < 0.15:
             new = rng.choice(people)[L]
-            lines.append(_pick(rng, rng.choice(_CHRONICLE["mayor"][L]), {**fixed, "p": new}, _L_WORDS, zh)); fixed["mayor"] = new
+            lines.append(_pick(rng, rng.choice(_CHRONICLE["mayor"][L]), {**fixed, "p": new}, _L_WORDS, zh))
+            fixed["mayor"] = new
         for _ in range(rng.randint(3, 7)):
             p, q = rng.sample(people, 2)
-            lines.append(_pick(rng, rng.choice(_CHRONICLE["event"][L]), {**fixed, "p": p[L], "q": q[L]}, _L_WORDS, zh))
+            lines.append(
+                _pick(rng, rng.choice(_CHRONICLE["event"][L]), {**fixed, "p": p[L], "q": q[L]}, _L_WORDS, zh)
+            )
         parts.append((f"## {year}年" if zh else f"## {year}") + "\n\n" + ("" if zh else " ").join(lines))
         year, pop = year + 1, max(200, pop + rng.randint(-40, 90))
         if year % 10 == 0:
             notes = [_pick(rng, t, {**fixed, "pop": str(pop)}, _L_WORDS, zh) for t in _CHRONICLE["decade"][L]]
-            parts.append((f"## {year - 10}年代札记" if zh else f"## Notes on the {year - 10}s") + "\n\n" + ("" if zh else " ").join(notes))
+            parts.append(
+                (f"## {year - 10}年代札记" if zh else f"## Notes on the {year - 10}s")
+                + "\n\n"
+                + ("" if zh else " ").join(notes)
+            )
     return "\n\n".join(parts)
 
 # %% ../nbs/01_data_samples.ipynb #f1b579c2
 _SHIP_WORDS = {
     "sail": (["topsail", "jib", "mainsail", "foresail"], ["上桅帆", "三角帆", "主帆", "前帆"]),
-    "bird": (["an albatross", "a flock of terns", "a pair of gulls", "a storm petrel"], ["一只信天翁", "一群燕鸥", "一对海鸥", "一只海燕"]),
+    "bird": (
+        ["an albatross", "a flock of terns", "a pair of gulls", "a storm petrel"],
+        ["一只信天翁", "一群燕鸥", "一对海鸥", "一只海燕"],
+    ),
     "fish": (["tuna", "mackerel", "flying fish", "bonito"], ["金枪鱼", "鲭鱼", "飞鱼", "鲣鱼"]),
-    "job": (["mended the spare canvas", "scraped and tarred the deck seams", "checked the lower hold for leaks", "repaired the jolly boat",
-             "spliced a worn halyard", "aired the bedding on deck"], ["缝补了备用帆布", "刮净甲板缝隙并重新涂了柏油", "检查了底舱有没有漏水", "修好了小艇",
-             "接好了一根磨损的升降索", "把被褥拿到甲板上晾晒"]),
-    "sky": (["clear skies", "low cloud and drizzle", "a heavy swell from the west", "squalls through the afternoon", "fog until noon"],
-            ["天空晴朗", "云层很低，下着毛毛雨", "西边涌来很大的浪", "整个下午不时有暴风", "大雾一直持续到中午"]),
+    "job": (
+        [
+            "mended the spare canvas",
+            "scraped and tarred the deck seams",
+            "checked the lower hold for leaks",
+            "repaired the jolly boat",
+            "spliced a worn halyard",
+            "aired the bedding on deck",
+        ],
+        [
+            "缝补了备用帆布",
+            "刮净甲板缝隙并重新涂了柏油",
+            "检查了底舱有没有漏水",
+            "修好了小艇",
+            "接好了一根磨损的升降索",
+            "把被褥拿到甲板上晾晒",
+        ],
+    ),
+    "sky": (
+        [
+            "clear skies",
+            "low cloud and drizzle",
+            "a heavy swell from the west",
+            "squalls through the afternoon",
+            "fog until noon",
+        ],
+        ["天空晴朗", "云层很低，下着毛毛雨", "西边涌来很大的浪", "整个下午不时有暴风", "大雾一直持续到中午"],
+    ),
     "k": ([str(k) for k in range(2, 12)], [str(k) for k in range(2, 12)]),
 }
-_SHIP_EVENTS = (["{c} {job}.", "Sighted {bird} astern in the morning watch.", "{c} caught {k} {fish} from the bow; fresh fish for supper.",
-                 "Weather: {sky}.", "Shortened sail at dusk; the {sail} was taken in.", "{c} reported sick with a fever and was excused duty.",
-                 "The captain took a sun sight at noon and found us close to the reckoning.", "Saw a distant ship hull down to the {dir2}; she did not answer our signal.",
-                 "{c} and {c2} were put on half a ration of rum for quarrelling.", "Pumped the well: {k} inches of water, nothing to worry about."],
-                ["{c}{job}。", "早班时在船尾看见{bird}。", "{c}在船头钓到{k}条{fish}，晚饭有鲜鱼了。", "天气：{sky}。", "黄昏时缩帆，收起了{sail}。",
-                 "{c}发烧，报病免去值班。", "船长正午测了太阳高度，位置与推算的很接近。", "远处{dir2}方向看见一艘船，她没有回应我们的信号。",
-                 "{c}和{c2}因为争吵被减半了朗姆酒配给。", "抽了舱底水：有{k}英寸深，问题不大。"])
-_DIRS = [("north", "北"), ("north-east", "东北"), ("east", "东"), ("south-east", "东南"), ("south", "南"), ("south-west", "西南"), ("west", "西"), ("north-west", "西北")]
-_MONTHS = [("January", 31), ("February", 28), ("March", 31), ("April", 30), ("May", 31), ("June", 30), ("July", 31), ("August", 31),
-           ("September", 30), ("October", 31), ("November", 30), ("December", 31)]
+_SHIP_EVENTS = (
+    [
+        "{c} {job}.",
+        "Sighted {bird} astern in the morning watch.",
+        "{c} caught {k} {fish} from the bow; fresh fish for supper.",
+        "Weather: {sky}.",
+        "Shortened sail at dusk; the {sail} was taken in.",
+        "{c} reported sick with a fever and was excused duty.",
+        "The captain took a sun sight at noon and found us close to the reckoning.",
+        "Saw a distant ship hull down to the {dir2}; she did not answer our signal.",
+        "{c} and {c2} were put on half a ration of rum for quarrelling.",
+        "Pumped the well: {k} inches of water, nothing to worry about.",
+    ],
+    [
+        "{c}{job}。",
+        "早班时在船尾看见{bird}。",
+        "{c}在船头钓到{k}条{fish}，晚饭有鲜鱼了。",
+        "天气：{sky}。",
+        "黄昏时缩帆，收起了{sail}。",
+        "{c}发烧，报病免去值班。",
+        "船长正午测了太阳高度，位置与推算的很接近。",
+        "远处{dir2}方向看见一艘船，她没有回应我们的信号。",
+        "{c}和{c2}因为争吵被减半了朗姆酒配给。",
+        "抽了舱底水：有{k}英寸深，问题不大。",
+    ],
+)
+_DIRS = [
+    ("north", "北"),
+    ("north-east", "东北"),
+    ("east", "东"),
+    ("south-east", "东南"),
+    ("south", "南"),
+    ("south-west", "西南"),
+    ("west", "西"),
+    ("north-west", "西北"),
+]
+_MONTHS = [
+    ("January", 31),
+    ("February", 28),
+    ("March", 31),
+    ("April", 30),
+    ("May", 31),
+    ("June", 30),
+    ("July", 31),
+    ("August", 31),
+    ("September", 30),
+    ("October", 31),
+    ("November", 30),
+    ("December", 31),
+]
 
 # %% ../nbs/01_data_samples.ipynb #20aa1111
 def _long_log(rng: random.Random, zh: bool, target: int, used: set) -> str:
@@ -2149,81 +5261,218 @@ def _long_log(rng: random.Random, zh: bool, target: int, used: set) -> str:
     L, ship, crew = int(zh), _unique_word(rng, used), _people(rng, used, 14)
     ports = [_unique_word(rng, used) for _ in range(6)]
     captain = crew[0][L]
-    year, month, day, lat, lon, water = rng.randint(1780, 1880), rng.randrange(12), 1, rng.uniform(-30, 50), rng.uniform(-60, 20), 30
-    parts = [f"# {ship[1]}号航海日志" if zh else f"# Log of the {ship[0]}",
-             (f"船长：{captain}。本日志逐日记录航行情况。" if zh else f"Kept by Captain {captain}. Entries are made at noon each day.")]
+    year, month, day, lat, lon, water = (
+        rng.randint(1780, 1880),
+        rng.randrange(12),
+        1,
+        rng.uniform(-30, 50),
+        rng.uniform(-60, 20),
+        30,
+    )
+    parts = [
+        f"# {ship[1]}号航海日志" if zh else f"# Log of the {ship[0]}",
+        (
+            f"船长：{captain}。本日志逐日记录航行情况。"
+            if zh
+            else f"Kept by Captain {captain}. Entries are made at noon each day."
+        ),
+    ]
     d = 0
     while sum(len(p) for p in parts) < target:
         d += 1
         h, run = rng.randrange(8), rng.randint(40, 180)
-        lat = max(-60.0, min(60.0, lat + run / 60 * [1, .7, 0, -.7, -1, -.7, 0, .7][h]))
-        lon = lon + run / 60 * [0, .7, 1, .7, 0, -.7, -1, -.7][h]
-        ns, ew = ("北纬" if lat >= 0 else "南纬", "东经" if lon >= 0 else "西经") if zh else ("N" if lat >= 0 else "S", "E" if lon >= 0 else "W")
-        la, lo = f"{int(abs(lat))}°{int(abs(lat) % 1 * 60):02d}′", f"{int(abs(lon))}°{int(abs(lon) % 1 * 60):02d}′"
+        lat = max(-60.0, min(60.0, lat + run / 60 * [1, 0.7, 0, -0.7, -1, -0.7, 0, 0.7][h]))
+        lon = lon + run / 60 * [0, 0.7, 1, 0.7, 0, -0.7, -1, -0.7][h]
+        ns, ew = (
+            ("北纬" if lat >= 0 else "南纬", "东经" if lon >= 0 else "西经")
+            if zh
+            else ("N" if lat >= 0 else "S", "E" if lon >= 0 else "W")
+        )
+        la, lo = (
+            f"{int(abs(lat))}°{int(abs(lat) % 1 * 60):02d}′",
+            f"{int(abs(lon))}°{int(abs(lon) % 1 * 60):02d}′",
+        )
         wind, force = rng.choice(_DIRS)[L], rng.randint(1, 9)
         if zh:
             head = f"## 第{d}天：{year}年{month + 1}月{day}日"
-            lines = [f"正午位置：{ns}{la}，{ew}{lo}。{wind}风{force}级，航向{_DIRS[h][1]}，一天共航行{run}海里。"]
+            lines = [
+                f"正午位置：{ns}{la}，{ew}{lo}。{wind}风{force}级，航向{_DIRS[h][1]}，一天共航行{run}海里。"
+            ]
         else:
             head = f"## Day {d}: {day} {_MONTHS[month][0]} {year}"
-            lines = [f"Noon position {la} {ns}, {lo} {ew}. Wind from the {wind}, force {force}. Course {_DIRS[h][0]}; {run} miles run since yesterday noon."]
+            lines = [
+                f"Noon position {la} {ns}, {lo} {ew}. Wind from the {wind}, force {force}. Course {_DIRS[h][0]}; {run} miles run since yesterday noon."
+            ]
         for _ in range(rng.randint(1, 4)):
             c, c2 = rng.sample(crew[1:], 2)
-            lines.append(_pick(rng, rng.choice(_SHIP_EVENTS[L]), {"c": c[L], "c2": c2[L], "dir2": rng.choice(_DIRS)[L]}, _SHIP_WORDS, zh))
+            lines.append(
+                _pick(
+                    rng,
+                    rng.choice(_SHIP_EVENTS[L]),
+                    {"c": c[L], "c2": c2[L], "dir2": rng.choice(_DIRS)[L]},
+                    _SHIP_WORDS,
+                    zh,
+                )
+            )
         water -= 1
         if water < 6:
             port = rng.choice(ports)[L]
-            lines.append(f"驶入{port}港，补充了淡水，现有{30}桶。" if zh else f"Made port at {port} and filled the water casks; {30} casks aboard.")
+            lines.append(
+                f"驶入{port}港，补充了淡水，现有{30}桶。"
+                if zh
+                else f"Made port at {port} and filled the water casks; {30} casks aboard."
+            )
             water = 30
         else:
             lines.append(f"剩余淡水：{water}桶。" if zh else f"Fresh water remaining: {water} casks.")
         parts.append(head + "\n\n" + ("" if zh else " ").join(lines))
         day += 1
-        if day > _MONTHS[month][1]: day, month = 1, (month + 1) % 12; year += month == 0
+        if day > _MONTHS[month][1]:
+            day, month = 1, (month + 1) % 12
+            year += month == 0
     return "\n\n".join(parts)
 
 # %% ../nbs/01_data_samples.ipynb #f4a4c05e
 _MANUAL_WORDS = {
-    "pos": (["behind the front panel", "under the main frame", "on the left side of the machine", "at the top of the housing", "next to the motor"],
-            ["前面板后方", "主机架下方", "机器左侧", "外壳顶部", "电机旁边"]),
-    "fault": (["cracks", "loose screws", "a build-up of dust", "worn edges", "oil leaks", "corrosion"], ["裂纹", "螺丝松动", "积灰", "边缘磨损", "漏油", "锈蚀"]),
-    "symptom": (["the machine stops after a few minutes", "a rattling noise at full speed", "the output is uneven", "the warning lamp flashes twice",
-                 "the motor runs hot"], ["机器运行几分钟后停机", "全速运行时有咔嗒声", "出料不均匀", "警示灯闪烁两次", "电机过热"]),
-    "interval": (["day", "week", "month", "200 hours of use", "season"], ["天", "周", "月", "使用200小时", "季度"]),
+    "pos": (
+        [
+            "behind the front panel",
+            "under the main frame",
+            "on the left side of the machine",
+            "at the top of the housing",
+            "next to the motor",
+        ],
+        ["前面板后方", "主机架下方", "机器左侧", "外壳顶部", "电机旁边"],
+    ),
+    "fault": (
+        ["cracks", "loose screws", "a build-up of dust", "worn edges", "oil leaks", "corrosion"],
+        ["裂纹", "螺丝松动", "积灰", "边缘磨损", "漏油", "锈蚀"],
+    ),
+    "symptom": (
+        [
+            "the machine stops after a few minutes",
+            "a rattling noise at full speed",
+            "the output is uneven",
+            "the warning lamp flashes twice",
+            "the motor runs hot",
+        ],
+        ["机器运行几分钟后停机", "全速运行时有咔嗒声", "出料不均匀", "警示灯闪烁两次", "电机过热"],
+    ),
+    "interval": (
+        ["day", "week", "month", "200 hours of use", "season"],
+        ["天", "周", "月", "使用200小时", "季度"],
+    ),
     "turn": (["clockwise", "anticlockwise"], ["顺时针", "逆时针"]),
     "k": ([str(k) for k in range(2, 16)], [str(k) for k in range(2, 16)]),
 }
 _MANUAL = {
-    "desc": (["The {comp} sits {pos}.", "The {comp} passes power on to the {comp2}.", "The {comp} keeps the {comp2} steady while the machine runs.",
-              "On early units the {comp} was painted grey; later units use a blue finish.", "A small brass plate on the {comp} carries its serial number.",
-              "The {comp} should never be run without the {comp2} in place."],
-             ["{comp}位于{pos}。", "{comp}把动力传给{comp2}。", "机器运转时，{comp}让{comp2}保持稳定。", "早期型号的{comp}漆成灰色，后期型号改为蓝色。",
-              "{comp}上的小铜牌刻有它的序列号。", "没有装好{comp2}时，切勿运行{comp}。"]),
-    "step": (["Switch the machine off at the main isolator and wait {k} minutes.", "Remove the {k} screws that hold the cover of the {comp}.",
-              "Check the {comp} for {fault}.", "Apply {k} drops of oil to each bearing of the {comp}.", "Turn the adjusting screw a quarter turn {turn} and test again.",
-              "Refit the cover and tighten the screws to {k} newton-metres.", "Run the machine for {k} minutes without load and listen for unusual noise.",
-              "Wipe the {comp} with a dry cloth; do not use water.", "Record the date and your initials in the service book."],
-             ["在总开关处关闭机器，等待{k}分钟。", "拧下固定{comp}盖板的{k}颗螺丝。", "检查{comp}是否有{fault}。", "在{comp}的每个轴承上滴{k}滴油。",
-              "将调节螺丝{turn}旋转四分之一圈，然后再次测试。", "装回盖板，并以{k}牛·米的力矩拧紧螺丝。", "空载运行机器{k}分钟，注意有无异常声音。",
-              "用干布擦拭{comp}，不要用水。", "在维修记录本上写下日期和你的姓名缩写。"]),
-    "warn": (["Warning: never open the cover of the {comp} while the machine is running.", "Caution: the {comp} can stay hot for {k} minutes after shutdown.",
-              "Keep hands and loose clothing away from the {comp}."],
-             ["警告：机器运行时切勿打开{comp}的盖板。", "注意：停机后{comp}在{k}分钟内仍可能很烫。", "手和宽松的衣物不要靠近{comp}。"]),
+    "desc": (
+        [
+            "The {comp} sits {pos}.",
+            "The {comp} passes power on to the {comp2}.",
+            "The {comp} keeps the {comp2} steady while the machine runs.",
+            "On early units the {comp} was painted grey; later units use a blue finish.",
+            "A small brass plate on the {comp} carries its serial number.",
+            "The {comp} should never be run without the {comp2} in place.",
+        ],
+        [
+            "{comp}位于{pos}。",
+            "{comp}把动力传给{comp2}。",
+            "机器运转时，{comp}让{comp2}保持稳定。",
+            "早期型号的{comp}漆成灰色，后期型号改为蓝色。",
+            "{comp}上的小铜牌刻有它的序列号。",
+            "没有装好{comp2}时，切勿运行{comp}。",
+        ],
+    ),
+    "step": (
+        [
+            "Switch the machine off at the main isolator and wait {k} minutes.",
+            "Remove the {k} screws that hold the cover of the {comp}.",
+            "Check the {comp} for {fault}.",
+            "Apply {k} drops of oil to each bearing of the {comp}.",
+            "Turn the adjusting screw a quarter turn {turn} and test again.",
+            "Refit the cover and tighten the screws to {k} newton-metres.",
+            "Run the machine for {k} minutes without load and listen for unusual noise.",
+            "Wipe the {comp} with a dry cloth; do not use water.",
+            "Record the date and your initials in the service book.",
+        ],
+        [
+            "在总开关处关闭机器，等待{k}分钟。",
+            "拧下固定{comp}盖板的{k}颗螺丝。",
+            "检查{comp}是否有{fault}。",
+            "在{comp}的每个轴承上滴{k}滴油。",
+            "将调节螺丝{turn}旋转四分之一圈，然后再次测试。",
+            "装回盖板，并以{k}牛·米的力矩拧紧螺丝。",
+            "空载运行机器{k}分钟，注意有无异常声音。",
+            "用干布擦拭{comp}，不要用水。",
+            "在维修记录本上写下日期和你的姓名缩写。",
+        ],
+    ),
+    "warn": (
+        [
+            "Warning: never open the cover of the {comp} while the machine is running.",
+            "Caution: the {comp} can stay hot for {k} minutes after shutdown.",
+            "Keep hands and loose clothing away from the {comp}.",
+        ],
+        [
+            "警告：机器运行时切勿打开{comp}的盖板。",
+            "注意：停机后{comp}在{k}分钟内仍可能很烫。",
+            "手和宽松的衣物不要靠近{comp}。",
+        ],
+    ),
 }
-_COMPONENTS = [("feed drum", "进料滚筒"), ("pressure valve", "压力阀"), ("main shaft", "主轴"), ("cooling fan", "冷却风扇"), ("drive belt", "传动带"),
-               ("control panel", "控制面板"), ("filter housing", "过滤器外壳"), ("guide roller", "导辊"), ("gearbox", "齿轮箱"), ("sensor arm", "传感臂"),
-               ("heating coil", "加热线圈"), ("oil reservoir", "油箱"), ("safety cover", "安全罩"), ("output chute", "出料槽")]
-_TASKS = [("Inspect", "检查"), ("Clean", "清洁"), ("Replace", "更换"), ("Adjust", "调整"), ("Lubricate", "润滑"), ("Calibrate", "校准")]
+_COMPONENTS = [
+    ("feed drum", "进料滚筒"),
+    ("pressure valve", "压力阀"),
+    ("main shaft", "主轴"),
+    ("cooling fan", "冷却风扇"),
+    ("drive belt", "传动带"),
+    ("control panel", "控制面板"),
+    ("filter housing", "过滤器外壳"),
+    ("guide roller", "导辊"),
+    ("gearbox", "齿轮箱"),
+    ("sensor arm", "传感臂"),
+    ("heating coil", "加热线圈"),
+    ("oil reservoir", "油箱"),
+    ("safety cover", "安全罩"),
+    ("output chute", "出料槽"),
+]
+_TASKS = [
+    ("Inspect", "检查"),
+    ("Clean", "清洁"),
+    ("Replace", "更换"),
+    ("Adjust", "调整"),
+    ("Lubricate", "润滑"),
+    ("Calibrate", "校准"),
+]
 
 # %% ../nbs/01_data_samples.ipynb #efb1090e
 def _long_manual(rng: random.Random, zh: bool, target: int, used: set) -> str:
     "An operating manual for an invented machine: a chapter per component with description, procedure, warnings and troubleshooting."
     L, brand = int(zh), _unique_word(rng, used)
-    kind = rng.choice([("grain press", "谷物压榨机"), ("loom", "织布机"), ("water pump", "水泵"), ("paper cutter", "切纸机"), ("ice maker", "制冰机")])
+    kind = rng.choice(
+        [
+            ("grain press", "谷物压榨机"),
+            ("loom", "织布机"),
+            ("water pump", "水泵"),
+            ("paper cutter", "切纸机"),
+            ("ice maker", "制冰机"),
+        ]
+    )
     model = rng.randint(2, 9)
-    title = f"# {brand[1]}{model}型{kind[1]}使用手册" if zh else f"# {brand[0]} Model {model} {kind[0].title()}: Operating Manual"
-    parts = [title, (f"本手册说明{brand[1]}{model}型{kind[1]}的结构、日常维护和故障排除。请在首次使用前通读全文。" if zh else
-                     f"This manual describes the parts of the {brand[0]} Model {model} {kind[0]}, its routine care and what to do when it misbehaves. Read it through before first use.")]
+    title = (
+        f"# {brand[1]}{model}型{kind[1]}使用手册"
+        if zh
+        else f"# {brand[0]} Model {model} {kind[0].title()}: Operating Manual"
+    )
+    parts = [
+        title,
+        (
+            f"本手册说明{brand[1]}{model}型{kind[1]}的结构、日常维护和故障排除。请在首次使用前通读全文。"
+            if zh
+            else f"This manual describes the parts of the {brand[0]} Model {model} {kind[0]}, its routine care and what to do when it misbehaves. Read it through before first use."
+        ),
+    ]
     comps, ch = rng.sample(_COMPONENTS, len(_COMPONENTS)), 0
     while sum(len(p) for p in parts) < target:
         comp, comp2 = comps[ch % len(comps)], comps[(ch + 1) % len(comps)]
@@ -2231,46 +5480,117 @@ def _long_manual(rng: random.Random, zh: bool, target: int, used: set) -> str:
         fx = {"comp": comp[L], "comp2": comp2[L]}
         fill = lambda key, n: [_pick(rng, t, fx, _MANUAL_WORDS, zh) for t in rng.sample(_MANUAL[key][L], n)]
         task = rng.choice(_TASKS)
-        order = sorted(rng.sample(range(len(_MANUAL["step"][L])), rng.randint(4, 8)))  # steps keep their natural order
+        order = sorted(
+            rng.sample(range(len(_MANUAL["step"][L])), rng.randint(4, 8))
+        )  # steps keep their natural order
         steps = [_pick(rng, _MANUAL["step"][L][i], fx, _MANUAL_WORDS, zh) for i in order]
-        sec = [f"## {ch}. {comp[1]}" if zh else f"## {ch}. The {comp[0]}", ("" if zh else " ").join(fill("desc", rng.randint(2, 4))),
-               f"### 操作步骤：{task[1]}{comp[1]}" if zh else f"### Procedure: {task[0]} the {comp[0]}",
-               "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)), "### 注意事项" if zh else "### Warnings", "\n".join(fill("warn", 2))]
-        sym, fault = _pick(rng, "{symptom}", {}, _MANUAL_WORDS, zh), _pick(rng, "{fault}", {}, _MANUAL_WORDS, zh)
-        sec += ["### 故障排除" if zh else "### Troubleshooting",
-                f"现象：{sym}。可能原因：{comp[1]}出现{fault}。处理：{rng.choice(_TASKS)[1]}{comp[1]}，仍不正常请联系维修站。" if zh else
-                f"Symptom: {sym}. Likely cause: {fault} on the {comp[0]}. Remedy: {rng.choice(_TASKS)[0].lower()} the {comp[0]}; if the fault remains, call a service agent."]
+        sec = [
+            f"## {ch}. {comp[1]}" if zh else f"## {ch}. The {comp[0]}",
+            ("" if zh else " ").join(fill("desc", rng.randint(2, 4))),
+            f"### 操作步骤：{task[1]}{comp[1]}" if zh else f"### Procedure: {task[0]} the {comp[0]}",
+            "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1)),
+            "### 注意事项" if zh else "### Warnings",
+            "\n".join(fill("warn", 2)),
+        ]
+        sym, fault = (
+            _pick(rng, "{symptom}", {}, _MANUAL_WORDS, zh),
+            _pick(rng, "{fault}", {}, _MANUAL_WORDS, zh),
+        )
+        sec += [
+            "### 故障排除" if zh else "### Troubleshooting",
+            f"现象：{sym}。可能原因：{comp[1]}出现{fault}。处理：{rng.choice(_TASKS)[1]}{comp[1]}，仍不正常请联系维修站。"
+            if zh
+            else f"Symptom: {sym}. Likely cause: {fault} on the {comp[0]}. Remedy: {rng.choice(_TASKS)[0].lower()} the {comp[0]}; if the fault remains, call a service agent.",
+        ]
         parts.append("\n\n".join(sec))
     return "\n\n".join(parts)
 
 # %% ../nbs/01_data_samples.ipynb #971134a3
 _STORY_WORDS = {
-    "route": (["river path", "old trade road", "ridge path", "track between the standing stones", "coast road"], ["河边小路", "古老的商道", "山脊小道", "立石间的小路", "海岸公路"]),
-    "size": (["small", "crowded", "half-ruined", "prosperous", "sleepy"], ["小小的", "拥挤的", "半已荒废的", "富庶的", "昏昏欲睡的"]),
+    "route": (
+        ["river path", "old trade road", "ridge path", "track between the standing stones", "coast road"],
+        ["河边小路", "古老的商道", "山脊小道", "立石间的小路", "海岸公路"],
+    ),
+    "size": (
+        ["small", "crowded", "half-ruined", "prosperous", "sleepy"],
+        ["小小的", "拥挤的", "半已荒废的", "富庶的", "昏昏欲睡的"],
+    ),
     "material": (["grey stone", "timber", "white clay", "red brick"], ["灰石", "木头", "白泥", "红砖"]),
-    "feature": (["well", "market cross", "watchtower", "harbour", "fountain"], ["水井", "市集十字碑", "瞭望塔", "港口", "喷泉"]),
-    "role": (["ferryman", "shepherd", "innkeeper", "beekeeper", "map seller"], ["摆渡人", "牧羊人", "客栈老板", "养蜂人", "卖地图的人"]),
-    "sky": (["a sky full of stars", "a thin moon", "low, heavy clouds", "steady rain"], ["满天星斗", "一弯细月", "低沉的乌云", "连绵的细雨"]),
-    "object": (["old map", "brass compass", "sealed letter", "silver key", "notebook"], ["旧地图", "黄铜罗盘", "封好的信", "银钥匙", "笔记本"]),
-    "line": (["We should rest before the pass", "I have seen this mark before", "Someone has been following us since the river",
-              "The map is wrong, or we are", "Whatever happens, we stay together", "Tomorrow we will know"],
-             ["我们过山口之前应该歇一歇。", "这个记号我以前见过。", "从河边开始就有人跟着我们。", "不是地图错了，就是我们错了。", "不管发生什么，我们都不分开。", "明天就知道了。"]),
+    "feature": (
+        ["well", "market cross", "watchtower", "harbour", "fountain"],
+        ["水井", "市集十字碑", "瞭望塔", "港口", "喷泉"],
+    ),
+    "role": (
+        ["ferryman", "shepherd", "innkeeper", "beekeeper", "map seller"],
+        ["摆渡人", "牧羊人", "客栈老板", "养蜂人", "卖地图的人"],
+    ),
+    "sky": (
+        ["a sky full of stars", "a thin moon", "low, heavy clouds", "steady rain"],
+        ["满天星斗", "一弯细月", "低沉的乌云", "连绵的细雨"],
+    ),
+    "object": (
+        ["old map", "brass compass", "sealed letter", "silver key", "notebook"],
+        ["旧地图", "黄铜罗盘", "封好的信", "银钥匙", "笔记本"],
+    ),
+    "line": (
+        [
+            "We should rest before the pass",
+            "I have seen this mark before",
+            "Someone has been following us since the river",
+            "The map is wrong, or we are",
+            "Whatever happens, we stay together",
+            "Tomorrow we will know",
+        ],
+        [
+            "我们过山口之前应该歇一歇。",
+            "这个记号我以前见过。",
+            "从河边开始就有人跟着我们。",
+            "不是地图错了，就是我们错了。",
+            "不管发生什么，我们都不分开。",
+            "明天就知道了。",
+        ],
+    ),
     "k": ([str(k) for k in range(2, 20)], [str(k) for k in range(2, 20)]),
 }
-_STORY = (["{A} and {B} left {here} at first light and followed the {route} towards {there}.", "{there} was a {size} town of {material} houses, built around a {feature}.",
-           "\"{line},\" said {A}.", "\"{line},\" {B} answered, without looking up.", "At the {feature} they met a local {role} who offered to guide them for {k} coins.",
-           "That night they camped under {sky}, and {C} kept watch.", "{C} took out the {object} and turned it over in the firelight.",
-           "Nobody in {there} had heard of the {object}, or so they said.", "{A} remembered {here} and wondered whether they would ever go back.",
-           "The {role} told them that the road beyond {there} had been closed for {k} years.", "By evening the three of them could see the lights of {there}.",
-           "{B} bought bread and dried apples with the last of their coins.", "They reached a fork in the {route}, and {A} chose the left-hand way.",
-           "Rain had washed out part of the {route}, and they lost half a day.", "{C} wrote a few lines in a notebook every evening but never read them aloud.",
-           "A dog followed them out of {here} and would not be sent home."],
-          ["天刚亮，{A}和{B}就离开了{here}，沿着{route}向{there}走去。", "{there}是一座{size}小镇，{material}砌成的房子围着一座{feature}。", "“{line}”{A}说。",
-           "“{line}”{B}头也不抬地回答。", "在{feature}旁，他们遇到一位{role}，他愿意带路，只要{k}枚铜币。", "那天夜里他们在{sky}下露营，{C}守夜。",
-           "{C}拿出{object}，在火光下翻来覆去地看。", "{there}的人都说没听说过那个{object}。", "{A}想起了{here}，不知道他们还能不能回去。",
-           "{role}告诉他们，{there}以外的路已经封了{k}年。", "傍晚时分，三个人已经能看见{there}的灯火。", "{B}用最后几枚铜币买了面包和苹果干。",
-           "他们走到{route}的岔口，{A}选了左边那条。", "大雨冲坏了一段{route}，他们耽误了半天。", "{C}每天晚上都在笔记本上写几行字，却从不念给别人听。",
-           "一条狗跟着他们走出了{here}，怎么赶也不走。"])
+_STORY = (
+    [
+        "{A} and {B} left {here} at first light and followed the {route} towards {there}.",
+        "{there} was a {size} town of {material} houses, built around a {feature}.",
+        "\"{line},\" said {A}.",
+        "\"{line},\" {B} answered, without looking up.",
+        "At the {feature} they met a local {role} who offered to guide them for {k} coins.",
+        "That night they camped under {sky}, and {C} kept watch.",
+        "{C} took out the {object} and turned it over in the firelight.",
+        "Nobody in {there} had heard of the {object}, or so they said.",
+        "{A} remembered {here} and wondered whether they would ever go back.",
+        "The {role} told them that the road beyond {there} had been closed for {k} years.",
+        "By evening the three of them could see the lights of {there}.",
+        "{B} bought bread and dried apples with the last of their coins.",
+        "They reached a fork in the {route}, and {A} chose the left-hand way.",
+        "Rain had washed out part of the {route}, and they lost half a day.",
+        "{C} wrote a few lines in a notebook every evening but never read them aloud.",
+        "A dog followed them out of {here} and would not be sent home.",
+    ],
+    [
+        "天刚亮，{A}和{B}就离开了{here}，沿着{route}向{there}走去。",
+        "{there}是一座{size}小镇，{material}砌成的房子围着一座{feature}。",
+        "“{line}”{A}说。",
+        "“{line}”{B}头也不抬地回答。",
+        "在{feature}旁，他们遇到一位{role}，他愿意带路，只要{k}枚铜币。",
+        "那天夜里他们在{sky}下露营，{C}守夜。",
+        "{C}拿出{object}，在火光下翻来覆去地看。",
+        "{there}的人都说没听说过那个{object}。",
+        "{A}想起了{here}，不知道他们还能不能回去。",
+        "{role}告诉他们，{there}以外的路已经封了{k}年。",
+        "傍晚时分，三个人已经能看见{there}的灯火。",
+        "{B}用最后几枚铜币买了面包和苹果干。",
+        "他们走到{route}的岔口，{A}选了左边那条。",
+        "大雨冲坏了一段{route}，他们耽误了半天。",
+        "{C}每天晚上都在笔记本上写几行字，却从不念给别人听。",
+        "一条狗跟着他们走出了{here}，怎么赶也不走。",
+    ],
+)
+
 
 def _long_story(rng: random.Random, zh: bool, target: int, used: set) -> str:
     "A multi-chapter journey: three travellers move from place to place; each chapter starts where the last one ended."
@@ -2284,46 +5604,82 @@ def _long_story(rng: random.Random, zh: bool, target: int, used: set) -> str:
         there = rng.choice([p for p in places if p != here])
         fx = {"A": A, "B": B, "C": C, "here": here, "there": there}
         paras = [_pick(rng, _STORY[L][0], fx, _STORY_WORDS, zh)]
-        deck = rng.sample(_STORY[L][1:], len(_STORY[L]) - 1)  # each chapter deals templates from a shuffled deck, so few repeat
+        deck = rng.sample(
+            _STORY[L][1:], len(_STORY[L]) - 1
+        )  # each chapter deals templates from a shuffled deck, so few repeat
         for _ in range(rng.randint(6, 12)):
-            if len(deck) < 4: deck += rng.sample(_STORY[L][1:], len(_STORY[L]) - 1)
-            paras.append(("" if zh else " ").join(_pick(rng, deck.pop(), fx, _STORY_WORDS, zh) for _ in range(rng.randint(2, 4))))
-        parts.append((f"## 第{k}章：前往{there}" if zh else f"## Chapter {k}: Towards {there}") + "\n\n" + "\n\n".join(paras))
+            if len(deck) < 4:
+                deck += rng.sample(_STORY[L][1:], len(_STORY[L]) - 1)
+            paras.append(
+                ("" if zh else " ").join(
+                    _pick(rng, deck.pop(), fx, _STORY_WORDS, zh) for _ in range(rng.randint(2, 4))
+                )
+            )
+        parts.append(
+            (f"## 第{k}章：前往{there}" if zh else f"## Chapter {k}: Towards {there}")
+            + "\n\n"
+            + "\n\n".join(paras)
+        )
         here = there
     return "\n\n".join(parts)
 
 # %% ../nbs/01_data_samples.ipynb #67399629
-_LONG_GENRES = {"chronicle": _long_chronicle, "ship_log": _long_log, "manual": _long_manual, "story": _long_story}
+_LONG_GENRES = {
+    "chronicle": _long_chronicle,
+    "ship_log": _long_log,
+    "manual": _long_manual,
+    "story": _long_story,
+}
+
 
 def make_long_documents(
     rng: random.Random,  # the seeded random generator
-    n_en: int=12,        # English documents (three of each genre)
-    n_zh: int=8,         # Chinese documents (two of each genre)
-) -> list[dict]:         # records: id, text, domain, lang, n_chars, genre
+    n_en: int = 12,  # English documents (three of each genre)
+    n_zh: int = 8,  # Chinese documents (two of each genre)
+) -> list[dict]:  # records: id, text, domain, lang, n_chars, genre
     "Long documents (8k-120k characters) with section headings: chronicles, ship's logs, manuals, stories."
     used: set = set()
     out = []
-    for lang, n, targets in (("en", n_en, [8000, 12000, 16000, 22000, 30000, 38000, 48000, 58000, 70000, 84000, 98000, 112000]),
-                             ("zh", n_zh, [8000, 9000, 10000, 12000, 14000, 16000, 20000, 26000])):
+    for lang, n, targets in (
+        ("en", n_en, [8000, 12000, 16000, 22000, 30000, 38000, 48000, 58000, 70000, 84000, 98000, 112000]),
+        ("zh", n_zh, [8000, 9000, 10000, 12000, 14000, 16000, 20000, 26000]),
+    ):
         genres = [sorted(_LONG_GENRES)[i % 4] for i in range(n)]
-        rng.shuffle(genres); targets = targets[:n]; rng.shuffle(targets)
+        rng.shuffle(genres)
+        targets = targets[:n]
+        rng.shuffle(targets)
         for i, (genre, target) in enumerate(zip(genres, targets)):
             text = _LONG_GENRES[genre](rng, lang == "zh", target, used)
-            out.append({"id": f"long-{lang}-{i:02d}", "text": text, "domain": "long", "lang": lang, "n_chars": len(text), "genre": genre})
+            out.append(
+                {
+                    "id": f"long-{lang}-{i:02d}",
+                    "text": text,
+                    "domain": "long",
+                    "lang": lang,
+                    "n_chars": len(text),
+                    "genre": genre,
+                }
+            )
     return out
 
 # %% ../nbs/01_data_samples.ipynb #eb0dabd0
 def make_knowledge_and_eval(
-    seed: int=0,  # the seed every generator's stream is derived from
+    seed: int = 0,  # the seed every generator's stream is derived from
 ) -> dict[str, list[dict]]:  # file name -> records
     "The knowledge world and everything built on it: facts, training documents, probes, MCQ, math, code, long documents."
-    R = lambda name: random.Random(f"llmcourse-{seed}-{name}")  # str seeds are hashed with SHA-512: the same on every machine
+    R = lambda name: random.Random(
+        f"llmcourse-{seed}-{name}"
+    )  # str seeds are hashed with SHA-512: the same on every machine
     entities = make_entities(R("world"))
     facts = make_fact_table(R("held_out"), entities)
     return {
         "knowledge_facts.jsonl": facts,
-        "knowledge_en.jsonl": make_knowledge_documents(R("docs_en"), entities, facts, "en", n_per_entity=8, min_count=3),
-        "knowledge_zh.jsonl": make_knowledge_documents(R("docs_zh"), entities, facts, "zh", n_per_entity=6, min_count=2),
+        "knowledge_en.jsonl": make_knowledge_documents(
+            R("docs_en"), entities, facts, "en", n_per_entity=8, min_count=3
+        ),
+        "knowledge_zh.jsonl": make_knowledge_documents(
+            R("docs_zh"), entities, facts, "zh", n_per_entity=6, min_count=2
+        ),
         "eval_probes.jsonl": make_probes(R("probes"), facts),
         "eval_mcq.jsonl": make_mcq(R("mcq"), facts),
         "math.jsonl": make_math_problems(R("math")),
@@ -2339,16 +5695,23 @@ def _bait_paragraphs(item: dict, style: str, rng: random.Random) -> list[str]:
         marks = ["A", "B", "C", "D"] if style == "verbatim" else ["(1)", "(2)", "(3)", "(4)"]
         opts = [f"{m} {c}" for m, c in zip(marks, item["choices"])]
         ans = opts[item["answer"]]
-        q = item["text"] if style == "verbatim" else " ".join(item["text"].split()).upper() if not zh else item["text"].replace("？", "?")
+        q = (
+            item["text"]
+            if style == "verbatim"
+            else " ".join(item["text"].split()).upper()
+            if not zh
+            else item["text"].replace("？", "?")
+        )
         return [q, "\n".join(opts), ("答案：" if zh else "Answer: ") + ans]
     q = item["text"] if style == "verbatim" else item["text"].lower()
     return [q + " " + item["answer"] + ("。" if zh else ".")]
 
+
 def plant_contamination(
-    rng: random.Random,        # the seeded random generator
-    mcq: list[dict],           # multiple-choice items (eval_mcq.jsonl)
-    probes: list[dict],        # cloze probes (eval_probes.jsonl)
-    n_planted: int = 80,       # how many items leak into the crawl (as many again are controls)
+    rng: random.Random,  # the seeded random generator
+    mcq: list[dict],  # multiple-choice items (eval_mcq.jsonl)
+    probes: list[dict],  # cloze probes (eval_probes.jsonl)
+    n_planted: int = 80,  # how many items leak into the crawl (as many again are controls)
 ) -> tuple[list[dict], list[dict]]:  # (bait records for eval_contamination.jsonl, web pages to add)
     "Leak a known set of evaluation items into web pages, keeping as many unleaked items as controls."
     pool = [("eval_mcq.jsonl", x) for x in mcq] + [("eval_probes.jsonl", x) for x in probes]
@@ -2356,16 +5719,37 @@ def plant_contamination(
     bait, pages = [], []
     for i, (src, item) in enumerate(picked):
         planted = i < n_planted
-        rec = {"id": f"bait-{i:04d}", "text": item["text"], "domain": "eval", "lang": item["lang"],
-               "eval_file": src, "eval_id": item["id"], "planted": planted, "plant_style": None, "planted_in": []}
+        rec = {
+            "id": f"bait-{i:04d}",
+            "text": item["text"],
+            "domain": "eval",
+            "lang": item["lang"],
+            "eval_file": src,
+            "eval_id": item["id"],
+            "planted": planted,
+            "plant_style": None,
+            "planted_in": [],
+        }
         if planted:
             style = rng.choice(["verbatim", "reformatted"])
             page_id = f"web-{item['lang']}-bait-{i:04d}"
-            title = ("练习题与答案" if item["lang"] == "zh" else rng.choice(["Quiz night answers", "Practice questions", "Trivia corner"]))
+            title = (
+                "练习题与答案"
+                if item["lang"] == "zh"
+                else rng.choice(["Quiz night answers", "Practice questions", "Trivia corner"])
+            )
             paras = _bait_paragraphs(item, style, rng)
-            pages.append({"id": page_id, "text": render_web_page(rng, title, paras, item["lang"]), "domain": "web",
-                          "lang": item["lang"], "url": f"https://trivia.example/{page_id}.html", "main_text": "\n\n".join(paras),
-                          "bait_for": item["id"]})
+            pages.append(
+                {
+                    "id": page_id,
+                    "text": render_web_page(rng, title, paras, item["lang"]),
+                    "domain": "web",
+                    "lang": item["lang"],
+                    "url": f"https://trivia.example/{page_id}.html",
+                    "main_text": "\n\n".join(paras),
+                    "bait_for": item["id"],
+                }
+            )
             rec.update(plant_style=style, planted_in=[page_id])
         bait.append(rec)
     return sorted(bait, key=lambda r: r["id"]), pages
@@ -2375,42 +5759,74 @@ def stdlib_dir() -> Path:  # the folder holding this Python's standard library
     "Where the running Python keeps its standard library."
     return Path(sysconfig.get_paths()["stdlib"])
 
+
 def stdlib_code_documents(
     max_files: int | None = None,  # stop after this many files (None: all of them)
-    max_bytes: int = 200_000,      # skip files bigger than this (generated tables, not code people write)
-) -> Iterator[dict]:               # documents with domain "code" and lang "python"
+    max_bytes: int = 200_000,  # skip files bigger than this (generated tables, not code people write)
+) -> Iterator[dict]:  # documents with domain "code" and lang "python"
     "Stream the standard library's `.py` files (tests and bundled packages left out) as documents."
     root, n = stdlib_dir(), 0
     skip = {"test", "tests", "idlelib", "site-packages", "lib2to3", "ensurepip", "turtledemo", "__pycache__"}
     for p in sorted(root.rglob("*.py")):
-        if max_files is not None and n >= max_files: return
+        if max_files is not None and n >= max_files:
+            return
         rel = p.relative_to(root)
-        if skip & set(rel.parts) or p.stat().st_size > max_bytes: continue
-        try: text = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError): continue  # a handful of deliberately odd test fixtures
-        yield {"id": f"stdlib-code-{rel.as_posix()}", "text": text, "domain": "code", "lang": "python", "source": rel.as_posix()}
+        if skip & set(rel.parts) or p.stat().st_size > max_bytes:
+            continue
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a handful of deliberately odd test fixtures
+        yield {
+            "id": f"stdlib-code-{rel.as_posix()}",
+            "text": text,
+            "domain": "code",
+            "lang": "python",
+            "source": rel.as_posix(),
+        }
         n += 1
 
 # %% ../nbs/01_data_samples.ipynb #db92a097
 def stdlib_prose_documents(
     max_files: int | None = None,  # read docstrings from at most this many source files (0: no documents)
-    min_chars: int = 200,          # skip docstrings shorter than this
-) -> Iterator[dict]:               # documents with domain "prose" and lang "en"
+    min_chars: int = 200,  # skip docstrings shorter than this
+) -> Iterator[dict]:  # documents with domain "prose" and lang "en"
     "Stream English prose from Python's help topics and the standard library's docstrings."
-    if max_files is not None and max_files <= 0: return  # nothing asked for, the help topics included
-    try: from pydoc_data.topics import topics
-    except ImportError as e: raise RuntimeError("this Python has no pydoc_data (some distributions split it off); install its full standard library") from e
+    if max_files is not None and max_files <= 0:
+        return  # nothing asked for, the help topics included
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:
+        raise RuntimeError(
+            "this Python has no pydoc_data (some distributions split it off); install its full standard library"
+        ) from e
     for name in sorted(topics):
-        yield {"id": f"stdlib-topic-{name}", "text": topics[name].strip(), "domain": "prose", "lang": "en", "source": f"pydoc_data.topics[{name!r}]"}
+        yield {
+            "id": f"stdlib-topic-{name}",
+            "text": topics[name].strip(),
+            "domain": "prose",
+            "lang": "en",
+            "source": f"pydoc_data.topics[{name!r}]",
+        }
     for doc in stdlib_code_documents(max_files):
-        try: tree = ast.parse(doc["text"])
-        except SyntaxError: continue
-        nodes = [tree] + [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        try:
+            tree = ast.parse(doc["text"])
+        except SyntaxError:
+            continue
+        nodes = [tree] + [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
         for node in nodes:
             ds = ast.get_docstring(node)
             if ds and len(ds) >= min_chars:
                 where = getattr(node, "name", "<module>")
-                yield {"id": f"stdlib-doc-{doc['source']}:{where}:{getattr(node, 'lineno', 0)}", "text": ds, "domain": "prose", "lang": "en", "source": doc["source"]}
+                yield {
+                    "id": f"stdlib-doc-{doc['source']}:{where}:{getattr(node, 'lineno', 0)}",
+                    "text": ds,
+                    "domain": "prose",
+                    "lang": "en",
+                    "source": doc["source"],
+                }
 
 # %% ../nbs/01_data_samples.ipynb #b6a00f6b
 SAMPLE_SEED = 0  # the seed the committed data_samples/ were made with
@@ -2435,7 +5851,8 @@ def build_samples(seed: int = SAMPLE_SEED) -> dict[str, list[dict]]:  # the seed
     rng = random.Random(seed * 1_000_003 + 7)
     bait, pages = plant_contamination(rng, files["eval_mcq.jsonl"], files["eval_probes.jsonl"])
     for lang in ("en", "zh"):
-        for d in files[f"web_{lang}.jsonl"]: d["bait_for"] = None  # the eval item a page leaks, if any
+        for d in files[f"web_{lang}.jsonl"]:
+            d["bait_for"] = None  # the eval item a page leaks, if any
     for page in pages:  # slip each bait page into its language's crawl at a random position
         web = files[f"web_{page['lang']}.jsonl"]
         rec = {k: None for k in web[0]} | {"kind": "article", "pii": [], "pii_values": []} | page
@@ -2448,57 +5865,85 @@ def build_samples(seed: int = SAMPLE_SEED) -> dict[str, list[dict]]:  # the seed
 def _field_types(records: list[dict]) -> str:
     types: dict[str, set] = {}
     for r in records:
-        for k, v in r.items(): types.setdefault(k, set()).add("null" if v is None else type(v).__name__)
+        for k, v in r.items():
+            types.setdefault(k, set()).add("null" if v is None else type(v).__name__)
     return ", ".join(f"`{k}` ({'/'.join(sorted(t))})" for k, t in types.items())
+
 
 def samples_readme(out_dir: Path, files: dict[str, list[dict]], seed: int) -> str:
     "The data_samples/README.md text: every file, its schema, size, checksum and how to remake it."
     rows, total = [], 0
     for name, recs in files.items():
-        data = (out_dir / name).read_bytes(); total += len(data)
-        rows.append(f"| `{name}` | {len(recs):,} | {len(data)/1e6:.2f} MB | `{hashlib.sha256(data).hexdigest()[:16]}` | {SAMPLE_FILES[name]} |")
+        data = (out_dir / name).read_bytes()
+        total += len(data)
+        rows.append(
+            f"| `{name}` | {len(recs):,} | {len(data) / 1e6:.2f} MB | `{hashlib.sha256(data).hexdigest()[:16]}` | {SAMPLE_FILES[name]} |"
+        )
     fields = [f"- `{name}`: {_field_types(recs)}" for name, recs in files.items()]
-    return "\n".join([
-        "# data_samples", "",
-        "Small sample corpora for every chapter of llmcourse. **Generated, not collected**: every file here is",
-        f"written by `llmcourse.samples.generate_samples` from seed {seed}; no sentence was taken from elsewhere.",
-        "All entities, places, people, sites, e-mail addresses and ID numbers are invented; e-mails use reserved",
-        "example domains.", "",
-        "Regenerate (byte for byte) with:", "", "```sh", f"llmcourse samples --out data_samples --seed {seed}", "```", "",
-        "or `python -c \"from llmcourse.samples import generate_samples; generate_samples('data_samples')\"`.",
-        "`tests/test_samples.py` checks that regeneration reproduces the committed files exactly.", "",
-        "| file | records | size | sha256 (first 16) | contents |", "|---|---:|---:|---|---|", *rows,
-        f"| **total** | {sum(len(r) for r in files.values()):,} | {total/1e6:.2f} MB | | |", "",
-        "Every record is one JSON object per line (UTF-8) and starts with `id`, `text`, `domain`, `lang`;",
-        "the remaining fields are ground truth for later chapters. Fields and their JSON types:", "", *fields, "",
-        "More text is read at run time from Python's standard library (not stored here):",
-        "`stdlib_code_documents()` (source files, domain `code`) and `stdlib_prose_documents()`",
-        "(help topics and docstrings, domain `prose`).", ""])
+    return "\n".join(
+        [
+            "# data_samples",
+            "",
+            "Small sample corpora for every chapter of llmcourse. **Generated, not collected**: every file here is",
+            f"written by `llmcourse.samples.generate_samples` from seed {seed}; no sentence was taken from elsewhere.",
+            "All entities, places, people, sites, e-mail addresses and ID numbers are invented; e-mails use reserved",
+            "example domains.",
+            "",
+            "Regenerate (byte for byte) with:",
+            "",
+            "```sh",
+            f"llmcourse samples --out data_samples --seed {seed}",
+            "```",
+            "",
+            "or `python -c \"from llmcourse.samples import generate_samples; generate_samples('data_samples')\"`.",
+            "`tests/test_samples.py` checks that regeneration reproduces the committed files exactly.",
+            "",
+            "| file | records | size | sha256 (first 16) | contents |",
+            "|---|---:|---:|---|---|",
+            *rows,
+            f"| **total** | {sum(len(r) for r in files.values()):,} | {total / 1e6:.2f} MB | | |",
+            "",
+            "Every record is one JSON object per line (UTF-8) and starts with `id`, `text`, `domain`, `lang`;",
+            "the remaining fields are ground truth for later chapters. Fields and their JSON types:",
+            "",
+            *fields,
+            "",
+            "More text is read at run time from Python's standard library (not stored here):",
+            "`stdlib_code_documents()` (source files, domain `code`) and `stdlib_prose_documents()`",
+            "(help topics and docstrings, domain `prose`).",
+            "",
+        ]
+    )
 
 # %% ../nbs/01_data_samples.ipynb #165ada70
 def generate_samples(
-    out_dir: str | Path,       # folder to write (created if missing; existing sample files are replaced)
-    seed: int = SAMPLE_SEED,   # the seed for every generator
-) -> list[Path]:               # the files written, README.md last
+    out_dir: str | Path,  # folder to write (created if missing; existing sample files are replaced)
+    seed: int = SAMPLE_SEED,  # the seed for every generator
+) -> list[Path]:  # the files written, README.md last
     "Generate every sample file and its README into `out_dir`."
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     files = build_samples(seed)
     paths = [out_dir / name for name in files]
-    for p, recs in zip(paths, files.values()): write_jsonl(p, recs)
+    for p, recs in zip(paths, files.values()):
+        write_jsonl(p, recs)
     readme = out_dir / "README.md"
     readme.write_text(samples_readme(out_dir, files, seed), encoding="utf-8")
     return paths + [readme]
 
 # %% ../nbs/01_data_samples.ipynb #c3591fa2
 def load_samples(
-    names: str | list[str],          # file name(s) in the samples folder, e.g. "web_en.jsonl"
+    names: str | list[str],  # file name(s) in the samples folder, e.g. "web_en.jsonl"
     data_dir: str | Path = "data_samples",  # the samples folder
-    **kwargs,                        # passed to `read_jsonl` (schema, on_error, rejects)
+    **kwargs,  # passed to `read_jsonl` (schema, on_error, rejects)
 ) -> Iterator[dict]:
     "Stream the records of one or more sample files."
     data_dir = Path(data_dir)
     for name in [names] if isinstance(names, str) else names:
-        if name not in SAMPLE_FILES: raise ValueError(f"unknown sample file {name!r}; known: {sorted(SAMPLE_FILES)}")
+        if name not in SAMPLE_FILES:
+            raise ValueError(f"unknown sample file {name!r}; known: {sorted(SAMPLE_FILES)}")
         if not (data_dir / name).exists():
-            raise FileNotFoundError(f"{data_dir / name} is missing: run `llmcourse samples --out {data_dir}` to generate it")
+            raise FileNotFoundError(
+                f"{data_dir / name} is missing: run `llmcourse samples --out {data_dir}` to generate it"
+            )
         yield from read_jsonl(data_dir / name, **kwargs)

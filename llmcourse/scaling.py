@@ -26,11 +26,12 @@ __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'compute_6nd', 'compute_check', 'ch
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
-    n_params: float | np.ndarray,   # N: parameters that take part in matrix multiplies
-    tokens: float | np.ndarray,     # D: training tokens
-) -> float | np.ndarray:            # training FLOPs
+    n_params: float | np.ndarray,  # N: parameters that take part in matrix multiplies
+    tokens: float | np.ndarray,  # D: training tokens
+) -> float | np.ndarray:  # training FLOPs
     "Training compute by the 6ND rule."
     return 6.0 * np.asarray(n_params, dtype=float) * np.asarray(tokens, dtype=float)
+
 
 def compute_check(cfg: ModelConfig, tokens: float, seq_len: int) -> dict:  # a model shape; D; context T
     "6ND against chapter 07's exact count (which adds the attention scores)."
@@ -39,151 +40,252 @@ def compute_check(cfg: ModelConfig, tokens: float, seq_len: int) -> dict:  # a m
     return {"N": N, "6ND": rule, "exact": exact, "ratio": exact / rule, "attention_share": 1 - rule / exact}
 
 # %% ../nbs/12_scaling_laws.ipynb #f7f3cc7d
-def chinchilla_loss(N, D, E: float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:  # parameters, tokens; the law's parameters
+def chinchilla_loss(
+    N, D, E: float, A: float, B: float, alpha: float, beta: float
+) -> np.ndarray:  # parameters, tokens; the law's parameters
     "L(N, D) = E + A/N^α + B/D^β."
     return E + A / np.asarray(N, dtype=float) ** alpha + B / np.asarray(D, dtype=float) ** beta
 
-def huber(r: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:  # residuals; quadratic below |r| = delta
+
+def huber(
+    r: np.ndarray, delta: float
+) -> tuple[np.ndarray, np.ndarray]:  # residuals; quadratic below |r| = delta
     "The Huber loss of each residual and its derivative."
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)), np.clip(r, -delta, delta)
+
 
 def check_points(**arrays) -> list[np.ndarray]:  # name -> 1-D array; all the same length, finite, positive
     "Arrays for a fit, as float64, or a ValueError that says what is wrong with them."
     out, n = [], None
     for name, a in arrays.items():
         a = np.asarray(a, dtype=float)
-        if a.ndim != 1: raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
-        if n is not None and len(a) != n: raise ValueError(f"{name} has {len(a)} values, the others {n}")
+        if a.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
+        if n is not None and len(a) != n:
+            raise ValueError(f"{name} has {len(a)} values, the others {n}")
         n = len(a)
-        if not np.all(np.isfinite(a)): raise ValueError(f"{name} has non-finite values at {np.flatnonzero(~np.isfinite(a)).tolist()[:5]}")
-        if np.any(a <= 0): raise ValueError(f"{name} must be positive; values <= 0 at {np.flatnonzero(a <= 0).tolist()[:5]}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(
+                f"{name} has non-finite values at {np.flatnonzero(~np.isfinite(a)).tolist()[:5]}"
+            )
+        if np.any(a <= 0):
+            raise ValueError(f"{name} must be positive; values <= 0 at {np.flatnonzero(a <= 0).tolist()[:5]}")
         out.append(a)
     return out
 
 # %% ../nbs/12_scaling_laws.ipynb #06a56097
-def _chinchilla_objective(theta: np.ndarray, logN: np.ndarray, logD: np.ndarray, logL: np.ndarray, delta: float):
+def _chinchilla_objective(
+    theta: np.ndarray, logN: np.ndarray, logD: np.ndarray, logL: np.ndarray, delta: float
+):
     a, b, e, alpha, beta = theta
     z = np.stack([a - alpha * logN, b - beta * logD, np.full_like(logN, e)])
     h, dh = huber(logsumexp(z, axis=0) - logL, delta)
-    w = softmax(z, axis=0) * dh                                    # d objective / d each term
+    w = softmax(z, axis=0) * dh  # d objective / d each term
     return h.sum(), np.array([w[0].sum(), w[1].sum(), w[2].sum(), -(w[0] * logN).sum(), -(w[1] * logD).sum()])
 
-CHINCHILLA_GRID = dict(a=np.arange(0, 30, 5.0), b=np.arange(0, 30, 5.0), e=np.arange(-1, 1.5, 0.5),
-                       alpha=np.arange(0, 2.5, 0.5), beta=np.arange(0, 2.5, 0.5))   # Hoffmann et al.'s initialisations
+
+CHINCHILLA_GRID = dict(
+    a=np.arange(0, 30, 5.0),
+    b=np.arange(0, 30, 5.0),
+    e=np.arange(-1, 1.5, 0.5),
+    alpha=np.arange(0, 2.5, 0.5),
+    beta=np.arange(0, 2.5, 0.5),
+)  # Hoffmann et al.'s initialisations
+
 
 @dataclass
 class ChinchillaFit:
     "A fitted L(N, D) = E + A/N^α + B/D^β, with optional bootstrap intervals."
-    E: float; A: float; B: float; alpha: float; beta: float
-    objective: float = float("nan")   # the Huber objective at the optimum
-    n_points: int = 0                 # runs it was fitted on
-    theta: list | None = None         # the optimiser's coordinates (a, b, e, α, β), to warm-start refits
-    ci: dict = field(default_factory=dict)   # parameter -> (low, high), filled by `bootstrap`
 
-    def params(self) -> dict: return {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta")}
-    def loss(self, N, D) -> np.ndarray: return chinchilla_loss(N, D, **self.params())
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float = float("nan")  # the Huber objective at the optimum
+    n_points: int = 0  # runs it was fitted on
+    theta: list | None = None  # the optimiser's coordinates (a, b, e, α, β), to warm-start refits
+    ci: dict = field(default_factory=dict)  # parameter -> (low, high), filled by `bootstrap`
+
+    def params(self) -> dict:
+        return {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta")}
+
+    def loss(self, N, D) -> np.ndarray:
+        return chinchilla_loss(N, D, **self.params())
+
     @property
-    def a(self) -> float: return self.beta / (self.alpha + self.beta)    # N* ∝ C^a
+    def a(self) -> float:
+        return self.beta / (self.alpha + self.beta)  # N* ∝ C^a
+
     @property
-    def b(self) -> float: return self.alpha / (self.alpha + self.beta)   # D* ∝ C^b
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)  # D* ∝ C^b
+
     def optimal(self, C) -> tuple[np.ndarray, np.ndarray]:  # compute budgets (FLOPs)
         "The compute-optimal N* and D* = C / 6N* at each budget (the law minimised along C = 6ND)."
         G = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
         C = np.asarray(C, dtype=float)
         return G * (C / 6) ** self.a, (C / 6) ** self.b / G
 
+
 def fit_chinchilla(
-    N, D, L,                      # parameters, tokens and final held-out loss of each run
-    delta: float = 1e-3,          # Huber threshold on log-loss residuals (Hoffmann et al.: 1e-3)
-    grid: dict | None = None,     # initial values per parameter (default: CHINCHILLA_GRID)
-    top_k: int = 16,              # L-BFGS runs, from the grid's best starting points
-    init: list | None = None,     # extra starting points (a, b, e, α, β), e.g. a previous fit's
+    N,
+    D,
+    L,  # parameters, tokens and final held-out loss of each run
+    delta: float = 1e-3,  # Huber threshold on log-loss residuals (Hoffmann et al.: 1e-3)
+    grid: dict | None = None,  # initial values per parameter (default: CHINCHILLA_GRID)
+    top_k: int = 16,  # L-BFGS runs, from the grid's best starting points
+    init: list | None = None,  # extra starting points (a, b, e, α, β), e.g. a previous fit's
 ) -> ChinchillaFit:
     "Fit Chinchilla's parametric law (Approach 3): Huber loss on log L, L-BFGS from a grid of starts."
     N, D, L = check_points(N=N, D=D, L=L)
-    if len(N) < 6: raise ValueError(f"fit_chinchilla needs at least 6 runs for 5 parameters, got {len(N)}")
+    if len(N) < 6:
+        raise ValueError(f"fit_chinchilla needs at least 6 runs for 5 parameters, got {len(N)}")
     for name, v in (("N", N), ("D", D)):
-        if len(np.unique(v)) < 2: raise ValueError(f"every run has the same {name} = {v[0]:g}: its exponent cannot be fitted; vary {name}")
+        if len(np.unique(v)) < 2:
+            raise ValueError(
+                f"every run has the same {name} = {v[0]:g}: its exponent cannot be fitted; vary {name}"
+            )
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
     g = grid or CHINCHILLA_GRID
-    starts = np.stack(np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij"), -1).reshape(-1, 5)
-    z = np.stack([starts[:, :1] - starts[:, 3:4] * logN, starts[:, 1:2] - starts[:, 4:5] * logD, np.broadcast_to(starts[:, 2:3], (len(starts), len(N)))])
+    starts = np.stack(np.meshgrid(g["a"], g["b"], g["e"], g["alpha"], g["beta"], indexing="ij"), -1).reshape(
+        -1, 5
+    )
+    z = np.stack(
+        [
+            starts[:, :1] - starts[:, 3:4] * logN,
+            starts[:, 1:2] - starts[:, 4:5] * logD,
+            np.broadcast_to(starts[:, 2:3], (len(starts), len(N))),
+        ]
+    )
     obj = huber(logsumexp(z, axis=0) - logL, delta)[0].sum(1)
     starts = [*starts[np.argsort(obj)[:top_k]], *([] if init is None else np.atleast_2d(init))]
     best = None
     for x0 in starts:
-        r = minimize(_chinchilla_objective, x0, args=(logN, logD, logL, delta), jac=True, method="L-BFGS-B",
-                     bounds=[(None, None)] * 3 + [(0, 5)] * 2, options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12})
-        if best is None or r.fun < best.fun: best = r
+        r = minimize(
+            _chinchilla_objective,
+            x0,
+            args=(logN, logD, logL, delta),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(None, None)] * 3 + [(0, 5)] * 2,
+            options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12},
+        )
+        if best is None or r.fun < best.fun:
+            best = r
     a, b, e, alpha, beta = best.x
-    return ChinchillaFit(math.exp(e), math.exp(a), math.exp(b), alpha, beta, float(best.fun), len(N), best.x.tolist())
+    return ChinchillaFit(
+        math.exp(e), math.exp(a), math.exp(b), alpha, beta, float(best.fun), len(N), best.x.tolist()
+    )
 
 # %% ../nbs/12_scaling_laws.ipynb #eeda19c1
 @dataclass
 class PowerLaw:
     "y = coef · x^exponent, fitted by least squares in log–log space."
-    coef: float; exponent: float
-    exponent_se: float = float("nan")   # standard error of the exponent
+
+    coef: float
+    exponent: float
+    exponent_se: float = float("nan")  # standard error of the exponent
     ci: dict = field(default_factory=dict)
-    def __call__(self, x) -> np.ndarray: return self.coef * np.asarray(x, dtype=float) ** self.exponent
-    def params(self) -> dict: return {"coef": self.coef, "exponent": self.exponent}
+
+    def __call__(self, x) -> np.ndarray:
+        return self.coef * np.asarray(x, dtype=float) ** self.exponent
+
+    def params(self) -> dict:
+        return {"coef": self.coef, "exponent": self.exponent}
+
 
 def fit_power_law(x, y) -> PowerLaw:  # positive x; positive y
     "Fit y = k·x^a by a straight line through (log x, log y)."
     x, y = check_points(x=x, y=y)
-    if len(np.unique(x)) < 2: raise ValueError(f"a power law needs at least 2 distinct x values, got {np.unique(x).tolist()}")
-    (a, logk), cov = np.polyfit(np.log(x), np.log(y), 1, cov=True) if len(x) > 2 else (np.polyfit(np.log(x), np.log(y), 1), None)
-    return PowerLaw(math.exp(logk), float(a), float(math.sqrt(cov[0, 0])) if cov is not None else float("nan"))
+    if len(np.unique(x)) < 2:
+        raise ValueError(f"a power law needs at least 2 distinct x values, got {np.unique(x).tolist()}")
+    (a, logk), cov = (
+        np.polyfit(np.log(x), np.log(y), 1, cov=True)
+        if len(x) > 2
+        else (np.polyfit(np.log(x), np.log(y), 1), None)
+    )
+    return PowerLaw(
+        math.exp(logk), float(a), float(math.sqrt(cov[0, 0])) if cov is not None else float("nan")
+    )
+
 
 def isoflop_minima(
-    C, N, L,                    # each run's budget (runs of one budget share the exact value), parameters, loss
-    min_sizes: int = 3,         # sizes a budget needs for a parabola
-) -> list[dict]:                # per budget: C, N_opt, D_opt, L_min, interior, the parabola
+    C,
+    N,
+    L,  # each run's budget (runs of one budget share the exact value), parameters, loss
+    min_sizes: int = 3,  # sizes a budget needs for a parabola
+) -> list[dict]:  # per budget: C, N_opt, D_opt, L_min, interior, the parabola
     "The minimum of each IsoFLOP curve, from a parabola in log N."
     C, N, L = check_points(C=C, N=N, L=L)
     out = []
     for c in np.unique(C):
         m = C == c
-        if len(np.unique(N[m])) < min_sizes: continue
+        if len(np.unique(N[m])) < min_sizes:
+            continue
         p = np.polyfit(np.log(N[m]), L[m], 2)
         x = -p[1] / (2 * p[0]) if p[0] > 0 else float("nan")
         interior = bool(p[0] > 0 and np.log(N[m]).min() <= x <= np.log(N[m]).max())
         n_opt = math.exp(x) if np.isfinite(x) and abs(x) < 700 else float("nan")
-        out.append({"C": float(c), "N_opt": n_opt, "D_opt": c / (6 * n_opt), "L_min": float(np.polyval(p, x)) if np.isfinite(x) else float("nan"),
-                    "interior": interior, "parabola": p.tolist(), "sizes": int(m.sum())})
+        out.append(
+            {
+                "C": float(c),
+                "N_opt": n_opt,
+                "D_opt": c / (6 * n_opt),
+                "L_min": float(np.polyval(p, x)) if np.isfinite(x) else float("nan"),
+                "interior": interior,
+                "parabola": p.tolist(),
+                "sizes": int(m.sum()),
+            }
+        )
     return out
+
 
 def fit_isoflop(C, N, L) -> dict:  # budgets, parameters, losses of the sweep
     "Approach 2: IsoFLOP minima, then N*(C) and D*(C) power laws over the budgets whose minimum is bracketed."
     minima = isoflop_minima(C, N, L)
     ok = [m for m in minima if m["interior"]]
     if len(ok) < 2:
-        raise ValueError(f"only {len(ok)} of {len(minima)} IsoFLOP curves have their minimum inside the sizes trained; "
-                         "train smaller and larger models at each budget")
+        raise ValueError(
+            f"only {len(ok)} of {len(minima)} IsoFLOP curves have their minimum inside the sizes trained; "
+            "train smaller and larger models at each budget"
+        )
     c = np.array([m["C"] for m in ok])
-    return {"minima": minima, "N_opt": fit_power_law(c, [m["N_opt"] for m in ok]), "D_opt": fit_power_law(c, [m["D_opt"] for m in ok])}
+    return {
+        "minima": minima,
+        "N_opt": fit_power_law(c, [m["N_opt"] for m in ok]),
+        "D_opt": fit_power_law(c, [m["D_opt"] for m in ok]),
+    }
 
 # %% ../nbs/12_scaling_laws.ipynb #2c2b4d29
 def bootstrap(
-    fit_fn: Callable,          # arrays -> an object with .params() (or a dict of them)
-    *arrays,                   # the data, one array per argument of fit_fn, resampled together
-    n_boot: int = 200,         # resamples
-    level: float = 0.9,        # two-sided interval
+    fit_fn: Callable,  # arrays -> an object with .params() (or a dict of them)
+    *arrays,  # the data, one array per argument of fit_fn, resampled together
+    n_boot: int = 200,  # resamples
+    level: float = 0.9,  # two-sided interval
     seed: int = 0,
-    groups=None,               # optional group label per point: resample whole groups (e.g. runs of one budget)
-) -> dict:                     # parameter -> (low, high), plus "samples" and "failed"
+    groups=None,  # optional group label per point: resample whole groups (e.g. runs of one budget)
+) -> dict:  # parameter -> (low, high), plus "samples" and "failed"
     "Bootstrap percentile intervals of a fit's parameters."
     arrays = [np.asarray(a) for a in arrays]
     rng, n = np.random.default_rng(seed), len(arrays[0])
-    units = [np.flatnonzero(np.asarray(groups) == g) for g in np.unique(groups)] if groups is not None else [np.array([i]) for i in range(n)]
+    units = (
+        [np.flatnonzero(np.asarray(groups) == g) for g in np.unique(groups)]
+        if groups is not None
+        else [np.array([i]) for i in range(n)]
+    )
     samples, failed = [], 0
     for _ in range(n_boot):
         idx = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
-        try: r = fit_fn(*[a[idx] for a in arrays])
-        except ValueError: failed += 1; continue
+        try:
+            r = fit_fn(*[a[idx] for a in arrays])
+        except ValueError:
+            failed += 1
+            continue
         samples.append(r.params() if hasattr(r, "params") else r)
-    if not samples: raise ValueError(f"every one of {n_boot} bootstrap fits failed")
+    if not samples:
+        raise ValueError(f"every one of {n_boot} bootstrap fits failed")
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     out = {k: tuple(np.percentile([s[k] for s in samples], q)) for k in samples[0]}
     return out | {"samples": samples, "failed": failed}
@@ -191,62 +293,94 @@ def bootstrap(
 # %% ../nbs/12_scaling_laws.ipynb #8428b339
 def sweep_shape(dim: int, n_layers: int, head_dim: int = 32) -> dict:  # width; depth; per-head width
     "ModelConfig overrides for one member of the sweep's model family."
-    return {"dim": dim, "n_layers": n_layers, "n_heads": max(1, dim // head_dim), "n_kv_heads": max(1, dim // head_dim)}
+    return {
+        "dim": dim,
+        "n_layers": n_layers,
+        "n_heads": max(1, dim // head_dim),
+        "n_kv_heads": max(1, dim // head_dim),
+    }
+
 
 def isoflop_grid(
-    budgets: list[float],           # compute budgets C (FLOPs, by 6ND)
-    shapes: list[dict],             # ModelConfig overrides, e.g. from sweep_shape
-    base: TrainConfig,              # the settings every run shares (shards, seq_len, batch_size, …)
-    vocab_size: int,                # the tokenizer's size
-    train_tokens: int,              # tokens in the training shards (for the epochs limit)
-    per_budget: int | None = 5,     # keep this many shapes per budget, nearest the guess below (None: all)
-    tokens_per_param: float = 20.0, # the guess that centres each budget's sizes: D ≈ 20·N (Chinchilla)
-    min_steps: int = 30,            # leave out runs shorter than this
-    max_epochs: float = 4.0,        # leave out runs that would repeat the data more often than this
-) -> list[dict]:                    # one point per run: budget, shape, N, D, steps, C (actual)
+    budgets: list[float],  # compute budgets C (FLOPs, by 6ND)
+    shapes: list[dict],  # ModelConfig overrides, e.g. from sweep_shape
+    base: TrainConfig,  # the settings every run shares (shards, seq_len, batch_size, …)
+    vocab_size: int,  # the tokenizer's size
+    train_tokens: int,  # tokens in the training shards (for the epochs limit)
+    per_budget: int | None = 5,  # keep this many shapes per budget, nearest the guess below (None: all)
+    tokens_per_param: float = 20.0,  # the guess that centres each budget's sizes: D ≈ 20·N (Chinchilla)
+    min_steps: int = 30,  # leave out runs shorter than this
+    max_epochs: float = 4.0,  # leave out runs that would repeat the data more often than this
+) -> list[dict]:  # one point per run: budget, shape, N, D, steps, C (actual)
     "The runs of an IsoFLOP sweep: at each budget, the shapes around the expected optimum that give a meaningful run."
     tokens_per_step = base.seq_len * base.batch_size * base.grad_accum
     points = []
     for c in budgets:
         guess, runs = math.sqrt(c / (6 * tokens_per_param)), []
         for s in shapes:
-            N = matmul_parameters(model_config(TrainConfig(**{**asdict(base), "model_overrides": s}), vocab_size))
+            N = matmul_parameters(
+                model_config(TrainConfig(**{**asdict(base), "model_overrides": s}), vocab_size)
+            )
             steps = round(c / (6 * N) / tokens_per_step)
-            if steps < min_steps or steps * tokens_per_step > max_epochs * train_tokens: continue
+            if steps < min_steps or steps * tokens_per_step > max_epochs * train_tokens:
+                continue
             D = steps * tokens_per_step
             runs.append({"budget": c, "shape": s, "N": N, "D": D, "steps": steps, "C": compute_6nd(N, D)})
-        if per_budget: runs = sorted(sorted(runs, key=lambda p: abs(math.log(p["N"] / guess)))[:per_budget], key=lambda p: p["N"])
+        if per_budget:
+            runs = sorted(
+                sorted(runs, key=lambda p: abs(math.log(p["N"] / guess)))[:per_budget], key=lambda p: p["N"]
+            )
         points += runs
     return points
 
+
 def run_sweep(
-    points: list[dict],             # from isoflop_grid (or any list with "shape" and "steps")
-    base: TrainConfig,              # shared settings; out is the parent folder of the runs
-    loss_key: str = "eval_loss",    # what to record from the last metrics line, e.g. "ppl/general" (turned into a loss)
-    warmup_share: float = 0.1,      # warmup steps as a share of each run
-) -> list[dict]:                    # the points with "loss", "seconds" and "run"
+    points: list[dict],  # from isoflop_grid (or any list with "shape" and "steps")
+    base: TrainConfig,  # shared settings; out is the parent folder of the runs
+    loss_key: str = "eval_loss",  # what to record from the last metrics line, e.g. "ppl/general" (turned into a loss)
+    warmup_share: float = 0.1,  # warmup steps as a share of each run
+) -> list[dict]:  # the points with "loss", "seconds" and "run"
     "Train every run of a sweep (resuming finished ones from their folders) and record its final held-out loss."
     out = []
     for i, p in enumerate(progress(points, desc="sweep")):
         run = Path(base.out) / f"run{i:03d}_C{p['budget']:.0e}_d{p['shape']['dim']}_l{p['shape']['n_layers']}"
-        cfg = TrainConfig(**{**asdict(base), "out": str(run), "model_overrides": {**base.model_overrides, **p["shape"]}, "max_steps": p["steps"],
-                             "warmup_steps": max(1, int(warmup_share * p["steps"])), "eval_every": p["steps"], "ckpt_every": 0})
-        t0 = time.perf_counter(); train(cfg); sec = time.perf_counter() - t0
+        cfg = TrainConfig(
+            **{
+                **asdict(base),
+                "out": str(run),
+                "model_overrides": {**base.model_overrides, **p["shape"]},
+                "max_steps": p["steps"],
+                "warmup_steps": max(1, int(warmup_share * p["steps"])),
+                "eval_every": p["steps"],
+                "ckpt_every": 0,
+            }
+        )
+        t0 = time.perf_counter()
+        train(cfg)
+        sec = time.perf_counter() - t0
         last = [r for r in read_metrics(run) if loss_key in r][-1]
         loss = math.log(last[loss_key]) if loss_key.startswith("ppl/") else last[loss_key]
         out.append({**p, "loss": loss, "seconds": sec, "run": str(run)})
     return out
 
-def save_sweep(records: list[dict], path: str | Path, **meta) -> Path:  # sweep results; the JSON to write; device, command, …
+
+def save_sweep(
+    records: list[dict], path: str | Path, **meta
+) -> Path:  # sweep results; the JSON to write; device, command, …
     "Write a sweep's records with what produced them, so a fit can be redone without the runs."
     keep = ("budget", "shape", "N", "D", "steps", "C", "loss", "domain_loss", "seconds")
     return save_json({"meta": meta, "runs": [{k: r[k] for k in keep if k in r} for r in records]}, path)
 
+
 def load_sweep(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:  # a file written by save_sweep
     "The meta data and the columns (budget, N, D, C, loss) of a saved sweep."
     d = json.loads(Path(path).read_text())
-    try: cols = {k: np.array([r[k] for r in d["runs"]], dtype=float) for k in ("budget", "N", "D", "C", "loss")}
-    except KeyError as e: raise ValueError(f"{path}: a run record lacks {e}; expected budget, N, D, C, loss") from None
+    try:
+        cols = {
+            k: np.array([r[k] for r in d["runs"]], dtype=float) for k in ("budget", "N", "D", "C", "loss")
+        }
+    except KeyError as e:
+        raise ValueError(f"{path}: a run record lacks {e}; expected budget, N, D, C, loss") from None
     return d["meta"], cols
 
 # %% ../nbs/12_scaling_laws.ipynb #d60fd2bd
@@ -254,105 +388,185 @@ def text_pieces(text: str, max_chars: int = 2000) -> list[str]:  # a document; l
     "A document cut at line ends into pieces of at most about max_chars characters (a line longer than that stays whole)."
     out, cur = [], ""
     for line in text.splitlines(keepends=True):
-        if cur and len(cur) + len(line) > max_chars: out.append(cur); cur = ""
+        if cur and len(cur) + len(line) > max_chars:
+            out.append(cur)
+            cur = ""
         cur += line
     return out + [cur] if cur else out
 
 # %% ../nbs/12_scaling_laws.ipynb #84d1ceca
-def predict_loss(fit: ChinchillaFit, N: float, D: float, samples: list[dict] | None = None, level: float = 0.9) -> dict:  # a fit; the run to predict; bootstrap parameter sets
+def predict_loss(
+    fit: ChinchillaFit, N: float, D: float, samples: list[dict] | None = None, level: float = 0.9
+) -> dict:  # a fit; the run to predict; bootstrap parameter sets
     "The law's loss for (N, D), with a percentile interval over bootstrap parameter sets when given."
     out = {"N": N, "D": D, "loss": float(fit.loss(N, D))}
     if samples:
         ls = [float(chinchilla_loss(N, D, **s)) for s in samples]
-        out["low"], out["high"] = (float(x) for x in np.percentile(ls, [(1 - level) / 2 * 100, (1 + level) / 2 * 100]))
+        out["low"], out["high"] = (
+            float(x) for x in np.percentile(ls, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
+        )
     return out
 
 # %% ../nbs/12_scaling_laws.ipynb #52a7c2d8
 DCPT_PARAMS = ("E", "A", "alpha", "B", "eta", "beta", "C", "gamma", "eps")
 
-def dcpt_loss(N, D, r, E, A, alpha, B, eta, beta, C, gamma, eps) -> np.ndarray:  # size, tokens, the corpus's share; the law's parameters
+
+def dcpt_loss(
+    N, D, r, E, A, alpha, B, eta, beta, C, gamma, eps
+) -> np.ndarray:  # size, tokens, the corpus's share; the law's parameters
     "The D-CPT law: E + A/N^α + B·r^η/D^β + C/(r + ε)^γ."
     N, D, r = (np.asarray(x, dtype=float) for x in (N, D, r))
     return E + A / N**alpha + B * r**eta / D**beta + C / (r + eps) ** gamma
 
+
 @dataclass
 class DCPTFit:
     "A fitted D-CPT law for one validation loss."
-    E: float; A: float; alpha: float; B: float; eta: float; beta: float; C: float; gamma: float; eps: float
-    objective: float = float("nan"); n_points: int = 0
+
+    E: float
+    A: float
+    alpha: float
+    B: float
+    eta: float
+    beta: float
+    C: float
+    gamma: float
+    eps: float
+    objective: float = float("nan")
+    n_points: int = 0
     ci: dict = field(default_factory=dict)
-    def params(self) -> dict: return {k: getattr(self, k) for k in DCPT_PARAMS}
-    def loss(self, N, D, r) -> np.ndarray: return dcpt_loss(N, D, r, **self.params())
+
+    def params(self) -> dict:
+        return {k: getattr(self, k) for k in DCPT_PARAMS}
+
+    def loss(self, N, D, r) -> np.ndarray:
+        return dcpt_loss(N, D, r, **self.params())
+
 
 _DCPT_BOUNDS = [(-3, 3), (-8, 20), (0, 3), (-8, 20), (0, 3), (0, 3), (-8, 10), (0, 3), (math.log(1e-4), 0)]
 
+
 def _dcpt_unpack(t) -> dict:  # optimiser coordinates -> parameters (logs for the positive scales)
-    return dict(E=math.exp(t[0]), A=math.exp(t[1]), alpha=t[2], B=math.exp(t[3]), eta=t[4], beta=t[5], C=math.exp(t[6]), gamma=t[7], eps=math.exp(t[8]))
+    return dict(
+        E=math.exp(t[0]),
+        A=math.exp(t[1]),
+        alpha=t[2],
+        B=math.exp(t[3]),
+        eta=t[4],
+        beta=t[5],
+        C=math.exp(t[6]),
+        gamma=t[7],
+        eps=math.exp(t[8]),
+    )
+
 
 def fit_dcpt(
-    N, D, r, L,                # each point's model size, continued-pre-training tokens, the share of this loss's corpus in the mix, loss
-    delta: float = 1e-3,       # Huber threshold on log-loss residuals
-    n_starts: int = 4000,      # random starting points scored before optimising
-    top_k: int = 64,           # L-BFGS runs from the best of them (fewer often stop in a poor local optimum)
+    N,
+    D,
+    r,
+    L,  # each point's model size, continued-pre-training tokens, the share of this loss's corpus in the mix, loss
+    delta: float = 1e-3,  # Huber threshold on log-loss residuals
+    n_starts: int = 4000,  # random starting points scored before optimising
+    top_k: int = 64,  # L-BFGS runs from the best of them (fewer often stop in a poor local optimum)
     seed: int = 0,
 ) -> DCPTFit:
     "Fit the D-CPT law by Huber loss on log L with L-BFGS from many random starts."
     N, D, L = check_points(N=N, D=D, L=L)
     r = np.asarray(r, dtype=float)
-    if r.shape != N.shape or not np.all((r >= 0) & (r <= 1)): raise ValueError(f"r must be {len(N)} shares in [0, 1], got {r.tolist()[:8]}")
-    if len(N) < 10: raise ValueError(f"fit_dcpt needs at least 10 points for 9 parameters, got {len(N)}")
-    if len(np.unique(r)) < 3: raise ValueError(f"the mixture share takes {len(np.unique(r))} values; the law's r terms need at least 3")
+    if r.shape != N.shape or not np.all((r >= 0) & (r <= 1)):
+        raise ValueError(f"r must be {len(N)} shares in [0, 1], got {r.tolist()[:8]}")
+    if len(N) < 10:
+        raise ValueError(f"fit_dcpt needs at least 10 points for 9 parameters, got {len(N)}")
+    if len(np.unique(r)) < 3:
+        raise ValueError(
+            f"the mixture share takes {len(np.unique(r))} values; the law's r terms need at least 3"
+        )
     logL = np.log(L)
-    def obj(t): return huber(np.log(dcpt_loss(N, D, r, **_dcpt_unpack(t))) - logL, delta)[0].sum()
+
+    def obj(t):
+        return huber(np.log(dcpt_loss(N, D, r, **_dcpt_unpack(t))) - logL, delta)[0].sum()
+
     rng = np.random.default_rng(seed)
     lo, hi = np.array([b[0] for b in _DCPT_BOUNDS]), np.array([b[1] for b in _DCPT_BOUNDS])
     starts = lo + (hi - lo) * rng.random((n_starts, len(lo)))
-    with np.errstate(all="ignore"): scores = np.array([obj(s) for s in starts])
+    with np.errstate(all="ignore"):
+        scores = np.array([obj(s) for s in starts])
     best = None
     for x0 in starts[np.argsort(np.nan_to_num(scores, nan=np.inf))[:top_k]]:
         with np.errstate(all="ignore"):
-            res = minimize(obj, x0, method="L-BFGS-B", bounds=_DCPT_BOUNDS, options={"maxiter": 5000, "ftol": 1e-14})
-        if best is None or res.fun < best.fun: best = res
+            res = minimize(
+                obj, x0, method="L-BFGS-B", bounds=_DCPT_BOUNDS, options={"maxiter": 5000, "ftol": 1e-14}
+            )
+        if best is None or res.fun < best.fun:
+            best = res
     return DCPTFit(**_dcpt_unpack(best.x), objective=float(best.fun), n_points=len(N))
 
+
 def optimal_mixture(
-    domain_fit: DCPTFit,       # the law for the domain loss (its r: the domain share)
-    general_fit: DCPTFit,      # the law for the general loss (its r: the general share, 1 − domain share)
-    N: float, D: float,        # the model and the continued-pre-training tokens to plan for
-    general_base: float,       # the base model's general loss, before continued pre-training
-    max_degradation: float,    # T: allowed relative rise of the general loss, e.g. 0.03
-    ratios: np.ndarray | None = None,  # domain shares to consider (default 0.01 … 1: at r = 0 the domain law is outside its data)
-) -> dict:                     # r, predicted domain and general loss, and the curves
+    domain_fit: DCPTFit,  # the law for the domain loss (its r: the domain share)
+    general_fit: DCPTFit,  # the law for the general loss (its r: the general share, 1 − domain share)
+    N: float,
+    D: float,  # the model and the continued-pre-training tokens to plan for
+    general_base: float,  # the base model's general loss, before continued pre-training
+    max_degradation: float,  # T: allowed relative rise of the general loss, e.g. 0.03
+    ratios: np.ndarray
+    | None = None,  # domain shares to consider (default 0.01 … 1: at r = 0 the domain law is outside its data)
+) -> dict:  # r, predicted domain and general loss, and the curves
     "The domain share that minimises the predicted domain loss with general loss ≤ (1 + T) × the base's."
     r = np.linspace(0.01, 1.0, 991) if ratios is None else np.asarray(ratios, dtype=float)
     Ld, Lg = domain_fit.loss(N, D, r), general_fit.loss(N, D, 1 - r)
     degr = Lg / general_base - 1
     ok = degr <= max_degradation
-    if not ok.any(): raise ValueError(f"no domain share keeps the general loss within {max_degradation:.1%} of {general_base:.4f}; "
-                                      f"the smallest rise predicted is {degr.min():.1%} (at r = {r[np.argmin(degr)]:.2f})")
+    if not ok.any():
+        raise ValueError(
+            f"no domain share keeps the general loss within {max_degradation:.1%} of {general_base:.4f}; "
+            f"the smallest rise predicted is {degr.min():.1%} (at r = {r[np.argmin(degr)]:.2f})"
+        )
     i = np.flatnonzero(ok)[np.argmin(Ld[ok])]
-    return {"r": float(r[i]), "domain_loss": float(Ld[i]), "general_loss": float(Lg[i]), "degradation": float(degr[i]),
-            "ratios": r, "domain_curve": Ld, "general_curve": Lg, "feasible": ok}
+    return {
+        "r": float(r[i]),
+        "domain_loss": float(Ld[i]),
+        "general_loss": float(Lg[i]),
+        "degradation": float(degr[i]),
+        "ratios": r,
+        "domain_curve": Ld,
+        "general_curve": Lg,
+        "feasible": ok,
+    }
 
 # %% ../nbs/12_scaling_laws.ipynb #2dbe404a
-def token_share_weights(shards, shares: dict[str, float]) -> dict[str, float]:  # a TokenShards; group -> wanted share of tokens
+def token_share_weights(
+    shards, shares: dict[str, float]
+) -> dict[str, float]:  # a TokenShards; group -> wanted share of tokens
     "Document-sampling weights that give each group its share of the tokens (weights ∝ share / mean document length)."
     lengths: dict[str, list[int]] = {}
-    for i, g in enumerate(shards.groups): lengths.setdefault(g, []).append(len(shards.doc(i)))
-    if missing := set(shares) - set(lengths): raise ValueError(f"no documents of group(s) {sorted(missing)}; groups are {sorted(lengths)}")
+    for i, g in enumerate(shards.groups):
+        lengths.setdefault(g, []).append(len(shards.doc(i)))
+    if missing := set(shares) - set(lengths):
+        raise ValueError(f"no documents of group(s) {sorted(missing)}; groups are {sorted(lengths)}")
     w = {g: s / float(np.mean(lengths[g])) for g, s in shares.items()}
     return {g: v / sum(w.values()) for g, v in w.items()}
 
 # %% ../nbs/12_scaling_laws.ipynb #c91bd702
 def realized_shares(
-    shards,                            # a TokenShards (chapter 06)
-    weights: dict[str, float],         # group -> document-sampling weight
-    batches: int = 200,                # batches drawn
-    seq_len: int = 64, batch: int = 8, # the loader's row length and rows per batch
-) -> dict[str, float]:                 # group -> share of the tokens drawn (3 decimals)
+    shards,  # a TokenShards (chapter 06)
+    weights: dict[str, float],  # group -> document-sampling weight
+    batches: int = 200,  # batches drawn
+    seq_len: int = 64,
+    batch: int = 8,  # the loader's row length and rows per batch
+) -> dict[str, float]:  # group -> share of the tokens drawn (3 decimals)
     "The share of tokens each group gets when the packed loader draws documents with these weights."
     from llmcourse.data import PackedLoader, shard_mixture
-    loader = PackedLoader(shards, seq_len, batch, shards.index["specials"]["<|endoftext|>"], seed=0, mixture=shard_mixture(shards, weights))
+
+    loader = PackedLoader(
+        shards,
+        seq_len,
+        batch,
+        shards.index["specials"]["<|endoftext|>"],
+        seed=0,
+        mixture=shard_mixture(shards, weights),
+    )
     counts, it = np.zeros(len(loader.group_names)), iter(loader)
-    for _ in range(batches): counts += np.bincount(next(it)["group_ids"].flatten().numpy(), minlength=len(counts))
+    for _ in range(batches):
+        counts += np.bincount(next(it)["group_ids"].flatten().numpy(), minlength=len(counts))
     return {g: round(float(v), 3) for g, v in zip(loader.group_names, counts / counts.sum())}

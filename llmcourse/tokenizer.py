@@ -23,25 +23,45 @@ __all__ = ['TRAIN_FILES', 'BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'BASE_BYTES', 'GPT2_PA
            'padded_vocab_size', 'audit_vocabulary']
 
 # %% ../nbs/02_tokenizer.ipynb #2e7f87b5
-TRAIN_FILES = ["web_en.jsonl", "web_zh.jsonl", "knowledge_en.jsonl", "knowledge_zh.jsonl", "math.jsonl", "code.jsonl"]
+TRAIN_FILES = [
+    "web_en.jsonl",
+    "web_zh.jsonl",
+    "knowledge_en.jsonl",
+    "knowledge_zh.jsonl",
+    "math.jsonl",
+    "code.jsonl",
+]
+
 
 def is_heldout(doc_id: str, frac: float = 0.1) -> bool:  # a document id; the share held out
     "A stable train/held-out split: the same id always lands on the same side."
     return zlib.crc32(doc_id.encode("utf-8")) % 1000 < frac * 1000
 
+
 def tokenizer_corpus(
     data_dir: str | Path = "data_samples",  # the sample folder
-    stdlib_files: int | None = 60,          # standard-library files read for code and prose (None: all)
-    **read_kwargs,                          # passed to `read_jsonl`, e.g. on_error="skip", rejects=[...]
-) -> list[dict]:                            # {"id", "text", "group", "kind", "heldout"} per document
+    stdlib_files: int | None = 60,  # standard-library files read for code and prose (None: all)
+    **read_kwargs,  # passed to `read_jsonl`, e.g. on_error="skip", rejects=[...]
+) -> list[dict]:  # {"id", "text", "group", "kind", "heldout"} per document
     "Documents to train and measure tokenizers on, each tagged with its group and split."
     docs = []
     for d in load_samples(TRAIN_FILES, data_dir, **read_kwargs):
         text = d.get("main_text") if d["domain"] == "web" else d["text"]
-        if text: docs.append({"id": d["id"], "text": text, "group": f"{d['domain']}/{d['lang']}", "kind": d.get("kind")})
+        if text:
+            docs.append(
+                {"id": d["id"], "text": text, "group": f"{d['domain']}/{d['lang']}", "kind": d.get("kind")}
+            )
     for d in [*stdlib_code_documents(stdlib_files), *stdlib_prose_documents(stdlib_files)]:
-        docs.append({"id": d["id"], "text": d["text"], "group": f"{d['domain']}/{'stdlib' if d['domain'] == 'code' else d['lang']}", "kind": None})
-    for d in docs: d["heldout"] = is_heldout(d["id"])
+        docs.append(
+            {
+                "id": d["id"],
+                "text": d["text"],
+                "group": f"{d['domain']}/{'stdlib' if d['domain'] == 'code' else d['lang']}",
+                "kind": None,
+            }
+        )
+    for d in docs:
+        d["heldout"] = is_heldout(d["id"])
     return docs
 
 # %% ../nbs/02_tokenizer.ipynb #6ccf8960
@@ -50,20 +70,30 @@ def bytes_to_unicode() -> dict[int, str]:  # byte value -> the printable charact
     printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
     table, moved = {}, 0
     for b in range(256):
-        if b in printable: table[b] = chr(b)
-        else: table[b] = chr(0x100 + moved); moved += 1
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(0x100 + moved)
+            moved += 1
     return table
+
 
 BYTE_TO_CHAR = bytes_to_unicode()
 CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 BASE_BYTES = sorted(range(256), key=BYTE_TO_CHAR.get)  # token id i < 256 stands for the byte BASE_BYTES[i]
 
-def bytes_to_chars(b: bytes) -> str: return "".join(BYTE_TO_CHAR[x] for x in b)        # file form of a token
-def chars_to_bytes(s: str) -> bytes: return bytes(CHAR_TO_BYTE[c] for c in s)           # and back
+
+def bytes_to_chars(b: bytes) -> str:
+    return "".join(BYTE_TO_CHAR[x] for x in b)  # file form of a token
+
+
+def chars_to_bytes(s: str) -> bytes:
+    return bytes(CHAR_TO_BYTE[c] for c in s)  # and back
 
 # %% ../nbs/02_tokenizer.ipynb #8ce32e15
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 DIGITS_PATTERN = GPT2_PATTERN.replace(r" ?\p{N}+", r"\p{N}")  # the same, but one digit per pre-token
+
 
 def pretokenize(text: str, pattern: str = GPT2_PATTERN) -> list[str]:  # text; the splitting regex
     "Cut text into the pieces BPE works inside."
@@ -75,33 +105,38 @@ def special_splitter(tokens: Iterable[str]) -> regex.Pattern | None:  # special 
     tokens = sorted(set(tokens), key=lambda t: (-len(t), t))
     return regex.compile("(" + "|".join(regex.escape(t) for t in tokens) + ")") if tokens else None
 
+
 _SURROGATE = regex.compile(r"[\ud800-\udfff]")  # half of a UTF-16 pair: no UTF-8 text can hold it
 
+
 def count_words(
-    texts: Iterable[str],                 # training documents
-    special_tokens: Iterable[str] = (),   # strings cut out before pre-tokenisation (never merged across)
-    pattern: str = GPT2_PATTERN,          # the pre-tokenisation regex
-) -> Counter:                             # pre-token -> how often it occurs
+    texts: Iterable[str],  # training documents
+    special_tokens: Iterable[str] = (),  # strings cut out before pre-tokenisation (never merged across)
+    pattern: str = GPT2_PATTERN,  # the pre-tokenisation regex
+) -> Counter:  # pre-token -> how often it occurs
     "Count the pre-tokens of a corpus; a text that is not valid Unicode (a lone surrogate) is an error."
     pat, split, specials = regex.compile(pattern), special_splitter(special_tokens), set(special_tokens)
     counts = Counter()
     for i, text in enumerate(texts):
         if bad := _SURROGATE.search(text):
             where = f"text {i} holds a lone surrogate U+{ord(bad.group()):04X} at character {bad.start()}"
-            raise ValueError(f"{where}, which no UTF-8 text can hold: clean the corpus first "
-                             "(chapter 03's `clean_corpus` rejects such documents as invalid_unicode)")
+            raise ValueError(
+                f"{where}, which no UTF-8 text can hold: clean the corpus first "
+                "(chapter 03's `clean_corpus` rejects such documents as invalid_unicode)"
+            )
         for part in split.split(text) if split else [text]:
-            if part and part not in specials: counts.update(pat.findall(part))
+            if part and part not in specials:
+                counts.update(pat.findall(part))
     return counts
 
 # %% ../nbs/02_tokenizer.ipynb #3a518d7d
 def merge_word(
-    word: list[int],              # token ids of one word
-    pair: tuple[int, int],        # the pair to merge
-    new: int,                     # the id of the merged token
-    freq: int,                    # how often the word occurs in the corpus
-    pair_counts: dict,            # (a, b) -> count over the corpus; updated in place
-) -> list[int]:                   # the word after the merge (left to right, non-overlapping)
+    word: list[int],  # token ids of one word
+    pair: tuple[int, int],  # the pair to merge
+    new: int,  # the id of the merged token
+    freq: int,  # how often the word occurs in the corpus
+    pair_counts: dict,  # (a, b) -> count over the corpus; updated in place
+) -> list[int]:  # the word after the merge (left to right, non-overlapping)
     "Merge every occurrence of `pair` in `word`, updating only the pair counts it changes."
     a, b = pair
     out, i, n = [], 0, len(word)
@@ -111,24 +146,30 @@ def merge_word(
             if out:  # the pair on the left: (x, a) becomes (x, new)
                 x = out[-1]
                 if x == new:  # right after another merge: undo its guess (new, a) and count (new, new)
-                    pair_counts[(new, a)] -= freq; pair_counts[(new, new)] = pair_counts.get((new, new), 0) + freq
-                else: pair_counts[(x, a)] -= freq; pair_counts[(x, new)] = pair_counts.get((x, new), 0) + freq
+                    pair_counts[(new, a)] -= freq
+                    pair_counts[(new, new)] = pair_counts.get((new, new), 0) + freq
+                else:
+                    pair_counts[(x, a)] -= freq
+                    pair_counts[(x, new)] = pair_counts.get((x, new), 0) + freq
             if i + 2 < n:  # the pair on the right: (b, y) becomes (new, y)
                 y = word[i + 2]
-                pair_counts[(b, y)] -= freq; pair_counts[(new, y)] = pair_counts.get((new, y), 0) + freq
-            out.append(new); i += 2
+                pair_counts[(b, y)] -= freq
+                pair_counts[(new, y)] = pair_counts.get((new, y), 0) + freq
+            out.append(new)
+            i += 2
         else:
-            out.append(word[i]); i += 1
+            out.append(word[i])
+            i += 1
     return out
 
 # %% ../nbs/02_tokenizer.ipynb #519e857f
 def train_bpe(
-    texts: Iterable[str],                 # training documents
-    vocab_size: int,                      # final size: 256 bytes + merges + special tokens
-    special_tokens: list[str] = [],       # e.g. ["<|endoftext|>"]; get the last ids, never merged across
-    pattern: str = GPT2_PATTERN,          # pre-tokenisation regex
-    min_frequency: int = 2,               # stop when the best pair occurs fewer times than this
-    show_progress: bool = False,          # a progress bar over merges
+    texts: Iterable[str],  # training documents
+    vocab_size: int,  # final size: 256 bytes + merges + special tokens
+    special_tokens: list[str] = [],  # e.g. ["<|endoftext|>"]; get the last ids, never merged across
+    pattern: str = GPT2_PATTERN,  # pre-tokenisation regex
+    min_frequency: int = 2,  # stop when the best pair occurs fewer times than this
+    show_progress: bool = False,  # a progress bar over merges
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:  # vocabulary id -> bytes, and the merges in order
     "Train byte-level BPE; returns (vocab, merges)."
     if isinstance(special_tokens, str):
@@ -137,177 +178,265 @@ def train_bpe(
         raise ValueError(f"special tokens must be non-empty strings, got {bad!r}")
     special_tokens = list(dict.fromkeys(special_tokens))
     if vocab_size < 256 + len(special_tokens):
-        raise ValueError(f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} special token(s) need {256 + len(special_tokens)}")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} special token(s) need {256 + len(special_tokens)}"
+        )
     counts = count_words(texts, special_tokens, pattern)
-    if not counts: raise ValueError("empty corpus: no text to train on (all documents empty, or only special tokens)")
+    if not counts:
+        raise ValueError("empty corpus: no text to train on (all documents empty, or only special tokens)")
     byte_id = {b: i for i, b in enumerate(BASE_BYTES)}
     vocab = {i: bytes([b]) for i, b in enumerate(BASE_BYTES)}
     words = [[byte_id[b] for b in w.encode("utf-8")] for w in counts]  # valid text: `count_words` checked
     freqs = list(counts.values())
     pair_counts, where = Counter(), defaultdict(set)  # pair -> count; pair -> words that (may) contain it
     for wi, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w, w[1:]): pair_counts[p] += f; where[p].add(wi)
+        for p in zip(w, w[1:]):
+            pair_counts[p] += f
+            where[p].add(wi)
     pair_counts = dict(pair_counts)
-    heap = [(-c, p) for p, c in pair_counts.items()]; heapq.heapify(heap)
+    heap = [(-c, p) for p, c in pair_counts.items()]
+    heapq.heapify(heap)
     merges, n_merges = [], vocab_size - 256 - len(special_tokens)
     bar = progress(None, "BPE merges", total=n_merges) if show_progress else None
     while len(merges) < n_merges and heap:
         neg, p = heapq.heappop(heap)
         c = pair_counts.get(p, 0)
-        if c != -neg:                                  # stale entry: put it back with its real count
-            if c > 0: heapq.heappush(heap, (-c, p))
+        if c != -neg:  # stale entry: put it back with its real count
+            if c > 0:
+                heapq.heappush(heap, (-c, p))
             continue
-        if c < min_frequency: break
-        new = len(vocab); vocab[new] = vocab[p[0]] + vocab[p[1]]; merges.append(p)
-        if bar: bar.update(1)
+        if c < min_frequency:
+            break
+        new = len(vocab)
+        vocab[new] = vocab[p[0]] + vocab[p[1]]
+        merges.append(p)
+        if bar:
+            bar.update(1)
         fresh = set()
         for wi in where.pop(p):
-            w = words[wi]; out = merge_word(w, p, new, freqs[wi], pair_counts)
-            if len(out) == len(w): continue            # the index is allowed to be stale
+            w = words[wi]
+            out = merge_word(w, p, new, freqs[wi], pair_counts)
+            if len(out) == len(w):
+                continue  # the index is allowed to be stale
             words[wi] = out
             for q in zip(out, out[1:]):
-                if new in q: where[q].add(wi); fresh.add(q)
+                if new in q:
+                    where[q].add(wi)
+                    fresh.add(q)
         del pair_counts[p]
-        for q in fresh: heapq.heappush(heap, (-pair_counts[q], q))
-    if bar: bar.close()
-    for s in special_tokens: vocab[len(vocab)] = s.encode("utf-8")
+        for q in fresh:
+            heapq.heappush(heap, (-pair_counts[q], q))
+    if bar:
+        bar.close()
+    for s in special_tokens:
+        vocab[len(vocab)] = s.encode("utf-8")
     return vocab, [(vocab[a], vocab[b]) for a, b in merges]
 
 # %% ../nbs/02_tokenizer.ipynb #7db4860c
 class Tokenizer:
     "A byte-level BPE tokenizer: vocabulary, merges, special and added tokens."
+
     def __init__(
         self,
-        vocab: dict[int, bytes],             # id -> token bytes; must hold all 256 single bytes
-        merges: list[tuple[bytes, bytes]],   # the merges in the order learned; each result must be in `vocab`
-        special_tokens: list[str] = [],      # control tokens; their ids come from `vocab` when there, else are appended
-        pattern: str = GPT2_PATTERN,         # the pre-tokenisation regex used in training
+        vocab: dict[int, bytes],  # id -> token bytes; must hold all 256 single bytes
+        merges: list[tuple[bytes, bytes]],  # the merges in the order learned; each result must be in `vocab`
+        special_tokens: list[
+            str
+        ] = [],  # control tokens; their ids come from `vocab` when there, else are appended
+        pattern: str = GPT2_PATTERN,  # the pre-tokenisation regex used in training
     ):
         self.vocab, self.pattern, self._pat = dict(vocab), pattern, regex.compile(pattern)
         self.token_id = {b: i for i, b in self.vocab.items()}
         if missing := [b for b in range(256) if bytes([b]) not in self.token_id]:
-            raise ValueError(f"vocab lacks {len(missing)} single-byte token(s) (e.g. byte {missing[0]}): byte-level BPE needs all 256")
+            raise ValueError(
+                f"vocab lacks {len(missing)} single-byte token(s) (e.g. byte {missing[0]}): byte-level BPE needs all 256"
+            )
         self.byte_id = [self.token_id[bytes([b])] for b in range(256)]
         self.ranks: dict[tuple[int, int], tuple[int, int]] = {}  # (left id, right id) -> (rank, merged id)
         for r, (a, b) in enumerate(merges):
             if a not in self.token_id or b not in self.token_id or a + b not in self.token_id:
-                raise ValueError(f"merge {r} ({a!r}, {b!r}) uses or makes a token that is not in the vocabulary")
+                raise ValueError(
+                    f"merge {r} ({a!r}, {b!r}) uses or makes a token that is not in the vocabulary"
+                )
             self.ranks[(self.token_id[a], self.token_id[b])] = (r, self.token_id[a + b])
-        self.model_ids = set(self.byte_id) | {new for _, new in self.ranks.values()}  # what BPE itself can produce
+        self.model_ids = set(self.byte_id) | {
+            new for _, new in self.ranks.values()
+        }  # what BPE itself can produce
         self.specials: dict[str, int] = {}
         for s in dict.fromkeys(special_tokens):  # reuse the id training gave it, else append one
             i = self.token_id.get(s.encode("utf-8") if isinstance(s, str) else b"")
             self.specials[s] = i if i is not None and i not in self.model_ids else self._new_id(s)
-        self.added: dict[str, int] = {}       # tokens added after training (see `add_tokens`)
+        self.added: dict[str, int] = {}  # tokens added after training (see `add_tokens`)
         self._cache: dict[bytes, list[int]] = {}
         self._splitters: dict = {}
 
     def _new_id(self, s: str) -> int:
-        if not isinstance(s, str) or not s: raise ValueError(f"a special or added token must be a non-empty string, got {s!r}")
-        if s in self.specials or s in self.added: raise ValueError(f"{s!r} is already a special or added token")
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"a special or added token must be a non-empty string, got {s!r}")
+        if s in self.specials or s in self.added:
+            raise ValueError(f"{s!r} is already a special or added token")
         b = s.encode("utf-8")
-        if b in self.token_id: raise ValueError(f"{s!r} is already in the vocabulary as id {self.token_id[b]}")
+        if b in self.token_id:
+            raise ValueError(f"{s!r} is already in the vocabulary as id {self.token_id[b]}")
         i = max(self.vocab) + 1
-        self.vocab[i] = b; self.token_id.setdefault(b, i)
+        self.vocab[i] = b
+        self.token_id.setdefault(b, i)
         return i
 
-    def __len__(self) -> int: return len(self.vocab)
+    def __len__(self) -> int:
+        return len(self.vocab)
+
     @property
     def merges(self) -> list[tuple[bytes, bytes]]:  # the merges, in rank order
-        return [(self.vocab[a], self.vocab[b]) for (a, b), _ in sorted(self.ranks.items(), key=lambda kv: kv[1][0])]
+        return [
+            (self.vocab[a], self.vocab[b])
+            for (a, b), _ in sorted(self.ranks.items(), key=lambda kv: kv[1][0])
+        ]
 
 # %% ../nbs/02_tokenizer.ipynb #028ae823
 _NO_MERGE = (math.inf, -1)
 
+
 def _bpe(self: Tokenizer, piece: bytes) -> list[int]:
     "Token ids of one pre-token's bytes: apply the earliest-learned merge until none applies."
-    if (hit := self._cache.get(piece)) is not None: return hit
+    if (hit := self._cache.get(piece)) is not None:
+        return hit
     ids, ranks = [self.byte_id[b] for b in piece], self.ranks
     while len(ids) > 1:
         pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, _NO_MERGE))
-        if pair not in ranks: break
+        if pair not in ranks:
+            break
         new, (a, b), out, i = ranks[pair][1], pair, [], 0
         while i < len(ids):
-            if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b: out.append(new); i += 2
-            else: out.append(ids[i]); i += 1
+            if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+                out.append(new)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
         ids = out
-    if len(self._cache) < 200_000: self._cache[piece] = ids
+    if len(self._cache) < 200_000:
+        self._cache[piece] = ids
     return ids
+
 
 def _matchers(self: Tokenizer, allowed_special) -> tuple:
     "(regex or None, {string: id}) for the special tokens allowed plus every added token."
-    if allowed_special == "all": allowed = dict(self.specials)
-    elif allowed_special in ("none", None): allowed = {}
+    if allowed_special == "all":
+        allowed = dict(self.specials)
+    elif allowed_special in ("none", None):
+        allowed = {}
     else:
         if unknown := set(allowed_special) - set(self.specials):
-            raise ValueError(f"unknown special token(s) {sorted(unknown)}; this tokenizer's are {sorted(self.specials)}")
+            raise ValueError(
+                f"unknown special token(s) {sorted(unknown)}; this tokenizer's are {sorted(self.specials)}"
+            )
         allowed = {s: self.specials[s] for s in allowed_special}
     table = {**self.added, **allowed}
     key = tuple(sorted(table))
-    if key not in self._splitters: self._splitters[key] = (special_splitter(table), table)
+    if key not in self._splitters:
+        self._splitters[key] = (special_splitter(table), table)
     return self._splitters[key]
+
 
 Tokenizer._bpe, Tokenizer._matchers = _bpe, _matchers
 
 # %% ../nbs/02_tokenizer.ipynb #12ed960f
-def _encode(self: Tokenizer,
-           text: str,                     # the text to encode
-           allowed_special="none",        # "none", "all", or a set of special tokens to parse from the text
-          ) -> list[int]:                 # token ids
+def _encode(
+    self: Tokenizer,
+    text: str,  # the text to encode
+    allowed_special="none",  # "none", "all", or a set of special tokens to parse from the text
+) -> list[int]:  # token ids
     "Encode text to token ids."
     split, table = self._matchers(allowed_special)
     ids = []
     try:
         for k, part in enumerate(split.split(text) if split else [text]):
-            if k % 2: ids.append(table[part]); continue         # a special or added token
-            for piece in self._pat.findall(part): ids.extend(self._bpe(piece.encode("utf-8", "surrogateescape")))
+            if k % 2:
+                ids.append(table[part])
+                continue  # a special or added token
+            for piece in self._pat.findall(part):
+                ids.extend(self._bpe(piece.encode("utf-8", "surrogateescape")))
     except UnicodeEncodeError as e:
-        raise ValueError(f"text holds a lone surrogate {e.object[e.start:e.end]!r} that is not a byte in disguise; "
-                         "pass raw bytes to encode_bytes instead") from None
+        raise ValueError(
+            f"text holds a lone surrogate {e.object[e.start : e.end]!r} that is not a byte in disguise; "
+            "pass raw bytes to encode_bytes instead"
+        ) from None
     return ids
 
-def _encode_bytes(self: Tokenizer, data: bytes, allowed_special="none") -> list[int]:  # any bytes, valid UTF-8 or not
+
+def _encode_bytes(
+    self: Tokenizer, data: bytes, allowed_special="none"
+) -> list[int]:  # any bytes, valid UTF-8 or not
     "Encode raw bytes; invalid UTF-8 survives the round trip through `decode_bytes`."
     return self.encode(data.decode("utf-8", "surrogateescape"), allowed_special)
 
+
 def _decode_bytes(self: Tokenizer, ids: Iterable[int]) -> bytes:  # token ids
     "The exact bytes the ids stand for."
-    try: return b"".join(self.vocab[i] for i in ids)
+    try:
+        return b"".join(self.vocab[i] for i in ids)
     except (KeyError, TypeError) as e:
-        raise ValueError(f"token id {e.args[0]!r} is not in this tokenizer's vocabulary (ids 0..{max(self.vocab)})") from None
+        raise ValueError(
+            f"token id {e.args[0]!r} is not in this tokenizer's vocabulary (ids 0..{max(self.vocab)})"
+        ) from None
 
-def _decode(self: Tokenizer, ids: Iterable[int], errors: str = "replace") -> str:  # token ids; what to do with invalid UTF-8
+
+def _decode(
+    self: Tokenizer, ids: Iterable[int], errors: str = "replace"
+) -> str:  # token ids; what to do with invalid UTF-8
     "Decode ids to text (bytes that are not valid UTF-8 become '�' unless `errors` says otherwise)."
     return self.decode_bytes(ids).decode("utf-8", errors)
 
+
 def _special_id(self: Tokenizer, token: str) -> int:  # e.g. "<|endoftext|>"
     "The id of a special token, or a clear error."
-    if token not in self.specials: raise KeyError(f"{token!r} is not a special token of this tokenizer; it has {sorted(self.specials)}")
+    if token not in self.specials:
+        raise KeyError(f"{token!r} is not a special token of this tokenizer; it has {sorted(self.specials)}")
     return self.specials[token]
 
-Tokenizer.encode, Tokenizer.encode_bytes, Tokenizer.decode_bytes, Tokenizer.decode, Tokenizer.special_id = _encode, _encode_bytes, _decode_bytes, _decode, _special_id
+
+Tokenizer.encode, Tokenizer.encode_bytes, Tokenizer.decode_bytes, Tokenizer.decode, Tokenizer.special_id = (
+    _encode,
+    _encode_bytes,
+    _decode_bytes,
+    _decode,
+    _special_id,
+)
 
 # %% ../nbs/02_tokenizer.ipynb #32b2a8cd
 def _shadowed_tokens(self: Tokenizer, token: str) -> list[str]:  # a candidate added token
     "Vocabulary entries that contain `token` and are longer: adding it would stop them being produced."
     b = token.encode("utf-8")
-    return sorted(self.vocab[i].decode("utf-8", "replace") for i in self.model_ids if b in self.vocab[i] and self.vocab[i] != b)
+    return sorted(
+        self.vocab[i].decode("utf-8", "replace")
+        for i in self.model_ids
+        if b in self.vocab[i] and self.vocab[i] != b
+    )
 
-def _add_tokens(self: Tokenizer,
-               tokens: list[str],              # strings to make single tokens
-               allow_shadowing: bool = False,  # add even if a longer vocabulary entry contains one
-              ) -> list[int]:                  # their new ids
+
+def _add_tokens(
+    self: Tokenizer,
+    tokens: list[str],  # strings to make single tokens
+    allow_shadowing: bool = False,  # add even if a longer vocabulary entry contains one
+) -> list[int]:  # their new ids
     "Register added tokens: matched before BPE, given the next free ids."
-    if isinstance(tokens, str): tokens = [tokens]
+    if isinstance(tokens, str):
+        tokens = [tokens]
     ids = []
     for t in tokens:
-        if not isinstance(t, str) or not t: raise ValueError(f"an added token must be a non-empty string, got {t!r}")
+        if not isinstance(t, str) or not t:
+            raise ValueError(f"an added token must be a non-empty string, got {t!r}")
         if not allow_shadowing and (sh := self.shadowed_tokens(t)):
-            raise ValueError(f"adding {t!r} would shadow {len(sh)} longer token(s) that contain it, e.g. {sh[:4]}: "
-                             "they could never be produced where it matches; leave it out, or pass allow_shadowing=True")
-        ids.append(i := self._new_id(t)); self.added[t] = i
+            raise ValueError(
+                f"adding {t!r} would shadow {len(sh)} longer token(s) that contain it, e.g. {sh[:4]}: "
+                "they could never be produced where it matches; leave it out, or pass allow_shadowing=True"
+            )
+        ids.append(i := self._new_id(t))
+        self.added[t] = i
     self._splitters.clear()
     return ids
+
 
 Tokenizer.shadowed_tokens, Tokenizer.add_tokens = _shadowed_tokens, _add_tokens
 
@@ -316,26 +445,35 @@ def _safe_cut(buf: str) -> int:
     "The end of the last newline with non-space on both sides (0 if none)."
     i = len(buf) - 1
     while (i := buf.rfind("\n", 0, i)) > 0:
-        if not buf[i - 1].isspace() and not buf[i + 1].isspace(): return i + 1
+        if not buf[i - 1].isspace() and not buf[i + 1].isspace():
+            return i + 1
     return 0
 
-def _encode_iterable(self: Tokenizer,
-                    chunks: Iterable[str],        # e.g. an open text file (its lines)
-                    allowed_special="none",       # as in `encode`
-                    buffer_chars: int = 1 << 16,  # encode once this much text is buffered
-                   ) -> Iterator[int]:            # the ids, as `encode` of the whole text would give them
+
+def _encode_iterable(
+    self: Tokenizer,
+    chunks: Iterable[str],  # e.g. an open text file (its lines)
+    allowed_special="none",  # as in `encode`
+    buffer_chars: int = 1 << 16,  # encode once this much text is buffered
+) -> Iterator[int]:  # the ids, as `encode` of the whole text would give them
     "Encode a stream of text chunks lazily, holding only a bounded buffer."
-    if any("\n" in t for t in [*self.specials, *self.added]): raise ValueError("streaming needs special/added tokens without newlines")
+    if any("\n" in t for t in [*self.specials, *self.added]):
+        raise ValueError("streaming needs special/added tokens without newlines")
     parts, size = [], 0
     for chunk in chunks:
-        parts.append(chunk); size += len(chunk)
+        parts.append(chunk)
+        size += len(chunk)
         if size >= buffer_chars:
-            buf = "".join(parts); cut = _safe_cut(buf)
+            buf = "".join(parts)
+            cut = _safe_cut(buf)
             if cut:
                 yield from self.encode(buf[:cut], allowed_special)
                 parts, size = [buf[cut:]], len(buf) - cut
-            else: parts = [buf]
-    if parts: yield from self.encode("".join(parts), allowed_special)
+            else:
+                parts = [buf]
+    if parts:
+        yield from self.encode("".join(parts), allowed_special)
+
 
 Tokenizer.encode_iterable = _encode_iterable
 
@@ -343,106 +481,179 @@ Tokenizer.encode_iterable = _encode_iterable
 def hf_pre_tokenizer(pattern: str = GPT2_PATTERN):  # the pre-tokenisation regex
     "The 🤗 tokenizers pre-tokeniser that cuts like `pretokenize(text, pattern)` and maps bytes to characters."
     from tokenizers import Regex, pre_tokenizers as pt
-    if pattern == GPT2_PATTERN: return pt.ByteLevel(add_prefix_space=False, use_regex=True)
-    return pt.Sequence([pt.Split(Regex(pattern), behavior="isolated"), pt.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+    if pattern == GPT2_PATTERN:
+        return pt.ByteLevel(add_prefix_space=False, use_regex=True)
+    return pt.Sequence(
+        [pt.Split(Regex(pattern), behavior="isolated"), pt.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+
 
 def train_hf_tokenizer(
-    texts: Iterable[str],             # training documents
-    kind: str = "bpe",                # "bpe" (byte-level), "wordpiece" or "unigram"
-    vocab_size: int = 8192,           # final vocabulary size, special tokens included
-    special_tokens: list[str] = [],   # control tokens (the library gives them the first ids)
-    pattern: str = GPT2_PATTERN,      # pre-tokenisation regex (BPE only)
-    min_frequency: int = 2,           # smallest pair count that may still be merged (BPE, WordPiece)
-):                                    # a trained `tokenizers.Tokenizer`
+    texts: Iterable[str],  # training documents
+    kind: str = "bpe",  # "bpe" (byte-level), "wordpiece" or "unigram"
+    vocab_size: int = 8192,  # final vocabulary size, special tokens included
+    special_tokens: list[str] = [],  # control tokens (the library gives them the first ids)
+    pattern: str = GPT2_PATTERN,  # pre-tokenisation regex (BPE only)
+    min_frequency: int = 2,  # smallest pair count that may still be merged (BPE, WordPiece)
+):  # a trained `tokenizers.Tokenizer`
     "Train a 🤗 tokenizers model of the given kind on `texts`."
     from tokenizers import Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
     if kind == "bpe":
-        tk = HFTokenizer(models.BPE()); tk.pre_tokenizer = hf_pre_tokenizer(pattern); tk.decoder = decoders.ByteLevel()
-        tr = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
-                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tk = HFTokenizer(models.BPE())
+        tk.pre_tokenizer = hf_pre_tokenizer(pattern)
+        tk.decoder = decoders.ByteLevel()
+        tr = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=special_tokens,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
     elif kind == "wordpiece":
         tk = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
-        tk.normalizer = normalizers.BertNormalizer(lowercase=False)  # splits off each CJK character, like BERT
+        tk.normalizer = normalizers.BertNormalizer(
+            lowercase=False
+        )  # splits off each CJK character, like BERT
         tk.pre_tokenizer, tk.decoder = pre_tokenizers.BertPreTokenizer(), decoders.WordPiece()
-        tr = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=["[UNK]", *special_tokens], show_progress=False)
+        tr = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=["[UNK]", *special_tokens],
+            show_progress=False,
+        )
     elif kind == "unigram":
-        tk = HFTokenizer(models.Unigram()); tk.pre_tokenizer, tk.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
-        tr = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<unk>", *special_tokens], unk_token="<unk>", show_progress=False)
-    else: raise ValueError(f"kind must be 'bpe', 'wordpiece' or 'unigram', got {kind!r}")
+        tk = HFTokenizer(models.Unigram())
+        tk.pre_tokenizer, tk.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+        tr = trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<unk>", *special_tokens],
+            unk_token="<unk>",
+            show_progress=False,
+        )
+    else:
+        raise ValueError(f"kind must be 'bpe', 'wordpiece' or 'unigram', got {kind!r}")
     tk.train_from_iterator(texts, tr)
     return tk
 
+
 def hf_merges(hf) -> list[tuple[bytes, bytes]]:  # a byte-level BPE `tokenizers.Tokenizer`
     "The library model's merges as byte pairs (its JSON holds 'a b' strings or [a, b] lists)."
-    return [tuple(chars_to_bytes(x) for x in (m.split(" ") if isinstance(m, str) else m)) for m in json.loads(hf.to_str())["model"]["merges"]]
+    return [
+        tuple(chars_to_bytes(x) for x in (m.split(" ") if isinstance(m, str) else m))
+        for m in json.loads(hf.to_str())["model"]["merges"]
+    ]
 
 # %% ../nbs/02_tokenizer.ipynb #b89c99e2
 def _to_hf(self: Tokenizer):  # a `tokenizers.Tokenizer` with the same ids
     "This tokenizer as a 🤗 tokenizers object (ids preserved)."
     from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models
+
     model_vocab = {bytes_to_chars(self.vocab[i]): i for i in sorted(self.model_ids)}
     for s, i in self.specials.items():
-        if s in model_vocab: raise ValueError(f"special token {s!r} collides with a vocabulary entry of the same spelling")
+        if s in model_vocab:
+            raise ValueError(f"special token {s!r} collides with a vocabulary entry of the same spelling")
         model_vocab[s] = i
-    hf = HFTokenizer(models.BPE(vocab=model_vocab, merges=[(bytes_to_chars(a), bytes_to_chars(b)) for a, b in self.merges]))
+    hf = HFTokenizer(
+        models.BPE(vocab=model_vocab, merges=[(bytes_to_chars(a), bytes_to_chars(b)) for a, b in self.merges])
+    )
     hf.pre_tokenizer, hf.decoder = hf_pre_tokenizer(self.pattern), decoders.ByteLevel()
     hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in self.specials])
-    hf.add_tokens([AddedToken(t, special=False, normalized=False) for t in sorted(self.added, key=self.added.get)])
-    if bad := {t: (i, hf.token_to_id(t)) for t, i in {**self.specials, **self.added}.items() if hf.token_to_id(t) != i}:
-        raise ValueError(f"ids of special/added tokens changed in export (ours, library's): {bad}; their ids must follow the BPE ids without gaps")
+    hf.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t in sorted(self.added, key=self.added.get)]
+    )
+    if bad := {
+        t: (i, hf.token_to_id(t))
+        for t, i in {**self.specials, **self.added}.items()
+        if hf.token_to_id(t) != i
+    }:
+        raise ValueError(
+            f"ids of special/added tokens changed in export (ours, library's): {bad}; their ids must follow the BPE ids without gaps"
+        )
     return hf
+
 
 def _save(self: Tokenizer, path: str | Path) -> Path:  # the tokenizer.json to write
     "Write `tokenizer.json` (🤗 tokenizers format; loads in transformers)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    self.to_hf().save(str(path)); return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    self.to_hf().save(str(path))
+    return path
+
 
 def _from_hf(hf) -> Tokenizer:  # a byte-level BPE `tokenizers.Tokenizer`
     "Our tokenizer from a library byte-level BPE tokenizer (ids preserved)."
     j = json.loads(hf.to_str())
-    if j["model"]["type"] != "BPE": raise ValueError(f"only byte-level BPE can be converted, this is {j['model']['type']}")
+    if j["model"]["type"] != "BPE":
+        raise ValueError(f"only byte-level BPE can be converted, this is {j['model']['type']}")
     added = {a["content"]: a for a in j["added_tokens"]}
     pre = j["pre_tokenizer"] or {}
     splits = [p for p in pre.get("pretokenizers", [pre]) if p["type"] == "Split"]
     pattern = splits[0]["pattern"]["Regex"] if splits else GPT2_PATTERN
-    vocab = {i: s.encode("utf-8") if s in added else chars_to_bytes(s) for s, i in j["model"]["vocab"].items()}
+    vocab = {
+        i: s.encode("utf-8") if s in added else chars_to_bytes(s) for s, i in j["model"]["vocab"].items()
+    }
     tok = Tokenizer(vocab, hf_merges(hf), [a["content"] for a in j["added_tokens"] if a["special"]], pattern)
     for a in sorted((a for a in j["added_tokens"] if not a["special"]), key=lambda a: a["id"]):
-        if tok.add_tokens([a["content"]], allow_shadowing=True) != [a["id"]]: raise ValueError(f"added token {a['content']!r} would change id")
+        if tok.add_tokens([a["content"]], allow_shadowing=True) != [a["id"]]:
+            raise ValueError(f"added token {a['content']!r} would change id")
     return tok
+
 
 def _load(path: str | Path) -> Tokenizer:  # a tokenizer.json written by `save` (or any byte-level BPE one)
     "Read a `tokenizer.json` into our tokenizer; a file that is not one is a `DataError` that says why."
     from tokenizers import Tokenizer as HFTokenizer
+
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such tokenizer file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such tokenizer file")
     data = path.read_bytes()
     try:
-        if not data.strip(): raise ValueError("the file is empty")
+        if not data.strip():
+            raise ValueError("the file is empty")
         j = json.loads(data.decode("utf-8"))
-        if not isinstance(j, dict) or "model" not in j: raise ValueError("JSON without a 'model' entry")
+        if not isinstance(j, dict) or "model" not in j:
+            raise ValueError("JSON without a 'model' entry")
         return _from_hf(HFTokenizer.from_str(data.decode("utf-8")))
-    except UnicodeDecodeError as e: reason = f"not UTF-8 text at byte {e.start}"
-    except json.JSONDecodeError as e: reason = f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
-    except ValueError as e: reason = str(e)
-    except Exception as e: reason = f"{type(e).__name__}: {e}"  # the library's own parse errors
+    except UnicodeDecodeError as e:
+        reason = f"not UTF-8 text at byte {e.start}"
+    except json.JSONDecodeError as e:
+        reason = f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+    except ValueError as e:
+        reason = str(e)
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}"  # the library's own parse errors
     what = "not a tokenizer.json written by Tokenizer.save or 🤗 tokenizers"
     raise DataError(path, None, f"{what} ({reason})")
 
-Tokenizer.to_hf, Tokenizer.save, Tokenizer.from_hf, Tokenizer.load = _to_hf, _save, staticmethod(_from_hf), staticmethod(_load)
+
+Tokenizer.to_hf, Tokenizer.save, Tokenizer.from_hf, Tokenizer.load = (
+    _to_hf,
+    _save,
+    staticmethod(_from_hf),
+    staticmethod(_load),
+)
 
 # %% ../nbs/02_tokenizer.ipynb #0b2926c4
 def compression_by_group(
-    count_tokens,          # function: list of texts -> list of token counts
-    docs: list[dict],      # documents with "text" and "group"
-) -> dict[str, dict]:      # group -> chars, bytes, tokens, chars_per_token, bytes_per_token
+    count_tokens,  # function: list of texts -> list of token counts
+    docs: list[dict],  # documents with "text" and "group"
+) -> dict[str, dict]:  # group -> chars, bytes, tokens, chars_per_token, bytes_per_token
     "Characters and bytes per token, per group of documents."
     out = {}
     for g in sorted({d["group"] for d in docs}):
         texts = [d["text"] for d in docs if d["group"] == g]
         c, b, t = sum(map(len, texts)), sum(len(x.encode("utf-8")) for x in texts), sum(count_tokens(texts))
-        out[g] = {"chars": c, "bytes": b, "tokens": t, "chars_per_token": c / max(t, 1), "bytes_per_token": b / max(t, 1)}
+        out[g] = {
+            "chars": c,
+            "bytes": b,
+            "tokens": t,
+            "chars_per_token": c / max(t, 1),
+            "bytes_per_token": b / max(t, 1),
+        }
     return out
+
 
 def hf_counter(hf):  # a `tokenizers.Tokenizer`
     "A token counter (texts -> counts) from a library tokenizer, using its batch encoder."
@@ -455,26 +666,47 @@ def reserved_special_tokens(n: int, start: int = 0) -> list[str]:  # how many; t
 
 # %% ../nbs/02_tokenizer.ipynb #5b55a8c6
 def padded_vocab_size(
-    n_tokens: int,        # ids the tokenizer uses (its len)
+    n_tokens: int,  # ids the tokenizer uses (its len)
     reserve: int = 1000,  # spare ids for tokens added later
-    multiple: int = 64,   # round the total up to a multiple of this
-) -> int:                 # rows for the embedding and output layers
+    multiple: int = 64,  # round the total up to a multiple of this
+) -> int:  # rows for the embedding and output layers
     "Embedding rows to allocate: the vocabulary, a reserved buffer, rounded up."
-    if n_tokens < 1 or reserve < 0 or multiple < 1: raise ValueError(f"need n_tokens >= 1, reserve >= 0, multiple >= 1; got {n_tokens}, {reserve}, {multiple}")
+    if n_tokens < 1 or reserve < 0 or multiple < 1:
+        raise ValueError(
+            f"need n_tokens >= 1, reserve >= 0, multiple >= 1; got {n_tokens}, {reserve}, {multiple}"
+        )
     return -(-(n_tokens + reserve) // multiple) * multiple
 
 # %% ../nbs/02_tokenizer.ipynb #c55c1d82
-SPAM_BLOCKLIST = ["casino", "crypto", "doubler", "viagra", "replica", "jackpot", "loan",
-                  "赚钱", "网赚", "日赚", "贷款", "放款", "兼职", "高仿", "博彩", "彩票"]  # an example list; real ones are longer
+SPAM_BLOCKLIST = [
+    "casino",
+    "crypto",
+    "doubler",
+    "viagra",
+    "replica",
+    "jackpot",
+    "loan",
+    "赚钱",
+    "网赚",
+    "日赚",
+    "贷款",
+    "放款",
+    "兼职",
+    "高仿",
+    "博彩",
+    "彩票",
+]  # an example list; real ones are longer
+
 
 def audit_vocabulary(
-    tok: Tokenizer,                          # the tokenizer to audit
-    blocklist: list[str] = SPAM_BLOCKLIST,   # terms (matched case-insensitively, inside tokens)
-) -> list[dict]:                             # {"id", "token", "term"} for every matching entry, by id
+    tok: Tokenizer,  # the tokenizer to audit
+    blocklist: list[str] = SPAM_BLOCKLIST,  # terms (matched case-insensitively, inside tokens)
+) -> list[dict]:  # {"id", "token", "term"} for every matching entry, by id
     "Vocabulary entries that contain a blocklisted term."
     terms = [t.lower() for t in blocklist]
     out = []
     for i in sorted(tok.vocab):
         s = tok.vocab[i].decode("utf-8", "replace").lower()
-        if hit := next((t for t in terms if t in s), None): out.append({"id": i, "token": tok.vocab[i].decode("utf-8", "replace"), "term": hit})
+        if hit := next((t for t in terms if t in s), None):
+            out.append({"id": i, "token": tok.vocab[i].decode("utf-8", "replace"), "term": hit})
     return out

@@ -15,8 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from .core import (DataError, atomic_file, load_config, lock_folder, pick_device, save_config, seed_everything,
-                            to_jsonable)
+from llmcourse.core import (
+    DataError,
+    atomic_file,
+    load_config,
+    lock_folder,
+    pick_device,
+    save_config,
+    seed_everything,
+    to_jsonable,
+)
 from .data import PackedLoader, TokenShards, shard_mixture
 from .model import Llama, flops_per_token, preset
 from .attention import register_attention_backends
@@ -32,23 +40,26 @@ __all__ = ['SCHEDULES', 'PRECISIONS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS', 'SHAP
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
-    step: int,                        # 0-based optimizer step
-    total: int,                       # steps in the run
-    kind: str = "wsd",                # "wsd", "cosine" or "constant"
-    warmup: int = 0,                  # linear warmup steps
-    min_ratio: float = 0.1,           # final lr as a share of the peak
-    decay_fraction: float = 0.2,      # WSD: share of the run spent decaying
-    decay_start: int | None = None,   # WSD: step the decay starts (default total·(1 − decay_fraction))
-) -> float:                           # the learning rate as a share of the peak
+    step: int,  # 0-based optimizer step
+    total: int,  # steps in the run
+    kind: str = "wsd",  # "wsd", "cosine" or "constant"
+    warmup: int = 0,  # linear warmup steps
+    min_ratio: float = 0.1,  # final lr as a share of the peak
+    decay_fraction: float = 0.2,  # WSD: share of the run spent decaying
+    decay_start: int | None = None,  # WSD: step the decay starts (default total·(1 − decay_fraction))
+) -> float:  # the learning rate as a share of the peak
     "The learning-rate schedule, as a multiplier of the peak rate."
-    if step < warmup: return (step + 1) / warmup
-    if kind == "constant": return 1.0
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
     if kind == "cosine":
         p = min(1.0, (step - warmup) / max(1, total - warmup))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
     if kind == "wsd":
         start = decay_start if decay_start is not None else int(total * (1 - decay_fraction))
-        if step < start: return 1.0
+        if step < start:
+            return 1.0
         return 1.0 - (1 - min_ratio) * min(1.0, (step - start) / max(1, total - start))
     raise ValueError(f"unknown schedule {kind!r}; use 'wsd', 'cosine' or 'constant'")
 
@@ -56,56 +67,71 @@ def lr_multiplier(
 @dataclass
 class TrainConfig:
     "Everything a training run needs to know."
-    shards: str = ""                        # token shards to train on (chapter 06)
-    heldout_shards: str | None = None       # shards for held-out per-domain perplexity
-    out: str = "runs/train"                 # checkpoints, metrics.jsonl, config.json, tensorboard/
-    model: str = "tiny"                     # a preset of chapter 07
-    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (vocab_size comes from the shards)
-    seq_len: int = 128                      # tokens per row
-    batch_size: int = 8                     # rows per micro-batch
-    grad_accum: int = 1                     # micro-batches per optimizer step
-    max_steps: int = 200                    # optimizer steps
-    lr: float = 3e-3                        # peak learning rate
-    min_lr_ratio: float = 0.1               # final lr / peak
+
+    shards: str = ""  # token shards to train on (chapter 06)
+    heldout_shards: str | None = None  # shards for held-out per-domain perplexity
+    out: str = "runs/train"  # checkpoints, metrics.jsonl, config.json, tensorboard/
+    model: str = "tiny"  # a preset of chapter 07
+    model_overrides: dict = field(
+        default_factory=dict
+    )  # ModelConfig fields to change (vocab_size comes from the shards)
+    seq_len: int = 128  # tokens per row
+    batch_size: int = 8  # rows per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 200  # optimizer steps
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final lr / peak
     warmup_steps: int = 20
-    schedule: str = "wsd"                   # "wsd", "cosine", "constant"
-    decay_fraction: float = 0.2             # WSD decay share
-    decay_start: int | None = None          # WSD: start the decay at this step (branching from a stable checkpoint)
+    schedule: str = "wsd"  # "wsd", "cosine", "constant"
+    decay_fraction: float = 0.2  # WSD decay share
+    decay_start: int | None = None  # WSD: start the decay at this step (branching from a stable checkpoint)
     weight_decay: float = 0.1
-    decay_embeddings: bool = False          # apply weight decay to the embedding/output matrices too
+    decay_embeddings: bool = False  # apply weight decay to the embedding/output matrices too
     betas: list = field(default_factory=lambda: [0.9, 0.95])
-    grad_clip: float = 1.0                  # max global gradient norm (0: off)
-    precision: str = "fp32"                 # "fp32", "bf16" (autocast), "fp16" (autocast + loss scaling, CUDA)
-    recompute: bool = False                 # recompute each block's activations in the backward pass
-    doc_mask: bool = False                  # attend only within each packed document, positions restarting per document
-    init_from: str | None = None            # a run folder whose latest weights start this run (continued pre-training)
-    compile: bool = False                   # torch.compile the model and the loss, as one function (`token_losses`)
-    loss_chunk: int = 0                     # > 0: cross-entropy over the vocabulary this many tokens at a time (`chunked_cross_entropy`)
+    grad_clip: float = 1.0  # max global gradient norm (0: off)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast), "fp16" (autocast + loss scaling, CUDA)
+    recompute: bool = False  # recompute each block's activations in the backward pass
+    doc_mask: bool = False  # attend only within each packed document, positions restarting per document
+    init_from: str | None = None  # a run folder whose latest weights start this run (continued pre-training)
+    compile: bool = False  # torch.compile the model and the loss, as one function (`token_losses`)
+    loss_chunk: int = (
+        0  # > 0: cross-entropy over the vocabulary this many tokens at a time (`chunked_cross_entropy`)
+    )
     seed: int = 0
-    device: str | None = None               # None: best available (core.pick_device)
-    threads: int | None = None              # torch CPU threads (1 makes CPU runs bit-reproducible across machines)
-    log_every: int = 10                     # steps between throughput/norm logs
-    eval_every: int = 50                    # steps between held-out evaluations (0: off)
+    device: str | None = None  # None: best available (core.pick_device)
+    threads: int | None = None  # torch CPU threads (1 makes CPU runs bit-reproducible across machines)
+    log_every: int = 10  # steps between throughput/norm logs
+    eval_every: int = 50  # steps between held-out evaluations (0: off)
     eval_batches: int = 4
-    ckpt_every: int = 50                    # steps between checkpoints (0: only at the end)
+    ckpt_every: int = 50  # steps between checkpoints (0: only at the end)
     keep_checkpoints: int = 2
-    spike_window: int = 32                  # losses the spike detector remembers
-    spike_z: float = 6.0                    # robust z-score above which a loss is a spike
-    spike_warmup: int = 20                  # steps before the detector is armed
-    mixture: dict | None = None             # group -> weight (chapter 05); None: every document once per epoch
+    spike_window: int = 32  # losses the spike detector remembers
+    spike_z: float = 6.0  # robust z-score above which a loss is a spike
+    spike_warmup: int = 20  # steps before the detector is armed
+    mixture: dict | None = None  # group -> weight (chapter 05); None: every document once per epoch
     tensorboard: bool = True
-    inject: dict = field(default_factory=dict)  # for tests: {"corrupt": [batch numbers], "nan": [batch numbers]}
+    inject: dict = field(
+        default_factory=dict
+    )  # for tests: {"corrupt": [batch numbers], "nan": [batch numbers]}
 
     def validate(self):
         "Raise ValueError naming every setting of the wrong type or out of range (`config_problems`)."
         problems = config_problems(self)
-        if problems: raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
 # %% ../nbs/09_training.ipynb #f244f840
 SCHEDULES = ("wsd", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict": dict, "list": (list, tuple),
-          "None": type(None)}
+_TYPES = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "bool": bool,
+    "dict": dict,
+    "list": (list, tuple),
+    "None": type(None),
+}
 _RULES = {  # field: (test of its value, what the value must be)
     "shards": (lambda v: v != "", "a folder of token shards (chapter 06)"),
     "seq_len": (lambda v: v >= 2, ">= 2 (an input and its next token)"),
@@ -132,6 +158,7 @@ _RULES = {  # field: (test of its value, what the value must be)
     "spike_warmup": (lambda v: v >= 0, ">= 0"),
 }
 
+
 def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
     "One sentence per setting of the wrong type (e.g. the string '512' from JSON) or out of range."
     problems = []
@@ -146,19 +173,31 @@ def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
     return problems
 
 # %% ../nbs/09_training.ipynb #3607f95c
-def model_config(cfg: TrainConfig, vocab_size: int):  # the run's settings; the tokenizer's size (from the shards)
+def model_config(
+    cfg: TrainConfig, vocab_size: int
+):  # the run's settings; the tokenizer's size (from the shards)
     "The ModelConfig a run trains: its preset, the vocabulary padded to a multiple of 64, its sequence length, its overrides."
-    return preset(cfg.model, **{"vocab_size": padded_vocab_size(vocab_size, 0, 64), "max_seq_len": cfg.seq_len, **cfg.model_overrides})
+    return preset(
+        cfg.model,
+        **{
+            "vocab_size": padded_vocab_size(vocab_size, 0, 64),
+            "max_seq_len": cfg.seq_len,
+            **cfg.model_overrides,
+        },
+    )
+
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
     "AdamW groups: decay on linear weights (and embeddings if asked), none on norms."
     decay, no_decay, seen = [], [], set()
     for name, p in model.named_parameters():
-        if id(p) in seen: continue                                  # tied weights: once
+        if id(p) in seen:
+            continue  # tied weights: once
         seen.add(id(p))
         is_emb = name.startswith(("embed.", "lm_head."))
         (decay if p.dim() >= 2 and (decay_embeddings or not is_emb) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
 
 def enable_recompute(model: Llama):
     "Recompute every block's activations in the backward pass (names and checkpoints unchanged)."
@@ -166,12 +205,16 @@ def enable_recompute(model: Llama):
         fwd = block.forward
         block.forward = lambda *a, _f=fwd, **k: _checkpoint(_f, *a, use_reentrant=False, **k)
 
+
 def autocast_context(device: torch.device, precision: str):
     "The autocast context for a precision ('fp32' gives a no-op)."
-    if precision == "fp32": return torch.autocast(device.type, enabled=False)
-    if precision == "bf16": return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "fp16":
-        if device.type != "cuda": raise ValueError("fp16 training needs CUDA (loss scaling); use bf16 on CPU")
+        if device.type != "cuda":
+            raise ValueError("fp16 training needs CUDA (loss scaling); use bf16 on CPU")
         return torch.autocast("cuda", dtype=torch.float16)
     raise ValueError(f"unknown precision {precision!r}; use 'fp32', 'bf16' or 'fp16'")
 
@@ -179,25 +222,31 @@ def autocast_context(device: torch.device, precision: str):
 class CheckpointError(ValueError):
     "A run folder holds checkpoints, but none that can be loaded."
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
 
+
 def _write_atomic(path: Path, text: str):  # a small file, written under a temporary name, then renamed
-    with atomic_file(path) as tmp: tmp.write_text(text, encoding="utf-8")
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
 
 def save_checkpoint(
-    folder: Path,    # the run folder
-    step: int,       # the optimizer step the state belongs to
-    state: dict,     # everything to save (tensors and plain Python values)
-    keep: int = 2,   # how many checkpoints to keep: older ones are deleted, with their sidecars
-) -> Path:           # the checkpoint written
+    folder: Path,  # the run folder
+    step: int,  # the optimizer step the state belongs to
+    state: dict,  # everything to save (tensors and plain Python values)
+    keep: int = 2,  # how many checkpoints to keep: older ones are deleted, with their sidecars
+) -> Path:  # the checkpoint written
     "Write ckpt_<step>.pt atomically, then its sidecar (bytes and SHA-256), then point `latest` at it."
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt_{step:07d}.pt"
-    with atomic_file(path) as tmp: torch.save(state, tmp)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
     sidecar = {"file": path.name, "step": step, "bytes": path.stat().st_size, "sha256": _sha256(path)}
     _write_atomic(folder / f"{path.name}.json", json.dumps(sidecar))
     _write_atomic(folder / "latest", path.name)
@@ -206,40 +255,56 @@ def save_checkpoint(
         (folder / f"{old.name}.json").unlink(missing_ok=True)
     return path
 
+
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state()[1].tolist(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state()[1].tolist(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
 
 def set_rng_state(s: dict):
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
-    st = np.random.get_state(); np.random.set_state((st[0], np.array(s["numpy"], dtype=np.uint32), *st[2:]))
+    st = np.random.get_state()
+    np.random.set_state((st[0], np.array(s["numpy"], dtype=np.uint32), *st[2:]))
     torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/09_training.ipynb #e26130ff
 def _checked(path: Path) -> tuple[dict | None, str]:  # a checkpoint file
     "The checkpoint and '' if the file is intact; None and what is wrong with it if not."
-    if not path.exists(): return None, "it is missing"
+    if not path.exists():
+        return None, "it is missing"
     side = path.with_name(path.name + ".json")
-    if side.exists():                                  # older runs have none: loading is the test
-        try: want = json.loads(side.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError): want = None
-        if not isinstance(want, dict): return None, f"its sidecar {side.name} is unreadable"
+    if side.exists():  # older runs have none: loading is the test
+        try:
+            want = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            want = None
+        if not isinstance(want, dict):
+            return None, f"its sidecar {side.name} is unreadable"
         size = path.stat().st_size
         if size != want.get("bytes"):
             return None, f"it holds {size} bytes where {side.name} says {want.get('bytes')}"
         if _sha256(path) != want.get("sha256"):
             return None, f"its SHA-256 differs from the one in {side.name}"
-    try: ck = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:                             # torch's message may advise unsafe loading: not shown
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch's message may advise unsafe loading: not shown
         return None, f"torch cannot load it ({type(e).__name__}): not a complete checkpoint"
-    if not isinstance(ck, dict) or "model" not in ck: return None, "it holds no model weights"
+    if not isinstance(ck, dict) or "model" not in ck:
+        return None, "it holds no model weights"
     return ck, ""
+
 
 def read_checkpoint(path: str | Path) -> dict:  # a ckpt_<step>.pt file
     "One checkpoint file, verified as `load_checkpoint` verifies them (CheckpointError says what is wrong)."
     ck, why = _checked(Path(path))
-    if ck is None: raise CheckpointError(f"{path}: {why}")
+    if ck is None:
+        raise CheckpointError(f"{path}: {why}")
     return ck
 
 # %% ../nbs/09_training.ipynb #49e0500c
@@ -247,18 +312,22 @@ def _candidates(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     "The checkpoints to try, best first (`latest`'s, then newest to oldest), and what is wrong with `latest`."
     files = sorted(folder.glob("ckpt_*.pt"), reverse=True)
     pointer = folder / "latest"
-    if not pointer.exists(): return files, [("latest", "it is missing")] if files else []
+    if not pointer.exists():
+        return files, [("latest", "it is missing")] if files else []
     name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
-    if not name: return files, [("latest", "it is empty")]
+    if not name:
+        return files, [("latest", "it is empty")]
     if not re.fullmatch(r"ckpt_\d+\.pt", name):
         return files, [("latest", f"it holds {name[:40]!r}, not a checkpoint's name")]
-    if not (folder / name).exists(): return files, [("latest", f"it names {name}, which is missing")]
+    if not (folder / name).exists():
+        return files, [("latest", f"it names {name}, which is missing")]
     return [folder / name] + [f for f in files if f.name != name], []
 
+
 def load_checkpoint(
-    folder: str | Path,              # the run folder
-    skipped: list | None = None,     # if given, gets {"file", "reason"} for each file passed over
-) -> dict | None:                    # None when the folder holds no checkpoint at all
+    folder: str | Path,  # the run folder
+    skipped: list | None = None,  # if given, gets {"file", "reason"} for each file passed over
+) -> dict | None:  # None when the folder holds no checkpoint at all
     "The checkpoint `latest` names if intact, else the newest intact one; a warning says what was skipped."
     folder = Path(folder)
     files, problems = _candidates(folder)
@@ -269,50 +338,68 @@ def load_checkpoint(
             continue
         for name, why in problems:
             warnings.warn(f"{folder}: skipped {name} ({why}); using {path.name}", stacklevel=2)
-            if skipped is not None: skipped.append({"file": str(folder / name), "reason": why})
+            if skipped is not None:
+                skipped.append({"file": str(folder / name), "reason": why})
         return ck
-    if not problems: return None
+    if not problems:
+        return None
     found = "; ".join(f"{name}: {why}" for name, why in problems)
-    raise CheckpointError(f"{folder} holds no intact checkpoint to resume from ({found}). Nothing was "
-                          "changed: restore a checkpoint, or train into a new folder to start afresh")
+    raise CheckpointError(
+        f"{folder} holds no intact checkpoint to resume from ({found}). Nothing was "
+        "changed: restore a checkpoint, or train into a new folder to start afresh"
+    )
 
 # %% ../nbs/09_training.ipynb #550e123a
 class ConfigMismatchError(ValueError):
     "A run folder's saved settings differ from the ones given to resume it."
 
-PATH_FIELDS = ("shards", "heldout_shards", "init_from", "out")       # saved absolute in config.json
-OPERATIONAL_FIELDS = ("out", "device", "threads", "tensorboard")     # free to change when a run resumes
+
+PATH_FIELDS = ("shards", "heldout_shards", "init_from", "out")  # saved absolute in config.json
+OPERATIONAL_FIELDS = ("out", "device", "threads", "tensorboard")  # free to change when a run resumes
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
+
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:  # settings whose folders may be relative
     "A copy whose folders are absolute, so that its config.json can be used from any folder."
     return replace(cfg, **{k: str(Path(v).resolve()) for k in PATH_FIELDS if (v := getattr(cfg, k))})
+
 
 def config_changes(old: TrainConfig, new: TrainConfig) -> dict:  # the saved settings; the new ones
     "{field: [old, new]} for each setting that differs, folders compared absolute, operational ones left out."
     a, b = to_jsonable(absolute_paths(old)), to_jsonable(absolute_paths(new))
     return {k: [a[k], b[k]] for k in a if k not in OPERATIONAL_FIELDS and a[k] != b[k]}
 
+
 def shape_changes(old, new) -> dict:  # two ModelConfigs (`model_config`)
     "{field: [old, new]} for each ModelConfig field that gives the weights another shape."
     return {k: [getattr(old, k), getattr(new, k)] for k in SHAPE_FIELDS if getattr(old, k) != getattr(new, k)}
 
-def _listed(changes: dict) -> str: return ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in changes.items())
+
+def _listed(changes: dict) -> str:
+    return ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in changes.items())
 
 # %% ../nbs/09_training.ipynb #88e3a6ad
 class SpikeDetector:
     "Robust z-score of a loss against a window of recent losses."
+
     def __init__(self, window: int = 32, z: float = 6.0, warmup: int = 20):
         self.losses, self.z, self.warmup = deque(maxlen=window), z, warmup
+
     def score(self, loss: float) -> float:
         "How many robust standard deviations above the recent median (inf for NaN/inf)."
-        if not math.isfinite(loss): return math.inf
-        if len(self.losses) < self.warmup: return 0.0
+        if not math.isfinite(loss):
+            return math.inf
+        if len(self.losses) < self.warmup:
+            return 0.0
         med = statistics.median(self.losses)
         mad = statistics.median(abs(x - med) for x in self.losses) * 1.4826
         return (loss - med) / max(mad, 1e-3 * abs(med), 1e-8)
-    def is_spike(self, loss: float) -> bool: return self.score(loss) > self.z
-    def add(self, loss: float): self.losses.append(loss)
+
+    def is_spike(self, loss: float) -> bool:
+        return self.score(loss) > self.z
+
+    def add(self, loss: float):
+        self.losses.append(loss)
 
 # %% ../nbs/09_training.ipynb #5b3573ab
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -322,10 +409,13 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             wc, lse = w.to(dtype), torch.empty(h.shape[0], device=h.device, dtype=torch.float32)
             picked = torch.empty_like(lse)
             for s in range(0, h.shape[0], chunk):
-                z = (h[s:s + chunk].to(dtype) @ wc.T).float()       # (chunk, V): the only large tensor, and only for a moment
-                lse[s:s + chunk] = torch.logsumexp(z, -1)
-                picked[s:s + chunk] = z.gather(1, y[s:s + chunk].clamp(min=0)[:, None])[:, 0]
-        ctx.save_for_backward(h, w, y, lse); ctx.chunk, ctx.ignore_index, ctx.dtype = chunk, ignore_index, dtype
+                z = (
+                    h[s : s + chunk].to(dtype) @ wc.T
+                ).float()  # (chunk, V): the only large tensor, and only for a moment
+                lse[s : s + chunk] = torch.logsumexp(z, -1)
+                picked[s : s + chunk] = z.gather(1, y[s : s + chunk].clamp(min=0)[:, None])[:, 0]
+        ctx.save_for_backward(h, w, y, lse)
+        ctx.chunk, ctx.ignore_index, ctx.dtype = chunk, ignore_index, dtype
         return (lse - picked).masked_fill(y == ignore_index, 0.0)
 
     @staticmethod
@@ -334,107 +424,143 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         g, wc = g.float().masked_fill(y == ctx.ignore_index, 0.0), w.to(ctx.dtype)
         gh, gw = torch.empty_like(h), torch.zeros(w.shape, device=w.device, dtype=torch.float32)
         for s in range(0, h.shape[0], ctx.chunk):
-            hc, yc = h[s:s + ctx.chunk].to(ctx.dtype), y[s:s + ctx.chunk]
-            p = torch.exp((hc @ wc.T).float() - lse[s:s + ctx.chunk, None])  # softmax, recomputed
+            hc, yc = h[s : s + ctx.chunk].to(ctx.dtype), y[s : s + ctx.chunk]
+            p = torch.exp((hc @ wc.T).float() - lse[s : s + ctx.chunk, None])  # softmax, recomputed
             p.scatter_add_(1, yc.clamp(min=0)[:, None], -torch.ones_like(p[:, :1]))  # − onehot(y)
-            p = (p * g[s:s + ctx.chunk, None]).to(ctx.dtype)        # ∂loss/∂logits for this chunk
-            gh[s:s + ctx.chunk] = (p @ wc).to(h.dtype)
+            p = (p * g[s : s + ctx.chunk, None]).to(ctx.dtype)  # ∂loss/∂logits for this chunk
+            gh[s : s + ctx.chunk] = (p @ wc).to(h.dtype)
             gw += (p.T @ hc).float()
         return gh, gw.to(w.dtype), None, None, None, None
 
+
 def chunked_cross_entropy(
-    h: torch.Tensor,                  # (N, dim) final hidden states (after the last norm)
-    weight: torch.Tensor,             # (vocab, dim) the output matrix (`model.lm_head.weight`)
-    y: torch.Tensor,                  # (N,) target ids
-    chunk: int = 4096,                # tokens per chunk: the (chunk × vocab) logits are all that is ever materialised
-    ignore_index: int = -100,         # targets with this id get loss 0 and no gradient
-) -> torch.Tensor:                    # (N,) float32 loss per token, equal to F.cross_entropy(h @ weight.T, y, reduction="none")
+    h: torch.Tensor,  # (N, dim) final hidden states (after the last norm)
+    weight: torch.Tensor,  # (vocab, dim) the output matrix (`model.lm_head.weight`)
+    y: torch.Tensor,  # (N,) target ids
+    chunk: int = 4096,  # tokens per chunk: the (chunk × vocab) logits are all that is ever materialised
+    ignore_index: int = -100,  # targets with this id get loss 0 and no gradient
+) -> torch.Tensor:  # (N,) float32 loss per token, equal to F.cross_entropy(h @ weight.T, y, reduction="none")
     "Cross-entropy of `h @ weight.T` against `y`, per token, without materialising the (N × vocab) logits."
-    if chunk < 1: raise ValueError(f"chunk must be a positive number of tokens, got {chunk}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive number of tokens, got {chunk}")
     dev = h.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype  # the matmuls' precision, as lm_head would use
+    dtype = (
+        torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+    )  # the matmuls' precision, as lm_head would use
     return _ChunkedCrossEntropy.apply(h, weight, y, chunk, ignore_index, dtype)
 
+
 def token_losses(
-    model: Llama,                     # the model
-    x: torch.Tensor,                  # (B, T) input ids
-    y: torch.Tensor,                  # (B, T) target ids
-    loss_chunk: int = 0,              # 0: logits in one piece; > 0: `chunked_cross_entropy` with this many tokens per chunk
-    **packing,                        # position_ids / doc_ids for packed rows (chapter 06)
-) -> torch.Tensor:                    # (B·T,) float32 cross-entropy per token
+    model: Llama,  # the model
+    x: torch.Tensor,  # (B, T) input ids
+    y: torch.Tensor,  # (B, T) target ids
+    loss_chunk: int = 0,  # 0: logits in one piece; > 0: `chunked_cross_entropy` with this many tokens per chunk
+    **packing,  # position_ids / doc_ids for packed rows (chapter 06)
+) -> torch.Tensor:  # (B·T,) float32 cross-entropy per token
     "The model's cross-entropy per token: the function the trainer differentiates (and compiles, model and loss together)."
-    if loss_chunk: return chunked_cross_entropy(model.hidden(x, **packing).flatten(0, 1), model.lm_head.weight, y.flatten(), loss_chunk)
+    if loss_chunk:
+        return chunked_cross_entropy(
+            model.hidden(x, **packing).flatten(0, 1), model.lm_head.weight, y.flatten(), loss_chunk
+        )
     return F.cross_entropy(model(x, **packing).float().flatten(0, 1), y.flatten(), reduction="none")
 
 # %% ../nbs/09_training.ipynb #e53985b6
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core peaks (datasheets)
 
+
 def peak_flops(device: torch.device) -> float | None:
     "The device's dense bf16 peak FLOP/s, if known."
-    if device.type != "cuda": return None
+    if device.type != "cuda":
+        return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
-def channel_losses(token_loss: torch.Tensor, group_ids: torch.Tensor, n_groups: int) -> torch.Tensor:  # (N,), (N,)
+
+def channel_losses(
+    token_loss: torch.Tensor, group_ids: torch.Tensor, n_groups: int
+) -> torch.Tensor:  # (N,), (N,)
     "Mean loss per group (NaN for groups absent from the batch)."
     s = torch.zeros(n_groups, device=token_loss.device).index_add_(0, group_ids, token_loss)
     c = torch.zeros(n_groups, device=token_loss.device).index_add_(0, group_ids, torch.ones_like(token_loss))
     return s / c
 
+
 KEPT_EVENTS = ("config_change", "checkpoint_skipped")  # the run's history: kept when a resume replays steps
+
 
 def _read_records(path: Path) -> tuple[list[dict], list[int], int]:  # a metrics.jsonl
     "Its records, the numbers of lines that are not complete JSON records (a kill mid-write), its line count."
     records, bad = [], []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for n, line in enumerate(lines, 1):
-        if not line.strip(): continue
-        try: rec = json.loads(line)
-        except json.JSONDecodeError: rec = None
-        if isinstance(rec, dict): records.append(rec)
-        else: bad.append(n)
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            rec = None
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad.append(n)
     return records, bad, len(lines)
+
 
 class _Metrics:
     def __init__(self, out: Path, tensorboard: bool, resume_step: int | None):
         self.path = out / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():   # drop records past the checkpoint: they will be recomputed
+        if (
+            resume_step is not None and self.path.exists()
+        ):  # drop records past the checkpoint: they will be recomputed
             self._rewrite(lambda r: r.get("step", -1) <= resume_step or r.get("event") in KEPT_EVENTS)
-        elif resume_step is None: self.path.write_text("")
+        elif resume_step is None:
+            self.path.write_text("")
         self.f = open(self.path, "a", encoding="utf-8")
         self.tb = None
         if tensorboard:
-            try: from torch.utils.tensorboard import SummaryWriter
-            except ImportError:                                      # e.g. a GPU machine with only torch installed
-                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only"); return
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # e.g. a GPU machine with only torch installed
+                warnings.warn("tensorboard is not installed: metrics go to metrics.jsonl only")
+                return
             self.tb = SummaryWriter(str(out / "tensorboard"))
+
     def _rewrite(self, keep):  # keep: record -> bool
         records, bad, _ = _read_records(self.path)
-        if bad: warnings.warn(f"{self.path}: dropped line(s) {bad}, not complete JSON records (a kill?)")
+        if bad:
+            warnings.warn(f"{self.path}: dropped line(s) {bad}, not complete JSON records (a kill?)")
         _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records if keep(r)))
+
     def log(self, rec: dict):
-        self.f.write(json.dumps(rec) + "\n"); self.f.flush()
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
         if self.tb:
             for k, v in rec.items():
-                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v): self.tb.add_scalar(k, v, rec["step"])
+                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                    self.tb.add_scalar(k, v, rec["step"])
+
     def truncate(self, step: int):
         self.f.close()
         self._rewrite(lambda r: r.get("step", -1) <= step or "event" in r)
         self.f = open(self.path, "a", encoding="utf-8")
+
     def close(self):
         self.f.close()
-        if self.tb: self.tb.close()
+        if self.tb:
+            self.tb.close()
 
 # %% ../nbs/09_training.ipynb #b30b9587
 def _mismatch(e: RuntimeError) -> str:  # load_state_dict's error: its first complaint
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     return lines[1] if len(lines) > 1 else lines[0]
 
+
 class Trainer:
     "A training run: built from a TrainConfig, resumed from its folder if a checkpoint is there."
+
     def __init__(
         self,
-        cfg: TrainConfig,        # the run's settings
+        cfg: TrainConfig,  # the run's settings
         override: bool = False,  # resume a run whose config.json differs from cfg (the change is recorded)
     ):
         cfg.validate()
@@ -444,200 +570,346 @@ class Trainer:
                 raise FileNotFoundError(f"{name}={folder!r}: no such folder (token shards, chapter 06)")
         self.cfg, self.out = cfg, Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        if cfg.threads: torch.set_num_threads(cfg.threads)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         seed_everything(cfg.seed)
         self.shards = TokenShards(cfg.shards)
         vocab = self.shards.index["vocab_size"]
         self.mcfg = model_config(cfg, vocab)
         changes = self._check_config(override)
-        register_attention_backends()                                # attn_backend may name chapter 08's kernels
+        register_attention_backends()  # attn_backend may name chapter 08's kernels
         self.model = Llama(self.mcfg).to(self.device)
-        if cfg.recompute: enable_recompute(self.model)
-        self.loss_fn = torch.compile(token_losses) if cfg.compile else token_losses   # model + loss: one graph when compiled
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.decay_embeddings), lr=cfg.lr,
-                                     betas=tuple(cfg.betas), fused=self.device.type == "cuda")
+        if cfg.recompute:
+            enable_recompute(self.model)
+        self.loss_fn = (
+            torch.compile(token_losses) if cfg.compile else token_losses
+        )  # model + loss: one graph when compiled
+        self.opt = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay, cfg.decay_embeddings),
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            fused=self.device.type == "cuda",
+        )
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.eos = self.shards.index["specials"]["<|endoftext|>"]
         mixture = shard_mixture(self.shards, cfg.mixture, seed=cfg.seed) if cfg.mixture else None
-        self.loader = PackedLoader(self.shards, cfg.seq_len, cfg.batch_size, self.eos, seed=cfg.seed, mixture=mixture)
+        self.loader = PackedLoader(
+            self.shards, cfg.seq_len, cfg.batch_size, self.eos, seed=cfg.seed, mixture=mixture
+        )
         self.groups = self.loader.group_names
         self.detector = SpikeDetector(cfg.spike_window, cfg.spike_z, cfg.spike_warmup)
         self.step, self.batches_drawn, self.tokens, self.skip, self.rollbacks = 0, 0, 0, set(), 0
-        with lock_folder(self.out, "training run"):       # another trainer on this folder fails here
+        with lock_folder(self.out, "training run"):  # another trainer on this folder fails here
             skipped = []
             ck = load_checkpoint(self.out, skipped)
-            if ck is not None: self._restore(ck)                     # resuming: the run's own checkpoint wins
-            elif cfg.init_from: self._init_weights(Path(cfg.init_from), skipped)
+            if ck is not None:
+                self._restore(ck)  # resuming: the run's own checkpoint wins
+            elif cfg.init_from:
+                self._init_weights(Path(cfg.init_from), skipped)
             self.metrics = _Metrics(self.out, cfg.tensorboard, self.step if ck is not None else None)
-            for s in skipped: self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
-            if changes: self.metrics.log({"step": self.step, "event": "config_change", "changes": changes})
+            for s in skipped:
+                self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
+            if changes:
+                self.metrics.log({"step": self.step, "event": "config_change", "changes": changes})
             save_config(absolute_paths(cfg), self.out / "config.json")
-            if ck is None: self._save()                              # step 0: something to roll back to
+            if ck is None:
+                self._save()  # step 0: something to roll back to
         self._it = iter(self.loader)
 
     def _check_config(self, override: bool) -> dict:
         "Compare with the folder's saved settings: refuse a new shape, and other changes unless overridden."
         saved = self.out / "config.json"
-        if not saved.exists() or not any(self.out.glob("ckpt_*.pt")): return {}
+        if not saved.exists() or not any(self.out.glob("ckpt_*.pt")):
+            return {}
         old = load_config(TrainConfig, saved)
         index = Path(old.shards) / "index.json"
         vocab = self.shards.index["vocab_size"]
-        if index.exists(): vocab = json.loads(index.read_text())["vocab_size"]
+        if index.exists():
+            vocab = json.loads(index.read_text())["vocab_size"]
         if shape := shape_changes(model_config(old, vocab), self.mcfg):
-            raise ConfigMismatchError(f"{self.out} holds a model of another shape ({_listed(shape)}): "
-                                      "its checkpoints cannot be loaded into this one. Train in a new folder")
+            raise ConfigMismatchError(
+                f"{self.out} holds a model of another shape ({_listed(shape)}): "
+                "its checkpoints cannot be loaded into this one. Train in a new folder"
+            )
         changes = config_changes(old, self.cfg)
         if changes and not override:
             raise ConfigMismatchError(
                 f"{self.out} holds a run with other settings ({_listed(changes)}; saved in {saved}). "
                 "Resume with the saved settings, train into a new folder, or pass override=True "
-                "(llmcourse train --override) to continue with the new ones, recorded in metrics.jsonl")
+                "(llmcourse train --override) to continue with the new ones, recorded in metrics.jsonl"
+            )
         return changes
 
     def _state(self) -> dict:
-        return {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "loader": self.loader.state_dict(), "rng": rng_state(), "scaler": self.scaler.state_dict() if self.scaler else {},
-                "trainer": {"batches_drawn": self.batches_drawn, "tokens": self.tokens, "skip": sorted(self.skip),
-                            "detector": list(self.detector.losses), "rollbacks": self.rollbacks}}
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "loader": self.loader.state_dict(),
+            "rng": rng_state(),
+            "scaler": self.scaler.state_dict() if self.scaler else {},
+            "trainer": {
+                "batches_drawn": self.batches_drawn,
+                "tokens": self.tokens,
+                "skip": sorted(self.skip),
+                "detector": list(self.detector.losses),
+                "rollbacks": self.rollbacks,
+            },
+        }
 
     def _restore(self, ck: dict):
-        try: self.model.load_state_dict(ck["model"])
+        try:
+            self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             msg = f"{self.out}: its checkpoint's weights do not fit this model ({_mismatch(e)})"
             raise ConfigMismatchError(msg) from None
         self.opt.load_state_dict(ck["optimizer"])
-        self.loader.load_state_dict(ck["loader"]); set_rng_state(ck["rng"])
-        if self.scaler and ck["scaler"]: self.scaler.load_state_dict(ck["scaler"])
-        t = ck["trainer"]; self.step = ck["step"]
-        self.batches_drawn, self.tokens, self.skip, self.rollbacks = t["batches_drawn"], t["tokens"], set(t["skip"]), t["rollbacks"]
-        self.detector.losses.clear(); self.detector.losses.extend(t["detector"])
+        self.loader.load_state_dict(ck["loader"])
+        set_rng_state(ck["rng"])
+        if self.scaler and ck["scaler"]:
+            self.scaler.load_state_dict(ck["scaler"])
+        t = ck["trainer"]
+        self.step = ck["step"]
+        self.batches_drawn, self.tokens, self.skip, self.rollbacks = (
+            t["batches_drawn"],
+            t["tokens"],
+            set(t["skip"]),
+            t["rollbacks"],
+        )
+        self.detector.losses.clear()
+        self.detector.losses.extend(t["detector"])
 
-    def _save(self): save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
+    def _save(self):
+        save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
 
     def _init_weights(self, run: Path, skipped: list):  # another run's weights (fresh optimizer and schedule)
         ck = load_checkpoint(run, skipped)
-        if ck is None: raise FileNotFoundError(f"init_from={str(run)!r} has no checkpoint (expected a chapter-09 run folder with ckpt_*.pt)")
-        try: self.model.load_state_dict(ck["model"])
+        if ck is None:
+            raise FileNotFoundError(
+                f"init_from={str(run)!r} has no checkpoint (expected a chapter-09 run folder with ckpt_*.pt)"
+            )
+        try:
+            self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             msg = f"init_from={str(run)!r}: its weights do not fit this model ({_mismatch(e)})"
             raise ValueError(msg) from None
 
     def _packing(self, b: dict) -> dict:  # the model's document-boundary inputs for this batch
-        if not self.cfg.doc_mask: return {}
+        if not self.cfg.doc_mask:
+            return {}
         return {"position_ids": b["position_ids"].to(self.device), "doc_ids": b["doc_ids"].to(self.device)}
 
     def _next_batch(self) -> tuple[int, dict]:
         while True:
-            b = next(self._it); i = self.batches_drawn; self.batches_drawn += 1
-            if i not in self.skip: return i, b
+            b = next(self._it)
+            i = self.batches_drawn
+            self.batches_drawn += 1
+            if i not in self.skip:
+                return i, b
 
     def _rollback(self, bad: list[int], loss: float):
         self.opt.zero_grad(set_to_none=True)
         at, skip, n = self.step + 1, self.skip | set(bad), self.rollbacks
         skipped = []
         ck = load_checkpoint(self.out, skipped)
-        self._restore(ck); self.skip, self.rollbacks = skip, n + 1        # keep what the restored state does not know
-        self._it = iter(self.loader)                                 # restart the stream from the restored state
+        self._restore(ck)
+        self.skip, self.rollbacks = skip, n + 1  # keep what the restored state does not know
+        self._it = iter(self.loader)  # restart the stream from the restored state
         self.metrics.truncate(self.step)
-        self.metrics.log({"step": self.step, "event": "spike", "at_step": at, "loss": loss if math.isfinite(loss) else None,
-                          "skipped_batches": bad, "rolled_back_to": ck["step"]})
-        for s in skipped: self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
+        self.metrics.log(
+            {
+                "step": self.step,
+                "event": "spike",
+                "at_step": at,
+                "loss": loss if math.isfinite(loss) else None,
+                "skipped_batches": bad,
+                "rolled_back_to": ck["step"],
+            }
+        )
+        for s in skipped:
+            self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
 
 # %% ../nbs/09_training.ipynb #8bc56513
 def _train_step(self: Trainer) -> dict | None:
     "One optimizer step; None when a spike sent the run back to the last checkpoint."
     cfg, dev = self.cfg, self.device
-    lr = cfg.lr * lr_multiplier(self.step, cfg.max_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_fraction, cfg.decay_start)
-    for g in self.opt.param_groups: g["lr"] = lr
+    lr = cfg.lr * lr_multiplier(
+        self.step,
+        cfg.max_steps,
+        cfg.schedule,
+        cfg.warmup_steps,
+        cfg.min_lr_ratio,
+        cfg.decay_fraction,
+        cfg.decay_start,
+    )
+    for g in self.opt.param_groups:
+        g["lr"] = lr
     self.model.train()
-    loss_sum, ch_sum, ch_cnt, used = 0.0, torch.zeros(len(self.groups), device=dev), torch.zeros(len(self.groups), device=dev), []
+    loss_sum, ch_sum, ch_cnt, used = (
+        0.0,
+        torch.zeros(len(self.groups), device=dev),
+        torch.zeros(len(self.groups), device=dev),
+        [],
+    )
     for _ in range(cfg.grad_accum):
-        i, b = self._next_batch(); used.append(i)
+        i, b = self._next_batch()
+        used.append(i)
         x, y, gid = b["input_ids"].to(dev), b["labels"].to(dev), b["group_ids"].to(dev)
-        if i in cfg.inject.get("corrupt", []):                       # tests: a batch of garbage
+        if i in cfg.inject.get("corrupt", []):  # tests: a batch of garbage
             gen = torch.Generator().manual_seed(i)
-            x = torch.randint(0, self.mcfg.vocab_size, x.shape, generator=gen).to(dev); y = torch.randint(0, self.mcfg.vocab_size, y.shape, generator=gen).to(dev)
-        with autocast_context(dev, cfg.precision): tl = self.loss_fn(self.model, x, y, cfg.loss_chunk, **self._packing(b))
-        if i in cfg.inject.get("nan", []): tl = tl * float("nan")     # tests: a NaN
+            x = torch.randint(0, self.mcfg.vocab_size, x.shape, generator=gen).to(dev)
+            y = torch.randint(0, self.mcfg.vocab_size, y.shape, generator=gen).to(dev)
+        with autocast_context(dev, cfg.precision):
+            tl = self.loss_fn(self.model, x, y, cfg.loss_chunk, **self._packing(b))
+        if i in cfg.inject.get("nan", []):
+            tl = tl * float("nan")  # tests: a NaN
         loss = tl.mean()
-        ch_sum.index_add_(0, gid.flatten(), tl.detach()); ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
+        ch_sum.index_add_(0, gid.flatten(), tl.detach())
+        ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
         (self.scaler.scale(loss / cfg.grad_accum) if self.scaler else loss / cfg.grad_accum).backward()
         loss_sum += loss.item() / cfg.grad_accum
     if self.detector.is_spike(loss_sum):
-        self._rollback(used, loss_sum); return None
-    if self.scaler: self.scaler.unscale_(self.opt)
-    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        self._rollback(used, loss_sum)
+        return None
+    if self.scaler:
+        self.scaler.unscale_(self.opt)
+    gnorm = torch.nn.utils.clip_grad_norm_(
+        self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    )
     logging = (self.step + 1) % cfg.log_every == 0
-    if logging: before = [p.detach().clone() for p in self.model.parameters()]
-    if self.scaler: self.scaler.step(self.opt); self.scaler.update()
-    else: self.opt.step()
+    if logging:
+        before = [p.detach().clone() for p in self.model.parameters()]
+    if self.scaler:
+        self.scaler.step(self.opt)
+        self.scaler.update()
+    else:
+        self.opt.step()
     self.opt.zero_grad(set_to_none=True)
-    rec = {"step": self.step + 1, "loss": loss_sum, "lr": lr, "grad_norm": gnorm.item(),   # read after the step is queued: no idle GPU
-           "channel": {g: round(v, 5) for g, v in zip(self.groups, (ch_sum / ch_cnt).tolist()) if not math.isnan(v)}}
-    if logging:                                                      # ‖Δw‖ / ‖w‖ over all weights, summed on the device, read once
-        upd = torch.stack([(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]).sum()
-        rec["update_ratio"] = (upd / torch.stack([q.float().pow(2).sum() for q in before]).sum()).sqrt().item()
-    self.detector.add(loss_sum); self.step += 1; self.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
+    rec = {
+        "step": self.step + 1,
+        "loss": loss_sum,
+        "lr": lr,
+        "grad_norm": gnorm.item(),  # read after the step is queued: no idle GPU
+        "channel": {
+            g: round(v, 5) for g, v in zip(self.groups, (ch_sum / ch_cnt).tolist()) if not math.isnan(v)
+        },
+    }
+    if logging:  # ‖Δw‖ / ‖w‖ over all weights, summed on the device, read once
+        upd = torch.stack(
+            [(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]
+        ).sum()
+        rec["update_ratio"] = (
+            (upd / torch.stack([q.float().pow(2).sum() for q in before]).sum()).sqrt().item()
+        )
+    self.detector.add(loss_sum)
+    self.step += 1
+    self.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
     return rec
+
 
 @torch.no_grad()
 def _evaluate(self: Trainer) -> dict:
     "Held-out loss and perplexity per group, on eval_batches fixed batches drawn evenly from the held-out groups."
     cfg, dev = self.cfg, self.device
     self.model.eval()
-    uniform = {g: 1.0 for g in set(self.heldout.groups)}                # every domain equally, the same batches every time
-    ev = PackedLoader(self.heldout, cfg.seq_len, cfg.batch_size, self.eos, seed=1234, mixture=shard_mixture(self.heldout, uniform, seed=1234))
+    uniform = {g: 1.0 for g in set(self.heldout.groups)}  # every domain equally, the same batches every time
+    ev = PackedLoader(
+        self.heldout,
+        cfg.seq_len,
+        cfg.batch_size,
+        self.eos,
+        seed=1234,
+        mixture=shard_mixture(self.heldout, uniform, seed=1234),
+    )
     names = ev.group_names
     s, c = torch.zeros(len(names), device=dev), torch.zeros(len(names), device=dev)
     it = iter(ev)
     for _ in range(cfg.eval_batches):
         b = next(it)
-        with autocast_context(dev, cfg.precision): tl = self.loss_fn(self.model, b["input_ids"].to(dev), b["labels"].to(dev), cfg.loss_chunk, **self._packing(b))
-        gid = b["group_ids"].to(dev).flatten(); s.index_add_(0, gid, tl); c.index_add_(0, gid, torch.ones_like(tl))
+        with autocast_context(dev, cfg.precision):
+            tl = self.loss_fn(
+                self.model, b["input_ids"].to(dev), b["labels"].to(dev), cfg.loss_chunk, **self._packing(b)
+            )
+        gid = b["group_ids"].to(dev).flatten()
+        s.index_add_(0, gid, tl)
+        c.index_add_(0, gid, torch.ones_like(tl))
     per = {g: (s[k] / c[k]).item() for k, g in enumerate(names) if c[k] > 0}
-    return {"eval_loss": (s.sum() / c.sum()).item()} | {f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()}
+    return {"eval_loss": (s.sum() / c.sum()).item()} | {
+        f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()
+    }
+
 
 def _run(self: Trainer) -> dict:
     "Train to max_steps (from where the folder's checkpoint left off), owning the folder; returns a summary."
-    with lock_folder(self.out, "training run"): return self._loop()
+    with lock_folder(self.out, "training run"):
+        return self._loop()
+
 
 def _loop(self: Trainer) -> dict:
     cfg = self.cfg
     self.heldout = TokenShards(cfg.heldout_shards) if cfg.heldout_shards else None
     t_last, tok_last = time.perf_counter(), self.tokens
-    if self.device.type == "cuda": torch.cuda.reset_peak_memory_stats(self.device)
+    if self.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(self.device)
     while self.step < cfg.max_steps:
         rec = self._train_step()
-        if rec is None: t_last, tok_last = time.perf_counter(), self.tokens; continue
+        if rec is None:
+            t_last, tok_last = time.perf_counter(), self.tokens
+            continue
         if self.step % cfg.log_every == 0:
-            if self.device.type == "cuda": torch.cuda.synchronize(self.device)
-            now = time.perf_counter(); tps = (self.tokens - tok_last) / (now - t_last); t_last, tok_last = now, self.tokens
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            tps = (self.tokens - tok_last) / (now - t_last)
+            t_last, tok_last = now, self.tokens
             peak = peak_flops(self.device)
-            rec |= {"tokens": self.tokens, "tokens_per_s": round(tps, 1),
-                    "mfu": flops_per_token(self.mcfg, cfg.seq_len) * tps / peak if peak else None,
-                    "peak_mem_gb": (torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda"
-                                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30}
-        if self.heldout and cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps): rec |= self._evaluate()
-        self.metrics.log({k: v for k, v in rec.items() if k != "channel"} | {f"loss/{g}": v for g, v in rec["channel"].items()})
-        if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps: self._save()
+            rec |= {
+                "tokens": self.tokens,
+                "tokens_per_s": round(tps, 1),
+                "mfu": flops_per_token(self.mcfg, cfg.seq_len) * tps / peak if peak else None,
+                "peak_mem_gb": (
+                    torch.cuda.max_memory_allocated(self.device)
+                    if self.device.type == "cuda"
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                )
+                / 2**30,
+            }
+        if (
+            self.heldout
+            and cfg.eval_every
+            and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
+        ):
+            rec |= self._evaluate()
+        self.metrics.log(
+            {k: v for k, v in rec.items() if k != "channel"}
+            | {f"loss/{g}": v for g, v in rec["channel"].items()}
+        )
+        if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps:
+            self._save()
     self.metrics.close()
     return {"steps": self.step, "tokens": self.tokens, "rollbacks": self.rollbacks, "out": str(self.out)}
 
+
 Trainer._train_step, Trainer._evaluate, Trainer._loop, Trainer.run = _train_step, _evaluate, _loop, _run
 
+
 def train(
-    cfg: TrainConfig,        # the run's settings
+    cfg: TrainConfig,  # the run's settings
     override: bool = False,  # resume a run with settings that differ from its config.json (recorded)
 ) -> dict:
     "Run (or resume) training as configured; returns steps, tokens, rollbacks and the run folder."
     threads = torch.get_num_threads()
-    try: return Trainer(cfg, override).run()
-    finally: torch.set_num_threads(threads)   # `cfg.threads` holds for this run only, not for the caller after it
+    try:
+        return Trainer(cfg, override).run()
+    finally:
+        torch.set_num_threads(threads)  # `cfg.threads` holds for this run only, not for the caller after it
+
 
 def read_metrics(out: str | Path) -> list[dict]:  # a run folder
     "The records of metrics.jsonl; a last line cut short (a run killed, or still writing) is left out."
     path = Path(out) / "metrics.jsonl"
     records, bad, n_lines = _read_records(path)
-    if bad and bad != [n_lines]: raise DataError(path, bad[0], "not a complete JSON record")
+    if bad and bad != [n_lines]:
+        raise DataError(path, bad[0], "not a complete JSON record")
     return records
