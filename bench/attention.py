@@ -8,8 +8,9 @@ and H·d = 2048 (16 heads of 128, or 32 heads of 64), for T = 1k..16k:
   with only that kernel allowed (`torch.nn.attention.sdpa_kernel`);
 - naive: `llmcourse.attention.naive_attention`, the T x T reference (float32 scores).
 
-Speed is TFLOP/s with FLOPs counted as FlashAttention's papers do (`attention_flops`: 4·B·H·T²·d forward,
-halved for causal, x3.5 for forward + backward); time is the median of CUDA-event-timed repeats after
+Speed is TFLOP/s with FLOPs counted by chapter 07's `llmcourse.model.attention_flops`, the course's one definition:
+4·B·H·T²·d forward, halved for causal, x3 for forward + backward (the backward's four matmuls; the FlashAttention
+papers count x3.5, adding the recomputed q·kᵀ, so their forward + backward figures are 3.5/3 of ours); time is the median of CUDA-event-timed repeats after
 warm-up. The T x T methods run up to --max-quadratic tokens. Memory is the peak GPU memory of one forward +
 backward pass (B = 1, 16 heads of 128) above the inputs. Before timing, each method's output is checked
 against sdpa_math in float32 on a small input. Ratios are printed against sdpa_flash, measured in the same
@@ -25,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from llmcourse.attention import SDPA_KERNELS, attention_flops, flash_attention, naive_attention
+from llmcourse.attention import SDPA_KERNELS, flash_attention, naive_attention
+from llmcourse.model import attention_flops
 
 
 def methods() -> dict:
@@ -142,7 +144,10 @@ def main(argv=None):
         print(f"| {T} | " + " | ".join(f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "–" for r in mem if r["T"] == T) + " |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": device, "torch": torch.__version__, "methods": names, "check": err, "speed": rows, "memory": mem}, f, indent=1)
+            json.dump({"device": device, "torch": torch.__version__, "triton": __import__("triton").__version__,
+                       "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+                       "flops": "llmcourse.model.attention_flops (causal at half, backward 2x forward)",
+                       "methods": names, "check": err, "speed": rows, "memory": mem}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from .model import ATTENTION_BACKENDS, causal_mask, document_mask
 __all__ = ['LOG2E', 'LN2', 'KERNEL_BLOCKS', 'SDPA_KERNELS', 'naive_attention', 'saved_tensor_bytes', 'online_softmax',
            'blocked_attention', 'document_tables', 'flash_attention_forward', 'flash_attention_backward',
            'FlashAttention', 'flash_attention', 'sdpa_with', 'triton_attention', 'flash_attn_attention',
-           'flash_attn_available', 'register_attention_backends', 'backend_report', 'attention_flops']
+           'flash_attn_available', 'register_attention_backends', 'backend_report']
 
 # %% ../nbs/08_attention.ipynb #da2f4d19
 def naive_attention(
@@ -124,12 +124,12 @@ def blocked_attention(
         out[:, :, i : i + block_q], lse[:, :, i : i + block_q] = (acc / l[..., None]).to(q.dtype), m + l.log()
     return out, lse
 
-# %% ../nbs/08_attention.ipynb #f9ed6565
+# %% ../nbs/08_attention.ipynb #a08s0001
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
 
 
 def _jit(fn: Callable) -> Callable:  # a kernel
-    "triton.jit where Triton is installed; the plain function otherwise (launching it then raises a clear error)."
+    "triton.jit where Triton is installed; else the plain function (launching it then raises a clear error)."
     return triton.jit(fn) if triton is not None else fn
 
 
@@ -145,10 +145,27 @@ def _max2(a, b):
 def _add2(a, b):
     return a + b
 
+# %% ../nbs/08_attention.ipynb #a08s0014
+def document_tables(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (B, T) ints
+    "int32 (ids, start, end): each position's document id, its document's first and one-past-last position."
+    B, T = doc_ids.shape
+    idx = torch.arange(T, device=doc_ids.device).expand(B, T)
+    new = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device)
+    new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    last = torch.ones_like(new)
+    last[:, :-1] = new[:, 1:]
+    start = torch.where(new, idx, 0).cummax(1).values
+    end = torch.where(last, idx + 1, T).flip(1).cummin(1).values.flip(1)
+    return (
+        doc_ids.to(torch.int32).contiguous(),
+        start.to(torch.int32).contiguous(),
+        end.to(torch.int32).contiguous(),
+    )
 
+# %% ../nbs/08_attention.ipynb #f9ed6565
 @_jit
 def _load_rows(base, rows, stride, limit, D: tl.constexpr, MASKED: tl.constexpr):
-    "A (len(rows), D) tile of a (T, D) matrix with row stride `stride`; rows at or past `limit` read as 0 when MASKED."
+    "A (len(rows), D) tile of a (T, D) matrix, row stride `stride`; rows from `limit` on read 0 if MASKED."
     ptrs = base + rows[:, None] * stride + tl.arange(0, D)[None, :]
     if MASKED:
         return tl.load(ptrs, mask=rows[:, None] < limit, other=0.0)
@@ -720,23 +737,6 @@ def _blocks(kernel: str, d: int, device: torch.device) -> tuple[int, int, int, i
         return 16, 16, 4, 1  # the interpreter: small tiles
     return KERNEL_BLOCKS[(kernel, 128 if d >= 128 else 0)]
 
-
-def document_tables(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (B, T) ints
-    "int32 (ids, start, end): each position's document id, its document's first and one-past-last position."
-    B, T = doc_ids.shape
-    idx = torch.arange(T, device=doc_ids.device).expand(B, T)
-    new = torch.ones(B, T, dtype=torch.bool, device=doc_ids.device)
-    new[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    last = torch.ones_like(new)
-    last[:, :-1] = new[:, 1:]
-    start = torch.where(new, idx, 0).cummax(1).values
-    end = torch.where(last, idx + 1, T).flip(1).cummin(1).values.flip(1)
-    return (
-        doc_ids.to(torch.int32).contiguous(),
-        start.to(torch.int32).contiguous(),
-        end.to(torch.int32).contiguous(),
-    )
-
 # %% ../nbs/08_attention.ipynb #f0117efb
 def _check_inputs(q, k, v, causal, doc_ids):
     if triton is None:
@@ -749,7 +749,8 @@ def _check_inputs(q, k, v, causal, doc_ids):
         or q.shape[-1] != k.shape[-1]
     ):
         raise ValueError(
-            f"expected q (B, H, Tq, d) and k, v (B, Hkv, Tk, d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+            f"expected q (B, H, Tq, d) and k, v (B, Hkv, Tk, d); "
+            f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     d = q.shape[-1]
     if d < 16 or d > 256 or d & (d - 1):
@@ -772,7 +773,8 @@ def _check_inputs(q, k, v, causal, doc_ids):
         raise ValueError(f"causal attention needs Tq <= Tk, got {q.shape[2]} > {k.shape[2]}")
     if doc_ids is not None and (tuple(doc_ids.shape) != (q.shape[0], q.shape[2]) or q.shape[2] != k.shape[2]):
         raise ValueError(
-            f"doc_ids must be (B, T) = {(q.shape[0], q.shape[2])} with Tq = Tk, got {tuple(doc_ids.shape)} and Tk = {k.shape[2]}"
+            f"doc_ids must be (B, T) = {(q.shape[0], q.shape[2])} with Tq = Tk, "
+            f"got {tuple(doc_ids.shape)} and Tk = {k.shape[2]}"
         )
 
 
@@ -1002,7 +1004,10 @@ def flash_attn_available() -> str | None:  # None when usable, else the reason i
     try:
         importlib.import_module("flash_attn")
     except ImportError as e:
-        return f"the flash_attn package is not importable ({e.msg}); it has no PyPI wheels and needs a CUDA build"
+        return (
+            f"the flash_attn package is not importable ({e.msg}); "
+            "it has no PyPI wheels and needs a CUDA build"
+        )
     if not torch.cuda.is_available():
         return "flash_attn needs a CUDA GPU"
     return None
@@ -1055,11 +1060,3 @@ def backend_report(
                 res.append("cannot run: " + str(ex).strip().splitlines()[0][:70])
         out[name] = f"plain: {res[0]} | packed: {res[1]}"
     return out
-
-# %% ../nbs/08_attention.ipynb #71160fa8
-def attention_flops(
-    B: int, H: int, T: int, d: int, causal: bool = True, backward: bool = False
-) -> float:  # shape; include the backward pass
-    "FLOPs of one attention call, counted as FlashAttention's papers do (matmuls only)."
-    f = 4 * B * H * T * T * d * (0.5 if causal else 1.0)
-    return f * 3.5 if backward else f

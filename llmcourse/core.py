@@ -44,8 +44,8 @@ def available_devices() -> list[str]:  # device types usable here, best first
 
 
 def pick_device(
-    prefer: str
-    | None = None,  # "cuda", "cuda:1", "mps" or "cpu"; None: $LLMCOURSE_DEVICE, else the best available
+    # "cuda", "cuda:1", "mps" or "cpu"; None: $LLMCOURSE_DEVICE, else the best available
+    prefer: str | None = None,
 ) -> torch.device:
     "Pick the compute device: cuda > mps > cpu, unless told otherwise."
     want = prefer or os.environ.get("LLMCOURSE_DEVICE") or available_devices()[0]

@@ -5,7 +5,8 @@
 # %% ../nbs/06_packing.ipynb #a3b87d24
 from __future__ import annotations
 
-import json, multiprocessing as mp, os, time
+import bisect, json, multiprocessing as mp, os, time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from .mixing import MixtureSampler
 from .tokenizer import Tokenizer
 
 # %% auto #0
-__all__ = ['token_dtype', 'tokenize_to_shards', 'TokenShards', 'segment_positions', 'cu_seqlens_from_starts', 'pack_documents',
-           'block_causal_mask', 'padding_waste', 'PackedLoader', 'shard_mixture', 'collate', 'BackgroundLoader']
+__all__ = ['Rows', 'token_dtype', 'tokenize_to_shards', 'TokenShards', 'segment_positions', 'cu_seqlens_from_starts',
+           'pack_documents', 'block_causal_mask', 'pack_one_per_row', 'pack_length_buckets', 'pack_best_fit',
+           'pack_concatenated', 'packing_stats', 'padding_waste', 'PackedLoader', 'shard_mixture', 'collate',
+           'realized_shares', 'BackgroundLoader']
 
 # %% ../nbs/06_packing.ipynb #ad8fbce1
 def token_dtype(vocab_size: int) -> np.dtype:  # ids the tokenizer can produce
@@ -142,11 +145,8 @@ class TokenShards:
             docs = meta["docs"]
             n = binf.stat().st_size // self.dtype.itemsize
             if binf.stat().st_size % self.dtype.itemsize or n != meta["n_tokens"]:
-                raise DataError(
-                    binf,
-                    None,
-                    f"holds {binf.stat().st_size} bytes = {n} {self.dtype.name} tokens, but {meta_f.name} says {meta['n_tokens']}",
-                )
+                size = f"{binf.stat().st_size} bytes = {n} {self.dtype.name} tokens"
+                raise DataError(binf, None, f"holds {size}, but {meta_f.name} says {meta['n_tokens']}")
             off, ln = np.asarray(docs["offset"]), np.asarray(docs["length"])
             if len(off) != meta["n_docs"] or (
                 len(off) and (off[0] != 0 or np.any(off[1:] != off[:-1] + ln[:-1]) or off[-1] + ln[-1] != n)
@@ -159,6 +159,7 @@ class TokenShards:
             groups += docs["group"]
             where += [(si, o, l) for o, l in zip(off.tolist(), ln.tolist())]
         self.ids, self.groups, self._where = ids, groups, where
+        self.lengths = np.array([w[2] for w in where], dtype=np.int64)  # tokens of every document
 
     def __len__(self) -> int:
         return len(self._where)
@@ -168,8 +169,8 @@ class TokenShards:
         s, o, l = self._where[i]
         return self._maps[s][o : o + l]
 
-    def __getstate__(self):
-        return {"folder": self.folder}  # reopen, do not pickle the maps
+    def __getstate__(self):  # reopen, do not pickle the maps
+        return {"folder": self.folder}
 
     def __setstate__(self, st):
         self.__init__(st["folder"])
@@ -194,7 +195,7 @@ def pack_documents(
     seq_len: int,  # tokens per training row (inputs); each row holds seq_len + 1
     eos_id: int,  # appended after every document
 ) -> list[dict]:  # rows: "tokens" (seq_len+1,), "starts" (seq_len+1,) bool
-    "Concatenate documents with EOS and cut into overlapping rows of seq_len + 1 tokens (the tail is dropped)."
+    "Concatenate documents with EOS; cut into overlapping rows of seq_len + 1 tokens (the tail is dropped)."
     toks, starts = [], []
     for d in docs:
         toks.append(np.append(np.asarray(d, dtype=np.int64), eos_id))
@@ -218,17 +219,104 @@ def block_causal_mask(
     return (seg[:, None] == seg[None, :]) & torch.ones(T, T, dtype=torch.bool).tril()
 
 # %% ../nbs/06_packing.ipynb #a128aa17
+Rows = list[list[tuple[int, int]]]  # rows of (document number, tokens of it in the row)
+
+
+def pack_one_per_row(
+    lengths: np.ndarray,  # tokens of every document
+    seq_len: int,  # row length
+) -> tuple[Rows, list[int]]:
+    "One document per row, cut at seq_len: the rows and each row's padded width."
+    rows = [[(i, min(int(n), seq_len))] for i, n in enumerate(lengths)]
+    return rows, [seq_len] * len(rows)
+
+
+def pack_length_buckets(
+    lengths: np.ndarray,  # tokens of every document
+    seq_len: int,  # row length
+    batch_size: int = 8,  # rows per batch
+) -> tuple[Rows, list[int]]:
+    "One piece per row, sorted by length, each batch padded to its longest; longer documents split into rows."
+    pieces = [(i, min(seq_len, int(n) - k)) for i, n in enumerate(lengths) for k in range(0, int(n), seq_len)]
+    rows = [[p] for p in sorted(pieces, key=lambda p: p[1])]
+    widths = []
+    for b in range(0, len(rows), batch_size):
+        batch = rows[b : b + batch_size]
+        widths += [max(r[0][1] for r in batch)] * len(batch)
+    return rows, widths
+
+
+def pack_best_fit(
+    lengths: np.ndarray,  # tokens of every document
+    seq_len: int,  # row length
+) -> tuple[Rows, list[int]]:
+    "Best-fit decreasing: whole documents, longest first, into the row with the least room that fits."
+    rows, room = [], []  # room: sorted (free tokens, row number) of rows that are not full
+    for i in np.argsort(-np.asarray(lengths), kind="stable"):
+        n = int(lengths[i])
+        while n > seq_len:  # a document longer than a row fills whole rows first
+            rows.append([(int(i), seq_len)])
+            n -= seq_len
+        k = bisect.bisect_left(room, (n, -1))
+        if k < len(room):
+            free, r = room.pop(k)
+        else:
+            free, r = seq_len, len(rows)
+            rows.append([])
+        rows[r].append((int(i), n))
+        if free > n:
+            bisect.insort(room, (free - n, r))
+    return rows, [seq_len] * len(rows)
+
+
+def pack_concatenated(
+    lengths: np.ndarray,  # tokens of every document
+    seq_len: int,  # row length
+) -> tuple[Rows, list[int]]:
+    "pack_documents' rows: documents end to end, cut every seq_len tokens; a tail short of a row is dropped."
+    ends = np.cumsum(lengths)
+    starts = ends - np.asarray(lengths)
+    n_rows = (int(ends[-1]) - 1) // seq_len  # a row needs one token past its end: its last target
+    rows = []
+    for r in range(n_rows):
+        lo, hi = r * seq_len, (r + 1) * seq_len
+        docs = range(int(np.searchsorted(ends, lo, side="right")), int(np.searchsorted(starts, hi)))
+        rows.append([(i, int(min(ends[i], hi) - max(starts[i], lo))) for i in docs])
+    return rows, [seq_len] * n_rows
+
+
+def packing_stats(
+    packing: tuple[Rows, list[int]],  # rows and their padded widths, from a pack_* function
+    lengths: np.ndarray,  # tokens of every document
+    batch_size: int = 8,  # rows per batch, for the tokens a batch holds
+) -> dict[str, float]:
+    "Rows; shares of padding, of text cut off, of documents split over rows; fewest and most tokens a batch."
+    rows, widths = packing
+    kept = sum(t for row in rows for _, t in row)
+    rows_per_doc = Counter(i for row in rows for i, _ in row)
+    full = max(len(widths) // batch_size, 1) * batch_size  # whole batches (or the one there is)
+    batch_tokens = [sum(widths[b : b + batch_size]) for b in range(0, min(full, len(widths)), batch_size)]
+    return {
+        "rows": len(rows),
+        "padding": 1 - kept / sum(widths),
+        "cut": 1 - kept / int(np.sum(lengths)),
+        "split": sum(c > 1 for c in rows_per_doc.values()) / len(lengths),
+        "batch_min": min(batch_tokens),
+        "batch_max": max(batch_tokens),
+    }
+
+
 def padding_waste(
     doc_lengths: np.ndarray, seq_len: int
 ) -> dict[str, float]:  # tokens per document (EOS included); row length
-    "Share of padding and of truncated tokens with one document per row, versus packing."
-    ln = np.asarray(doc_lengths)
-    kept = np.minimum(ln, seq_len)
+    "Padding and text cut off with one document per row, against packing (computed from the rows)."
+    naive = packing_stats(pack_one_per_row(doc_lengths, seq_len), doc_lengths)
+    packed = packing_stats(pack_concatenated(doc_lengths, seq_len), doc_lengths)
     return {
-        "naive_padding": 1 - kept.sum() / (len(ln) * seq_len),
-        "naive_truncated": 1 - kept.sum() / ln.sum(),
-        "packed_padding": 0.0,
-        "packed_dropped": (ln.sum() % seq_len) / ln.sum(),
+        "naive_padding": naive["padding"],
+        "naive_truncated": naive["cut"],
+        "packed_padding": packed["padding"],
+        "packed_dropped": packed["cut"],
     }
 
 # %% ../nbs/06_packing.ipynb #ff7914b2
@@ -245,8 +333,8 @@ class PackedLoader:
         rank: int = 0,
         world_size: int = 1,  # this process's share of the rows
         shuffle: bool = True,  # False: documents in shard order
-        mixture: MixtureSampler | None = None,
-    ):  # draw documents from it instead (see `shard_mixture`)
+        mixture: MixtureSampler | None = None,  # draw documents from it instead (see `shard_mixture`)
+    ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
@@ -256,11 +344,13 @@ class PackedLoader:
         self.rank, self.world_size, self.shuffle, self.mixture = rank, world_size, shuffle, mixture
         self.group_names = sorted(set(self.shards.groups))  # group_ids in batches index this list
         self._group_of = np.array([self.group_names.index(g) for g in self.shards.groups])
+        if mixture is not None and (unknown := set(mixture.names) - set(self.group_names)):
+            raise ValueError(f"mixture domains {sorted(unknown)} are not groups of {self.shards.folder}")
         self.state = {
             "epoch": 0,
             "doc": 0,
-            "carry": [],
-            "carry_starts": [],
+            "carry": [] if mixture is None else {},  # with a mixture: group -> its stream's carry
+            "carry_starts": [] if mixture is None else {},
             "carry_groups": [],
             "row": 0,
             "mixture": None,
@@ -286,8 +376,6 @@ class PackedLoader:
 
     def _next_doc(self, order: np.ndarray) -> tuple[int, np.ndarray]:  # the next document's number
         st = self.state
-        if self.mixture is not None:
-            return self.mixture.sample()[1], order
         if st["doc"] == len(order):
             st["epoch"] += 1
             st["doc"] = 0
@@ -297,7 +385,10 @@ class PackedLoader:
         return i, order
 
     def _rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        "Packed rows of this rank (tokens, starts, groups), from the current state on; the state points just past the last row."
+        "Packed rows of this rank (tokens, starts, groups) from the current state, which moves past each row."
+        if self.mixture is not None:
+            yield from self._mixture_rows()
+            return
         st, need = self.state, self.seq_len + 1
         toks, starts, groups = list(st["carry"]), list(st["carry_starts"]), list(st["carry_groups"])
         order = self._order(st["epoch"])
@@ -324,6 +415,26 @@ class PackedLoader:
             if g % self.world_size == self.rank:
                 yield row
 
+    def _mixture_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        "Rows of a mixture: one packing stream per group; the sampler picks each row's group by tokens."
+        st, need, mix = self.state, self.seq_len + 1, self.mixture
+        while True:
+            g = mix.next_domain()
+            toks = st["carry"].setdefault(g, [])
+            starts = st["carry_starts"].setdefault(g, [])
+            while len(toks) < need:  # the group's stream takes its next document
+                d = self.shards.doc(mix.draw(g))
+                toks += d.tolist() + [self.eos_id]
+                starts += [True] + [False] * len(d)
+            group_ids = np.full(need, self.group_names.index(g), dtype=np.int64)
+            row = (np.array(toks[:need], dtype=np.int64), np.array(starts[:need]), group_ids)
+            del toks[: self.seq_len], starts[: self.seq_len]  # the last token is the next row's first input
+            mix.count(g, self.seq_len)  # every row adds seq_len targets
+            r = st["row"]
+            st["row"] += 1
+            if r % self.world_size == self.rank:
+                yield row
+
     def __iter__(self) -> Iterator[dict]:
         rows = self._rows()
         while True:
@@ -332,17 +443,21 @@ class PackedLoader:
 
 
 def shard_mixture(
-    shards: TokenShards, weights: dict[str, float], seed: int = 0, reuse_decay: float = 0.5
-) -> MixtureSampler:  # groups -> weight
-    "A MixtureSampler over the documents of a shard set, by their group."
+    shards: TokenShards,  # the shard set the loader reads
+    shares: dict[str, float],  # group -> share of the tokens (normalised; a missing group gets none)
+    seed: int = 0,  # the sampler's random stream
+    reuse_decay: float = 0.5,  # chapter 05's use-count decay
+) -> MixtureSampler:
+    "A chapter 05 MixtureSampler over a shard set's documents by group, counting the tokens the loader packs."
     domains: dict[str, list[int]] = {}
     for i, g in enumerate(shards.groups):
         domains.setdefault(g, []).append(i)
-    return MixtureSampler(domains, weights, seed, reuse_decay)
+    lengths = {g: (shards.lengths[ids] + 1).tolist() for g, ids in domains.items()}  # + 1: the EOS after each
+    return MixtureSampler(domains, lengths, shares, seed, reuse_decay)
 
 
 def collate(rows: list[tuple[np.ndarray, ...]], seq_len: int) -> dict:  # (tokens, starts[, groups]) per row
-    "Stack packed rows into model inputs, targets, position ids, varlen boundaries and each target's document group."
+    "Stack packed rows into model inputs, targets, position ids, varlen boundaries and each target's group."
     toks = torch.from_numpy(np.stack([r[0] for r in rows]))
     starts = np.stack([r[1][:-1] for r in rows])
     starts[:, 0] = True  # every row starts a piece
@@ -360,36 +475,50 @@ def collate(rows: list[tuple[np.ndarray, ...]], seq_len: int) -> dict:  # (token
         out["group_ids"] = torch.from_numpy(np.stack([r[2][1:] for r in rows]))  # group of each target token
     return out
 
+# %% ../nbs/06_packing.ipynb #e2c8d1f4
+def realized_shares(
+    loader: PackedLoader,  # a loader, with or without a mixture
+    batches: int = 100,  # how many of its next batches to count
+) -> dict[str, float]:  # group -> share of the target tokens
+    "Each group's share of the target tokens in the loader's next `batches` batches (the loader moves on)."
+    counts, it = np.zeros(len(loader.group_names), dtype=np.int64), iter(loader)
+    for _ in range(batches):
+        counts += np.bincount(next(it)["group_ids"].flatten().numpy(), minlength=len(counts))
+    return {g: float(c / counts.sum()) for g, c in zip(loader.group_names, counts)}
+
 # %% ../nbs/06_packing.ipynb #d92d824b
-def _produce(loader: PackedLoader, q, delay: float):
+def _produce(loader: PackedLoader, q, delay: float, made):
     for batch in loader:
         if delay:
             time.sleep(delay)  # stand-in for costly data work
         q.put(({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in batch.items()}, loader.state_dict()))
+        with made.get_lock():
+            made.value += 1  # batches finished so far
 
 
 class BackgroundLoader:
     "Run a PackedLoader in a child process, `prefetch` batches ahead, with exact resume."
 
     def __init__(
-        self, loader: PackedLoader, prefetch: int = 4, delay: float = 0.0
-    ):  # the loader; queue bound; simulated work per batch (s)
-        self.loader, self.prefetch, self.delay, self._proc, self._state = (
-            loader,
-            prefetch,
-            delay,
-            None,
-            loader.state_dict(),
-        )
+        self,
+        loader: PackedLoader,  # the loader to run
+        prefetch: int = 4,  # the most batches that wait in the queue
+        delay: float = 0.0,  # simulated data work per batch (s)
+    ):
+        self.loader, self.prefetch, self.delay = loader, prefetch, delay
+        self._proc, self._state = None, loader.state_dict()
+        self.waiting: list[int] = []  # at each request: batches finished by the producer, not yet taken
 
     def __iter__(self) -> Iterator[dict]:
         ctx = mp.get_context("fork")
-        self._q = ctx.Queue(maxsize=self.prefetch)
-        self._proc = ctx.Process(target=_produce, args=(self.loader, self._q, self.delay), daemon=True)
+        self._q, made, taken = ctx.Queue(maxsize=self.prefetch), ctx.Value("q", 0), 0
+        self._proc = ctx.Process(target=_produce, args=(self.loader, self._q, self.delay, made), daemon=True)
         self._proc.start()
         try:
             while True:
+                self.waiting.append(made.value - taken)
                 batch, self._state = self._q.get(timeout=120)
+                taken += 1
                 yield {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
         finally:
             self.close()

@@ -27,7 +27,7 @@ __all__ = ['fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
-    "SHA-1 of the text in lower case with whitespace collapsed: equal for copies that differ only in case or spacing."
+    "SHA-1 of the text in lower case with whitespace collapsed (copies differing in case or spacing match)."
     return hashlib.sha1(" ".join(text.lower().split()).encode("utf-8")).hexdigest()
 
 
@@ -61,7 +61,7 @@ def _line_key(line: str) -> int:
 def repeated_lines(
     texts: Iterable[str], min_docs: int = 10, min_chars: int = 20
 ) -> dict[int, int]:  # documents; how many documents make a line "repeated"; shorter lines are ignored
-    "Line key -> number of documents it occurs in, for lines of at least `min_chars` characters found in at least `min_docs` documents."
+    "Line key -> documents it occurs in, for lines of ≥ `min_chars` characters in ≥ `min_docs` documents."
     count: Counter = Counter()
     for t in texts:
         count.update({_line_key(l) for l in t.split("\n") if len(l.strip()) >= min_chars})
@@ -91,7 +91,7 @@ def shingle_hashes(
     text: str,  # a document
     n: int = 5,  # tokens per shingle (words, or CJK characters)
 ) -> np.ndarray:  # distinct 32-bit shingle hashes, uint32, sorted
-    "The set of hashed n-token shingles of a text (a text shorter than n gives one shingle of all its tokens)."
+    "The set of hashed n-token shingles of a text (shorter than n tokens: one shingle of all of them)."
     toks = [w.lower() for w in words(text)]
     if not toks:
         return np.zeros(0, np.uint32)
@@ -123,8 +123,10 @@ def _identity(x):
 
 
 def minhash(
-    hashes: np.ndarray, num_perm: int = 128, seed: int = 1
-):  # shingle hashes of one document; permutations; their seed
+    hashes: np.ndarray,  # shingle hashes of one document
+    num_perm: int = 128,  # permutations
+    seed: int = 1,  # their seed
+):
     "A datasketch `MinHash` of a set of pre-hashed shingles."
     from datasketch import MinHash
 
@@ -160,10 +162,8 @@ def minhash_signatures(
     num_perm: int = 128,  # signature length
     seed: int = 1,  # permutation seed (the same for every document!)
     block: int = 256,  # documents per vectorised block
-) -> (
-    np.ndarray
-):  # (len(texts), num_perm) uint32 signatures, equal to datasketch's MinHash of the same shingles
-    "MinHash signatures of many documents at once: every shingle of a block through every permutation in one numpy operation."
+) -> np.ndarray:  # (len(texts), num_perm) uint32 signatures, equal to datasketch's MinHash's
+    "MinHash signatures of many documents at once: a block's shingles through every permutation in one step."
     a, b = _permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, np.uint32)
     hs = [shingle_hashes(t, n) for t in texts]
@@ -233,7 +233,7 @@ class UnionFind:
 def clusters_from_pairs(
     ids: list[str], pairs: Iterable[tuple[str, str]]
 ) -> dict[str, str]:  # documents in input order; similar pairs
-    "Map every document that has a duplicate to the id its cluster keeps (the first in input order); kept ones map to themselves."
+    "Each document that has a duplicate -> the id its cluster keeps (the first in input order; kept: itself)."
     uf = UnionFind({i: k for k, i in enumerate(ids)})
     for a, b in pairs:
         uf.union(a, b)
@@ -246,7 +246,7 @@ def lsh_pairs(
     threshold: float = 0.7,  # Jaccard threshold: sets bands x rows, and the verification cut
     verify: bool = True,  # keep only pairs whose signatures agree on >= threshold of positions
 ) -> tuple[set[tuple[str, str]], int]:  # (pairs (earlier id, later id), candidate pairs before verification)
-    "Candidate pairs from datasketch's MinHashLSH, verified by signature agreement (documents without shingles take no part)."
+    "Candidate pairs from datasketch's MinHashLSH, verified by signature agreement (empty texts: none)."
     from datasketch import MinHash, MinHashLSH
 
     bands, rows = lsh_params(threshold, sigs.shape[1])
@@ -315,7 +315,7 @@ def band_keys(
 def bucket_pairs(
     records: Iterable[tuple[bytes, str]], order: dict[str, int]
 ) -> set[tuple[str, str]]:  # all partitions' band records; id -> input position
-    "Stage 3, the shuffle: group records by key; every two ids in one bucket are a candidate pair (earlier id first)."
+    "Stage 3, the shuffle: group records by key; two ids in one bucket are a candidate pair (earlier first)."
     buckets: dict = defaultdict(list)
     for k, i in records:
         buckets[k].append(i)
@@ -348,10 +348,8 @@ def _sig_star(args):
 def near_duplicates_partitioned(
     docs: list[dict],  # documents with id, text, in input order
     cfg: DedupConfig = DedupConfig(),
-) -> tuple[
-    dict[str, str], dict
-]:  # (removed id -> kept id, counts: candidates, verified pairs, seconds per stage)
-    "Near-duplicate detection as map (signatures, band keys) / shuffle (buckets) / reduce (verify, cluster) over partitions."
+) -> tuple[dict[str, str], dict]:  # removed id -> kept id; counts and seconds per stage
+    "Near-duplicate detection over partitions: map (signatures, band keys), shuffle, reduce (verify, union)."
     t0 = time.perf_counter()
     size = max(1, -(-len(docs) // cfg.partitions))
     parts = [docs[i : i + size] for i in range(0, len(docs), size)]
@@ -407,7 +405,7 @@ class ContaminationIndex:
         self.sizes = sorted(set(self.k.values()))
 
     def find(self, text: str) -> set[str]:  # a training document
-        "Items whose question shares an n-gram with the text (short questions: appear whole) and whose answer appears in it too."
+        "Items whose question shares an n-gram with the text (short ones: whole) and whose answer is in it."
         toks = _tokens(text)
         hits = set()
         for k in self.sizes:
@@ -455,11 +453,10 @@ def dedup_corpus(
     out_dir: str | Path,  # where kept.jsonl, removed.jsonl, contamination.jsonl, dedup_stats.json go
     cfg: DedupConfig = DedupConfig(),
     eval_files: list = (),  # JSONL evaluation sets to decontaminate against
-    remove_domains: tuple = (
-        "web",
-    ),  # contaminated documents of these domains are removed; others are flagged
+    # contaminated documents of these domains are removed; others are flagged
+    remove_domains: tuple = ("web",),
 ) -> dict:  # statistics, also saved as dedup_stats.json
-    "Exact dedup, near dedup and decontamination of a JSONL corpus; every document kept or removed with a reason."
+    "Exact and near dedup and decontamination of a JSONL corpus; each document kept or removed with a reason."
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     unreadable: list = []

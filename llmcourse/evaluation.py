@@ -46,7 +46,8 @@ def load_trained_model(
     index_path = Path(cfg.shards) / "index.json"
     if not index_path.exists():
         raise FileNotFoundError(
-            f"{index_path} (the shards {run / 'config.json'} names) is missing; run from the folder training ran in"
+            f"{index_path} (the shards {run / 'config.json'} names) is missing; "
+            "run from the folder training ran in"
         )
     vocab = json.loads(index_path.read_text())["vocab_size"]
     model = Llama(model_config(cfg, vocab))  # built exactly as the trainer built it
@@ -198,7 +199,7 @@ class ProbeSuite:
 def fact_probes(
     records: list[dict], n: int | None = None, seed: int = 0
 ) -> list[dict]:  # eval_probes.jsonl records; how many
-    "Choice and pair probes from fact probes: the answer against its distractors, in both languages, seen or held-out facts."
+    "Choice and pair probes from fact records: the answer against its distractors, by language and split."
     rng = random.Random(seed)
     recs = records if n is None else rng.sample(records, min(n, len(records)))
     out = []
@@ -228,14 +229,14 @@ def fact_probes(
     return out
 
 # %% ../nbs/13_evaluation.ipynb #99f19018
-def mcq_prompt(question: str) -> str:
-    return f"Question: {question}\nAnswer:"  # the harness's generic format
+def mcq_prompt(question: str) -> str:  # the harness's generic format
+    return f"Question: {question}\nAnswer:"
 
 
 def score_mcq(
     model: Llama, tok: Tokenizer, item: dict
 ) -> dict:  # {"text": question, "choices": [...], "answer": index}
-    "Log-likelihood of every choice; acc and acc_norm (log-likelihood per character of the choice) for one item."
+    "Log-likelihood of every choice; acc and acc_norm (log-likelihood per character of the choice)."
     ll = [
         continuation_logprob(model, tok, mcq_prompt(item["text"]), " " + str(c))[0] for c in item["choices"]
     ]
@@ -342,7 +343,8 @@ def niah_prompt(
     room = length - len(q) - sum(map(len, ns))
     if room < 0:
         raise ValueError(
-            f"length {length} is too short for {len(needles)} needle(s) and the question ({length - room} tokens)"
+            f"length {length} is too short for {len(needles)} needle(s) "
+            f"and the question ({length - room} tokens)"
         )
     hay = tok.encode(haystack)
     if len(hay) < room:
@@ -444,13 +446,12 @@ def evaluate_run(
     run: str | Path,  # a training run folder (chapter 09)
     tokenizer: str | Path,  # its tokenizer.json
     data_dir: str | Path,  # the samples: eval_probes.jsonl, eval_mcq.jsonl, long.jsonl
-    heldout: str
-    | Path
-    | None,  # JSONL documents with id, text, group; the held-out split is used (None: skip perplexity)
+    # JSONL documents with id, text, group; the held-out split is used (None: skip perplexity)
+    heldout: str | Path | None,
     out_dir: str | Path,  # where eval.json and the figures go
     cfg: EvalConfig = EvalConfig(),
 ) -> dict:  # everything measured (also eval.json)
-    "Perplexity/bits per byte per group, fact probes, multiple choice, needle grid and generations for one trained model."
+    "Perplexity and bits per byte per group, probes, multiple choice, needles and generations of one model."
     out, data = Path(out_dir), Path(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tcfg = load_trained_model(run)

@@ -18,7 +18,7 @@ from .tokenizer import Tokenizer
 # %% auto #0
 __all__ = ['EXTENSION_METHODS', 'rope_wavelengths', 'rope_decay_bound', 'linear_scaling', 'ntk_scaling', 'dynamic_ntk_scaling',
            'yarn_ramp', 'yarn_scaling', 'extension_overrides', 'rope_at_length', 'nll_by_position', 'word_tokens',
-           'filler_token', 'recall_document', 'recall_accuracy']
+           'filler_token', 'recall_document', 'recall_accuracy', 'binomial_interval']
 
 # %% ../nbs/11_long_context.ipynb #e5f2850c
 def rope_wavelengths(
@@ -64,7 +64,7 @@ def linear_scaling(
 
 
 def ntk_scaling(inv_freq: torch.Tensor, cfg: ModelConfig | None, factor: float) -> tuple[torch.Tensor, float]:
-    "NTK-aware: the base raised by factor^(d/(d−2)), so the slowest pair is interpolated by the factor and the fastest not at all."
+    "NTK-aware: the base raised by factor^(d/(d−2)); the slowest pair is interpolated by the factor."
     c = _need(cfg, "ntk")
     d = c.head_dim
     base = c.rope_theta * _factor(factor) ** (d / (d - 2))
@@ -176,15 +176,20 @@ def rope_at_length(model: Llama, seq_len: int):  # a model; the length about to 
 
 # %% ../nbs/11_long_context.ipynb #d5bcf577
 @torch.no_grad()
-def nll_by_position(model: Llama, windows: torch.Tensor) -> np.ndarray:  # (N, T+1) token windows
-    "Mean next-token loss at each position 0..T−1 over the windows (position 0 predicts the second token)."
+def nll_by_position(
+    model: Llama,
+    windows: torch.Tensor,  # (N, T+1) token windows
+    per_window: bool = False,  # True: one row per window instead of the mean over windows
+) -> np.ndarray:  # (T,) or (N, T) losses in nats
+    "Next-token loss at each position 0..T−1, mean over the windows (position 0 predicts the second token)."
     model.eval()
     T = windows.shape[1] - 1
     dev = next(model.parameters()).device
     with rope_at_length(model, T):
         logits = model(windows[:, :-1].to(dev)).float()
     nll = F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten().to(dev), reduction="none")
-    return nll.view(len(windows), T).mean(0).cpu().numpy()
+    nll = nll.view(len(windows), T)
+    return (nll if per_window else nll.mean(0)).cpu().numpy()
 
 
 def word_tokens(tok: Tokenizer, min_len: int = 3) -> list[int]:  # a tokenizer; shortest word
@@ -225,7 +230,7 @@ def recall_accuracy(
     trials: int = 16,
     seed: int = 0,
 ) -> float:
-    "Share of the repeated list's words 2..n predicted exactly (greedy), the first copy `distance` tokens back."
+    "Share of the repeated list's words 2..n predicted exactly (greedy), the list `distance` tokens back."
     rng = random.Random(seed)
     model.eval()
     dev = next(model.parameters()).device
@@ -236,3 +241,14 @@ def recall_accuracy(
     with rope_at_length(model, ids.shape[1] - 1):
         pred = model(ids[:, :-1]).argmax(-1)
     return (pred[:, -(n - 1) :] == ids[:, -(n - 1) :]).float().mean().item()
+
+def binomial_interval(
+    hits: int, n: int, z: float = 1.96
+) -> tuple[float, float]:  # successes; trials; normal quantile (1.96: 95%)
+    "Wilson score interval of a success rate: where the true rate lies, given `hits` of `n`."
+    if n <= 0 or not 0 <= hits <= n:
+        raise ValueError(f"need 0 <= hits <= n and n > 0, got {hits} of {n}")
+    p, z2 = hits / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

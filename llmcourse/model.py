@@ -18,9 +18,9 @@ from torch import nn
 __all__ = ['PRESETS', 'ROPE_SCALINGS', 'ATTENTION_BACKENDS', 'llama_ffn_dim', 'ModelConfig', 'preset', 'shape_warnings',
            'RMSNorm', 'rope_frequencies', 'rope_cos_sin', 'apply_rope', 'causal_mask', 'document_mask',
            'math_attention', 'sdpa_attention', 'attention', 'SwiGLU', 'Attention', 'Block', 'Llama', 'count_parameters',
-           'numel', 'matmul_parameters', 'flops_per_token', 'training_flops', 'training_memory', 'hf_name',
-           'hf_rope_parameters', 'hf_config', 'save_pretrained', 'config_from_hf', 'from_pretrained', 'KVCache',
-           'sample_next', 'generate']
+           'numel', 'matmul_parameters', 'attention_flops', 'flops_per_token', 'training_flops', 'training_memory',
+           'hf_name', 'hf_rope_parameters', 'hf_config', 'save_pretrained', 'config_from_hf', 'from_pretrained',
+           'KVCache', 'sample_next', 'generate']
 
 # %% ../nbs/07_model.ipynb #36a31eca
 def llama_ffn_dim(dim: int, multiple_of: int = 256) -> int:  # hidden size H; round up to this
@@ -322,8 +322,8 @@ class Llama(nn.Module):
         ids: torch.Tensor,  # (B, T) token ids
         cache=None,  # a KVCache, for generation
         start_pos: int = 0,  # position of ids[:, 0] (with a cache)
-        position_ids: torch.Tensor
-        | None = None,  # (B, T) RoPE position per token (packed rows: restart per document)
+        # (B, T) RoPE position per token (packed rows: restart per document)
+        position_ids: torch.Tensor | None = None,
         doc_ids: torch.Tensor | None = None,  # (B, T) document number per token: attention stays inside it
     ) -> torch.Tensor:  # (B, T, vocab_size) logits
         return self.lm_head(self.hidden(ids, cache, start_pos, position_ids, doc_ids))
@@ -331,7 +331,7 @@ class Llama(nn.Module):
     def hidden(
         self, ids, cache=None, start_pos: int = 0, position_ids=None, doc_ids=None
     ) -> torch.Tensor:  # as forward
-        "The final normalised hidden states (B, T, dim), before the output matrix (a loss can apply `lm_head` in chunks)."
+        "Final normalised hidden states (B, T, dim), before the output layer (a loss may apply it in parts)."
         T = ids.shape[1]
         if start_pos + T > self.cfg.max_seq_len:
             raise ValueError(f"positions up to {start_pos + T} exceed max_seq_len={self.cfg.max_seq_len}")
@@ -380,12 +380,26 @@ def matmul_parameters(cfg: ModelConfig) -> int:
     return p["attention"] + p["ffn"] + cfg.vocab_size * cfg.dim
 
 
+def attention_flops(
+    batch: int,  # sequences B
+    heads: int,  # query heads
+    seq_len: int,  # tokens per sequence T (as many queries as keys)
+    head_dim: int,  # size of one head d
+    causal: bool = True,  # count only the half of the score matrix the causal mask keeps
+    backward: bool = False,  # True: forward + backward (the backward is twice the forward)
+) -> float:
+    "FLOPs of the attention matmuls (q·kᵀ and p·v) of one layer: 4·B·heads·T²·d forward, half when causal."
+    forward = 4 * batch * heads * seq_len**2 * head_dim * (0.5 if causal else 1.0)
+    return 3 * forward if backward else forward
+
+
 def flops_per_token(
     cfg: ModelConfig, seq_len: int, training: bool = True
 ) -> float:  # shape; context T; forward+backward?
-    "FLOPs per token: 6N + 12·L·H·T for training (2N + 4·L·H·T forward only)."
-    fwd = 2 * matmul_parameters(cfg) + 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
-    return 3 * fwd if training else fwd
+    "FLOPs per token, causal attention at half: 6N + 6·L·heads·d·T for training (2N + 2·L·heads·d·T forward)."
+    attn = cfg.n_layers * attention_flops(1, cfg.n_heads, seq_len, cfg.head_dim) / seq_len
+    forward = 2 * matmul_parameters(cfg) + attn
+    return 3 * forward if training else forward
 
 
 def training_flops(cfg: ModelConfig, tokens: float, seq_len: int) -> float:  # tokens D; context T
@@ -437,7 +451,7 @@ def hf_name(name: str) -> str:  # one of our parameter names
 
 
 def hf_rope_parameters(cfg: ModelConfig) -> dict:
-    "transformers' `rope_parameters` for our RoPE settings: the default, linear interpolation or YaRN (chapter 11)."
+    "transformers' `rope_parameters` for our RoPE settings: default, linear or YaRN (chapter 11)."
     sc, out = cfg.rope_scaling, {"rope_type": "default", "rope_theta": cfg.rope_theta}
     if not sc:
         return out
@@ -457,7 +471,8 @@ def hf_rope_parameters(cfg: ModelConfig) -> dict:
             **extra,
         }
     raise ValueError(
-        f"rope_scaling type {kind!r} has no transformers config that gives the same frequencies (linear and yarn do)"
+        f"rope_scaling type {kind!r} has no transformers config that gives the same frequencies "
+        "(linear and yarn do)"
     )
 
 

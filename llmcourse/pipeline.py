@@ -55,11 +55,12 @@ from llmcourse.tokenizer import (
 )
 
 # %% auto #0
-__all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'RunConfig', 'StageNotReady', 'RunContext',
-           'Stage', 'partial_dir', 'report_link', 'inventory_file', 'stage_samples', 'stage_clean',
+__all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'EVAL_DATA', 'RunConfig', 'StageNotReady',
+           'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_file', 'stage_samples', 'stage_clean',
            'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards', 'stage_train', 'stage_evaluate',
            'code_fingerprint', 'data_fingerprint', 'stage_fingerprint', 'read_marker', 'recover_stage_folders',
-           'start_stage', 'finish_stage', 'run_pipeline', 'current_stages', 'render_report']
+           'start_stage', 'finish_stage', 'run_pipeline', 'current_stages', 'render_report', 'build_parser',
+           'describe_os_error', 'main']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 @dataclass
@@ -102,7 +103,8 @@ class RunConfig:
         need(
             is_int(self.vocab_size) and self.vocab_size >= n_min,
             "vocab_size",
-            f"is too small: 256 byte tokens, {len(SPECIAL_TOKENS)} special tokens and at least one merge need {n_min}",
+            f"is too small: 256 byte tokens, {len(SPECIAL_TOKENS)} special tokens "
+            f"and at least one merge need {n_min}",
         )
         need(isinstance(self.split_digits, bool), "split_digits", "must be true or false")
         for name, least in (("shard_tokens", 1), ("workers", 1), ("seq_len", 2), ("train_steps", 0)):
@@ -372,8 +374,9 @@ def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
     rules = ", ".join(f"{r} {n}" for r, n in sorted(s["by_rule"].items(), key=lambda kv: -kv[1]))
     pii = ", ".join(f"{k} {v}" for k, v in sorted(s["pii"].items())) or "none"
     return [
-        f"Read {s['read']:,} documents ({s['chars_in'] / 1e6:.1f} M characters) in {s['seconds']} s; kept {s['kept']:,} "
-        f"({s['chars_out'] / 1e6:.1f} M characters), rejected {s['rejected']:,}, each with its reason in `rejected.jsonl`.",
+        f"Read {s['read']:,} documents ({s['chars_in'] / 1e6:.1f} M characters) in {s['seconds']} s; "
+        f"kept {s['kept']:,} ({s['chars_out'] / 1e6:.1f} M characters), rejected {s['rejected']:,}, "
+        "each with its reason in `rejected.jsonl`.",
         "",
         "| input | read | kept | rejected |",
         "|---|---:|---:|---:|",
@@ -431,21 +434,24 @@ def _dedup_figure(s: dict, path: Path) -> Path:
 
 
 def _dedup_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+    reasons = ("contamination", "exact_duplicate", "near_duplicate")
     rows = [
-        f"| {d} | {c.get('kept', 0):,} | {c.get('contamination', 0)} | {c.get('exact_duplicate', 0)} | {c.get('near_duplicate', 0)} |"
+        f"| {d} | {c.get('kept', 0):,} | " + " | ".join(str(c.get(r, 0)) for r in reasons) + " |"
         for d, c in sorted(s["by_domain"].items())
     ]
     c = s["contamination"]
     return [
         f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
-        f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, {s['near']['bands']} bands × {s['near']['rows']} rows).",
+        f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, "
+        f"{s['near']['bands']} bands × {s['near']['rows']} rows).",
         "",
         "| domain | kept | contamination | exact | near |",
         "|---|---:|---:|---:|---:|",
         *rows,
         "",
-        f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} evaluation items; "
-        f"{c['removed_docs']} web documents removed, {c['flagged_docs']} other documents flagged in `contamination.jsonl` "
+        f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} "
+        f"evaluation items; {c['removed_docs']} web documents removed, {c['flagged_docs']} other "
+        "documents flagged in `contamination.jsonl` "
         "(the knowledge corpus states the facts the probes test).",
         "",
         f"![dedup]({report_link(fig, run_dir)})",
@@ -576,14 +582,16 @@ def _shards_report(s: dict) -> list[str]:
     rows = [f"| {g} | {v['docs']:,} | {v['tokens']:,} |" for g, v in sorted(s["groups"].items())]
     p = s["padding"]
     return [
-        f"Tokenised {s['n_docs']:,} training documents into {s['n_tokens']:,} tokens ({s['dtype']}, {s['shards']} shard(s)) "
+        f"Tokenised {s['n_docs']:,} training documents into {s['n_tokens']:,} tokens "
+        f"({s['dtype']}, {s['shards']} shard(s)) "
         f"in {s['seconds']} s ({s['tokens_per_second']:,} tokens/s).",
         "",
         "| group | documents | tokens |",
         "|---|---:|---:|",
         *rows,
         "",
-        f"At {s['seq_len']} tokens per row, one document per row would be {p['naive_padding']:.0%} padding and cut "
+        f"At {s['seq_len']} tokens per row, one document per row would be {p['naive_padding']:.0%} "
+        "padding and cut "
         f"{p['naive_truncated']:.0%} of the text; packing wastes none. First packed batch: "
         + ", ".join(f"`{k}` {v}" for k, v in s["first_batch"].items())
         + ".",
@@ -654,8 +662,9 @@ def _train_figure(hist: list[dict], path: Path) -> Path:
 def _train_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
     ppl = ", ".join(f"{g} {v:.0f}" for g, v in sorted(s["final_ppl"].items()))
     return [
-        f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): training loss "
-        f"{s['first_loss']:.2f} → {s['final_loss']:.2f}; held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.",
+        f"Trained {s['steps']} steps ({s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tokens/s): "
+        f"training loss {s['first_loss']:.2f} → {s['final_loss']:.2f}; "
+        f"held-out loss {s['final_eval_loss']:.2f}; rollbacks {s['rollbacks']}.",
         "",
         f"Held-out perplexity per domain: {ppl}.",
         "",
@@ -698,10 +707,10 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         if k in res["niah"]
     )
     gens = [f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}`" for g in res["generations"]]
-    m = res["mcq"]
+    m, whole = res["mcq"], res["perplexity_all"]
     return [
-        f"Held-out perplexity {res['perplexity_all']['ppl']:.1f} per token, {res['perplexity_all']['bits_per_byte']:.3f} bits per byte "
-        f"({res['perplexity_all']['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.",
+        f"Held-out perplexity {whole['ppl']:.1f} per token, {whole['bits_per_byte']:.3f} bits per byte "
+        f"({whole['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.",
         "",
         "| group | docs | perplexity | bits/byte |",
         "|---|---:|---:|---:|",
@@ -709,7 +718,8 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         "",
         f"Fact probes (accuracy, chance 0.25): {probes}.",
         "",
-        f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, chance {m['chance']:.3f}.",
+        f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, "
+        f"chance {m['chance']:.3f}.",
         "",
         f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.",
         "",
@@ -731,12 +741,14 @@ STAGES: list[Stage] = [
     Stage(
         "clean",
         stage_clean,
-        "extract, normalise, filter by rules and mask PII; every document kept or rejected with a reason (chapter 03)",
+        "extract, normalise, filter by rules and mask PII; "
+        "every document kept or rejected with a reason (chapter 03)",
     ),
     Stage(
         "dedup",
         stage_dedup,
-        "decontaminate against the evaluation sets, remove exact and MinHash/LSH near duplicates (chapter 04)",
+        "decontaminate against the evaluation sets, "
+        "remove exact and MinHash/LSH near duplicates (chapter 04)",
         keys=("dedup_threshold",),
     ),
     Stage(
@@ -748,20 +760,23 @@ STAGES: list[Stage] = [
     Stage(
         "shards",
         stage_shards,
-        "tokenise the training split into memory-mapped token shards and check the packed loader (chapter 06)",
+        "tokenise the training split into memory-mapped token shards "
+        "and check the packed loader (chapter 06)",
         keys=("shard_tokens", "seq_len", "seed"),
     ),
     Stage(
         "train",
         stage_train,
-        "train the tiny model on the shards: WSD, channel losses, held-out perplexity, checkpoints (chapter 09)",
+        "train the tiny model on the shards: "
+        "WSD, channel losses, held-out perplexity, checkpoints (chapter 09)",
         keys=("train_steps", "model", "seq_len", "seed"),
         resumable=True,
     ),
     Stage(
         "evaluate",
         stage_evaluate,
-        "evaluate the model: perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)",
+        "evaluate the model: "
+        "perplexity and bits per byte, probes, multiple choice, needles, generations (chapter 13)",
     ),
 ]
 
@@ -785,7 +800,7 @@ def data_fingerprint(data_dir: Path) -> dict:  # a folder of sample files
 def stage_fingerprint(
     ctx: RunContext, st: Stage, upstream: str | None
 ) -> str:  # the run; a stage; the previous stage's fingerprint
-    "What a stage's output is a function of: its settings, the code, the output before it (and, first, the data)."
+    "What a stage's output depends on: its settings, the code, the output before it (and, first, the data)."
     parts = {
         "stage": st.name,
         "settings": {k: getattr(ctx.cfg, k) for k in st.keys},
@@ -838,8 +853,11 @@ def start_stage(ctx: RunContext, st: Stage, fingerprint: str) -> Path:  # the ru
 
 
 def finish_stage(
-    ctx: RunContext, st: Stage, fingerprint: str, result: dict
-):  # the run; the stage; its fingerprint; what it returned
+    ctx: RunContext,  # the run
+    st: Stage,  # the stage
+    fingerprint: str,  # its inputs' fingerprint
+    result: dict,  # what it returned
+):
     "Mark the work folder finished, then put it in place of the old output."
     final = ctx.final_dir(st.name)
     part = partial_dir(final)
@@ -943,7 +961,7 @@ def run_pipeline(
 
 # %% ../nbs/15_pipeline.ipynb #23f57490
 def current_stages(ctx: RunContext) -> dict[str, dict]:  # the run
-    "The finished stages whose output matches the run's settings and inputs as they are now: name -> stage.json."
+    "Finished stages whose output matches the run's current settings and inputs: name -> stage.json."
     current, expected = {}, None
     for st in STAGES:
         expected = stage_fingerprint(ctx, st, expected)
@@ -993,3 +1011,233 @@ def render_report(ctx: RunContext, summary: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+# %% ../nbs/15_pipeline.ipynb #15c11002
+import argparse, errno, tempfile
+
+from .core import DataError, FolderBusyError, load_config
+
+# %% ../nbs/15_pipeline.ipynb #0f998abe
+def build_parser() -> argparse.ArgumentParser:
+    "The `llmcourse` argument parser."
+    p = argparse.ArgumentParser(
+        prog="llmcourse",
+        description="llmcourse: pre-train a tiny language model, stage by stage, on CPU or GPU.",
+    )
+    p.add_argument("--version", action="version", version=f"llmcourse {llmcourse.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser(
+        "run",
+        help="run the end-to-end pipeline and write a report",
+        description="Run the pipeline. Stages: " + "; ".join(f"{s.name} ({s.doc})" for s in STAGES),
+    )
+    r.add_argument("--data", help="sample data folder (default: generate the samples into OUT/samples)")
+    r.add_argument("--out", help="run folder (default: runs/<date-time>)")
+    r.add_argument("--seed", type=int, help=f"seed (default {SAMPLE_SEED})")
+    r.add_argument(
+        "--stdlib-files",
+        type=int,
+        help="standard-library files to read as extra text (default 400; 0 for none)",
+    )
+    r.add_argument(
+        "--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)"
+    )
+    r.add_argument(
+        "--no-split-digits",
+        action="store_true",
+        help="keep digit runs together in the tokenizer (GPT-2 style)",
+    )
+    r.add_argument(
+        "--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)"
+    )
+    r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
+    r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
+    r.add_argument(
+        "--config",
+        help="a config.json from an earlier run to repeat (into a new folder); flags given here override it",
+    )
+    r.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run every stage again, even those whose finished output is up to date",
+    )
+    t = sub.add_parser(
+        "train",
+        help="train (or resume) a model from a TrainConfig JSON file",
+        description="Train a model on token shards (chapter 09); "
+        "resumes from the run folder's latest checkpoint.",
+    )
+    t.add_argument(
+        "--config", required=True, help="a TrainConfig JSON file (e.g. the config.json of an earlier run)"
+    )
+    t.add_argument("--out", help="run folder (overrides the config's)")
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        help="optimizer steps (overrides the config's; 0 writes the initial checkpoint only)",
+    )
+    t.add_argument(
+        "--override",
+        action="store_true",
+        help="resume a run whose settings changed (recorded in its metrics.jsonl); "
+        "without it a change is refused",
+    )
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
+        description="Evaluate a training run (chapter 13). "
+        "RUN is a training folder, or a pipeline run folder.",
+    )
+    e.add_argument("run", help="a training run folder (config.json + checkpoints) or a pipeline run folder")
+    e.add_argument(
+        "--tokenizer", help="tokenizer.json (default for a pipeline folder: its 04_tokenizer/tokenizer.json)"
+    )
+    e.add_argument(
+        "--data",
+        help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl "
+        "(default for a pipeline folder: the data it ran on)",
+    )
+    e.add_argument(
+        "--heldout",
+        help="JSONL documents whose held-out split is scored "
+        "(default for a pipeline folder: 03_dedup/kept.jsonl)",
+    )
+    e.add_argument("--out", help="folder for eval.json and figures (default: RUN/eval)")
+    e.add_argument("--probes", type=int, default=200, help="fact probes to score (default 200; 0 skips)")
+    e.add_argument("--mcq", type=int, help="multiple-choice items to score (default: all; 0 skips)")
+    s = sub.add_parser(
+        "samples",
+        help="generate the sample data",
+        description="Generate data_samples/ (deterministic: same seed, same bytes).",
+    )
+    s.add_argument("--out", default="data_samples", help="folder to write (default: data_samples)")
+    s.add_argument("--seed", type=int, default=SAMPLE_SEED, help=f"seed (default {SAMPLE_SEED})")
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write; exit 1 if OUT differs from what the generators make",
+    )
+    return p
+
+# %% ../nbs/15_pipeline.ipynb #abaff53a
+def _cmd_run(a) -> int:
+    cfg = load_config(RunConfig, a.config) if a.config else RunConfig()
+    # a new folder unless --out says otherwise: never overwrite the run a config came from
+    cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in ("data", "out", "seed", "stages"):
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
+    if a.stdlib_files is not None:
+        cfg.stdlib_files = a.stdlib_files
+    if a.vocab_size is not None:
+        cfg.vocab_size = a.vocab_size
+    if a.no_split_digits:
+        cfg.split_digits = False
+    if a.dedup_threshold is not None:
+        cfg.dedup_threshold = a.dedup_threshold
+    if a.train_steps is not None:
+        cfg.train_steps = a.train_steps
+    t0 = time.perf_counter()
+    run_dir = run_pipeline(cfg, rerun=a.rerun)
+    print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_train(a) -> int:
+    cfg = load_config(TrainConfig, a.config)
+    if a.out is not None:
+        cfg.out = a.out
+    if a.max_steps is not None:
+        cfg.max_steps = a.max_steps
+    print(json.dumps(train(cfg, override=a.override)))
+    return 0
+
+
+EVAL_DATA = ["eval_probes.jsonl", "eval_mcq.jsonl", "long.jsonl"]
+
+
+def _cmd_eval(a) -> int:
+    run = Path(a.run)
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"{run}: no such folder (give a pipeline run folder, "
+            "or a training folder with ckpt_*.pt and --tokenizer PATH)"
+        )
+    pipeline_run = (run / "config.json").exists() and (run / "summary.json").exists()
+    train_dir = run / "06_train" if pipeline_run else run
+    tokenizer = a.tokenizer or (run / "04_tokenizer" / "tokenizer.json" if pipeline_run else None)
+    if tokenizer is None:
+        raise ValueError(
+            f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)"
+        )
+    data = a.data
+    if data is None and pipeline_run:  # the data the run itself used, wherever we are now
+        ran = load_config(RunConfig, run / "config.json")
+        data = ran.data or str(Path(ran.out) / "samples")
+    if data is None:
+        raise ValueError(f"{run} is a training folder: say where the evaluation sets are (--data DIR)")
+    if missing := [f for f in EVAL_DATA if not (Path(data) / f).is_file()]:
+        raise FileNotFoundError(
+            f"{data} lacks {missing}: give a folder made by `llmcourse samples` (--data DIR)"
+        )
+    heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
+    out = Path(a.out) if a.out else run / "eval"
+    res = evaluate_run(train_dir, tokenizer, data, heldout, out, EvalConfig(probes=a.probes, mcq=a.mcq))
+    ppl = res.get("perplexity_all", {})
+    summary = {
+        "perplexity": ppl.get("ppl"),
+        "bits_per_byte": ppl.get("bits_per_byte"),
+        "mcq_acc": res.get("mcq", {}).get("acc"),
+        "probes": res.get("probes"),
+    }
+    print(json.dumps(summary, ensure_ascii=False))
+    print(f"wrote {out / 'eval.json'}")
+    return 0
+
+
+def _cmd_samples(a) -> int:
+    if not a.check:
+        for p in generate_samples(a.out, a.seed):
+            print(f"{p}  {p.stat().st_size:,} bytes")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate_samples(tmp, a.seed)
+        differ = [
+            p.name
+            for p in fresh
+            if not (Path(a.out) / p.name).exists() or (Path(a.out) / p.name).read_bytes() != p.read_bytes()
+        ]
+    print(
+        f"{a.out}: "
+        + (
+            f"differs from seed {a.seed}'s output in {differ}"
+            if differ
+            else f"identical to seed {a.seed}'s output"
+        )
+    )
+    return 1 if differ else 0
+
+# %% ../nbs/15_pipeline.ipynb #a28ad2ff
+def describe_os_error(e: OSError) -> str:  # an error from the operating system
+    "One line for an OS error: what went wrong and on which path, without a traceback."
+    if e.errno is None:
+        return str(e)  # raised by llmcourse itself, with its own message
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
+        e.errno, e.strerror
+    )
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{paths}: {what}" if paths else f"{what or e}"
+
+
+def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
+    "Entry point of the `llmcourse` command."
+    a = build_parser().parse_args(argv)
+    commands = {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}
+    try:
+        return commands[a.command](a)
+    except (DataError, ValueError, FolderBusyError) as e:
+        message = str(e)
+    except OSError as e:  # permissions, a full disk, a file where a folder should be, ...
+        message = describe_os_error(e)
+    print(f"llmcourse {a.command}: error: {message}", file=sys.stderr)
+    return 2

@@ -22,7 +22,7 @@ from .training import TrainConfig, train, read_metrics, model_config
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber', 'check_points',
            'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima', 'fit_isoflop', 'bootstrap',
            'sweep_shape', 'isoflop_grid', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss',
-           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'token_share_weights', 'realized_shares']
+           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -312,7 +312,7 @@ def isoflop_grid(
     min_steps: int = 30,  # leave out runs shorter than this
     max_epochs: float = 4.0,  # leave out runs that would repeat the data more often than this
 ) -> list[dict]:  # one point per run: budget, shape, N, D, steps, C (actual)
-    "The runs of an IsoFLOP sweep: at each budget, the shapes around the expected optimum that give a meaningful run."
+    "The runs of an IsoFLOP sweep: at each budget, the shapes near the expected optimum that give a real run."
     tokens_per_step = base.seq_len * base.batch_size * base.grad_accum
     points = []
     for c in budgets:
@@ -337,10 +337,10 @@ def isoflop_grid(
 def run_sweep(
     points: list[dict],  # from isoflop_grid (or any list with "shape" and "steps")
     base: TrainConfig,  # shared settings; out is the parent folder of the runs
-    loss_key: str = "eval_loss",  # what to record from the last metrics line, e.g. "ppl/general" (turned into a loss)
+    loss_key: str = "eval_loss",  # what to record from the last metrics line; "ppl/…" is turned into a loss
     warmup_share: float = 0.1,  # warmup steps as a share of each run
 ) -> list[dict]:  # the points with "loss", "seconds" and "run"
-    "Train every run of a sweep (resuming finished ones from their folders) and record its final held-out loss."
+    "Train every run of a sweep (finished ones resume from their folders) and record its final held-out loss."
     out = []
     for i, p in enumerate(progress(points, desc="sweep")):
         run = Path(base.out) / f"run{i:03d}_C{p['budget']:.0e}_d{p['shape']['dim']}_l{p['shape']['n_layers']}"
@@ -385,7 +385,7 @@ def load_sweep(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:  # a fil
 
 # %% ../nbs/12_scaling_laws.ipynb #d60fd2bd
 def text_pieces(text: str, max_chars: int = 2000) -> list[str]:  # a document; longest piece
-    "A document cut at line ends into pieces of at most about max_chars characters (a line longer than that stays whole)."
+    "A document cut at line ends into pieces of at most about max_chars characters (longer lines stay whole)."
     out, cur = [], ""
     for line in text.splitlines(keepends=True):
         if cur and len(cur) + len(line) > max_chars:
@@ -464,7 +464,7 @@ def fit_dcpt(
     N,
     D,
     r,
-    L,  # each point's model size, continued-pre-training tokens, the share of this loss's corpus in the mix, loss
+    L,  # each point's model size, continued-pre-training tokens, share of this loss's corpus in the mix, loss
     delta: float = 1e-3,  # Huber threshold on log-loss residuals
     n_starts: int = 4000,  # random starting points scored before optimising
     top_k: int = 64,  # L-BFGS runs from the best of them (fewer often stop in a poor local optimum)
@@ -509,8 +509,8 @@ def optimal_mixture(
     D: float,  # the model and the continued-pre-training tokens to plan for
     general_base: float,  # the base model's general loss, before continued pre-training
     max_degradation: float,  # T: allowed relative rise of the general loss, e.g. 0.03
-    ratios: np.ndarray
-    | None = None,  # domain shares to consider (default 0.01 … 1: at r = 0 the domain law is outside its data)
+    # domain shares to consider (default 0.01 … 1: at r = 0 the domain law has no data)
+    ratios: np.ndarray | None = None,
 ) -> dict:  # r, predicted domain and general loss, and the curves
     "The domain share that minimises the predicted domain loss with general loss ≤ (1 + T) × the base's."
     r = np.linspace(0.01, 1.0, 991) if ratios is None else np.asarray(ratios, dtype=float)
@@ -533,40 +533,3 @@ def optimal_mixture(
         "general_curve": Lg,
         "feasible": ok,
     }
-
-# %% ../nbs/12_scaling_laws.ipynb #2dbe404a
-def token_share_weights(
-    shards, shares: dict[str, float]
-) -> dict[str, float]:  # a TokenShards; group -> wanted share of tokens
-    "Document-sampling weights that give each group its share of the tokens (weights ∝ share / mean document length)."
-    lengths: dict[str, list[int]] = {}
-    for i, g in enumerate(shards.groups):
-        lengths.setdefault(g, []).append(len(shards.doc(i)))
-    if missing := set(shares) - set(lengths):
-        raise ValueError(f"no documents of group(s) {sorted(missing)}; groups are {sorted(lengths)}")
-    w = {g: s / float(np.mean(lengths[g])) for g, s in shares.items()}
-    return {g: v / sum(w.values()) for g, v in w.items()}
-
-# %% ../nbs/12_scaling_laws.ipynb #c91bd702
-def realized_shares(
-    shards,  # a TokenShards (chapter 06)
-    weights: dict[str, float],  # group -> document-sampling weight
-    batches: int = 200,  # batches drawn
-    seq_len: int = 64,
-    batch: int = 8,  # the loader's row length and rows per batch
-) -> dict[str, float]:  # group -> share of the tokens drawn (3 decimals)
-    "The share of tokens each group gets when the packed loader draws documents with these weights."
-    from llmcourse.data import PackedLoader, shard_mixture
-
-    loader = PackedLoader(
-        shards,
-        seq_len,
-        batch,
-        shards.index["specials"]["<|endoftext|>"],
-        seed=0,
-        mixture=shard_mixture(shards, weights),
-    )
-    counts, it = np.zeros(len(loader.group_names)), iter(loader)
-    for _ in range(batches):
-        counts += np.bincount(next(it)["group_ids"].flatten().numpy(), minlength=len(counts))
-    return {g: round(float(v), 3) for g, v in zip(loader.group_names, counts / counts.sum())}

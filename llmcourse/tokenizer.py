@@ -83,12 +83,12 @@ CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
 BASE_BYTES = sorted(range(256), key=BYTE_TO_CHAR.get)  # token id i < 256 stands for the byte BASE_BYTES[i]
 
 
-def bytes_to_chars(b: bytes) -> str:
-    return "".join(BYTE_TO_CHAR[x] for x in b)  # file form of a token
+def bytes_to_chars(b: bytes) -> str:  # file form of a token
+    return "".join(BYTE_TO_CHAR[x] for x in b)
 
 
-def chars_to_bytes(s: str) -> bytes:
-    return bytes(CHAR_TO_BYTE[c] for c in s)  # and back
+def chars_to_bytes(s: str) -> bytes:  # and back
+    return bytes(CHAR_TO_BYTE[c] for c in s)
 
 # %% ../nbs/02_tokenizer.ipynb #8ce32e15
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -179,7 +179,8 @@ def train_bpe(
     special_tokens = list(dict.fromkeys(special_tokens))
     if vocab_size < 256 + len(special_tokens):
         raise ValueError(
-            f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} special token(s) need {256 + len(special_tokens)}"
+            f"vocab_size={vocab_size} is too small: the 256 byte tokens and {len(special_tokens)} "
+            f"special token(s) need {256 + len(special_tokens)}"
         )
     counts = count_words(texts, special_tokens, pattern)
     if not counts:
@@ -240,16 +241,16 @@ class Tokenizer:
         self,
         vocab: dict[int, bytes],  # id -> token bytes; must hold all 256 single bytes
         merges: list[tuple[bytes, bytes]],  # the merges in the order learned; each result must be in `vocab`
-        special_tokens: list[
-            str
-        ] = [],  # control tokens; their ids come from `vocab` when there, else are appended
+        # control tokens; their ids come from `vocab` when there, else are appended
+        special_tokens: list[str] = [],
         pattern: str = GPT2_PATTERN,  # the pre-tokenisation regex used in training
     ):
         self.vocab, self.pattern, self._pat = dict(vocab), pattern, regex.compile(pattern)
         self.token_id = {b: i for i, b in self.vocab.items()}
         if missing := [b for b in range(256) if bytes([b]) not in self.token_id]:
             raise ValueError(
-                f"vocab lacks {len(missing)} single-byte token(s) (e.g. byte {missing[0]}): byte-level BPE needs all 256"
+                f"vocab lacks {len(missing)} single-byte token(s) (e.g. byte {missing[0]}): "
+                "byte-level BPE needs all 256"
             )
         self.byte_id = [self.token_id[bytes([b])] for b in range(256)]
         self.ranks: dict[tuple[int, int], tuple[int, int]] = {}  # (left id, right id) -> (rank, merged id)
@@ -479,7 +480,7 @@ Tokenizer.encode_iterable = _encode_iterable
 
 # %% ../nbs/02_tokenizer.ipynb #a30620f3
 def hf_pre_tokenizer(pattern: str = GPT2_PATTERN):  # the pre-tokenisation regex
-    "The 🤗 tokenizers pre-tokeniser that cuts like `pretokenize(text, pattern)` and maps bytes to characters."
+    "The 🤗 tokenizers pre-tokeniser that cuts like `pretokenize(text, pattern)`, bytes mapped to characters."
     from tokenizers import Regex, pre_tokenizers as pt
 
     if pattern == GPT2_PATTERN:
@@ -569,7 +570,8 @@ def _to_hf(self: Tokenizer):  # a `tokenizers.Tokenizer` with the same ids
         if hf.token_to_id(t) != i
     }:
         raise ValueError(
-            f"ids of special/added tokens changed in export (ours, library's): {bad}; their ids must follow the BPE ids without gaps"
+            f"ids of special/added tokens changed in export (ours, library's): {bad}; "
+            "their ids must follow the BPE ids without gaps"
         )
     return hf
 

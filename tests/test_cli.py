@@ -136,3 +136,13 @@ def test_run_errors_are_clear(llmcourse_exe, tmp_path):
 def test_eval_missing_folder_is_named(llmcourse_exe, tmp_path):
     r = _run(llmcourse_exe, "eval", str(tmp_path / "nope"), cwd=tmp_path)
     assert r.returncode == 2 and f"{tmp_path / 'nope'}: no such folder" in r.stderr, r.stderr
+
+
+def test_console_script_runs_chapter_15s_main():
+    "The installed command is `main` as chapter 15 exports it (into llmcourse.pipeline), not a stale copy."
+    from importlib.metadata import entry_points
+    from llmcourse import pipeline
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "llmcourse"]
+    assert ep.load() is pipeline.main, (
+        f"the `llmcourse` script runs {ep.value}; chapter 15 exports the command as llmcourse.pipeline:main "
+        "(set console_scripts in settings.ini to llmcourse=llmcourse.pipeline:main, then pip install -e .)")

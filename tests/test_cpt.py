@@ -58,17 +58,18 @@ def _losses(out):
 # ---------------------------------------------------------------- the mixture, in tokens
 
 MIXES = {"replay 0": (lambda: replay_shares(0.0), {"domain": 1.0}),
-         "replay 0.1": (lambda: replay_shares(0.1), {"domain": 0.9, "general": 0.1}),
-         "replay 0.3": (lambda: replay_shares(0.3), {"domain": 0.7, "general": 0.3}),
-         "replay 0.5": (lambda: replay_shares(0.5), {"domain": 0.5, "general": 0.5}),
-         "7:2:1": (lambda: ratio_shares("7:2:1"), {"domain": 0.7, "general": 0.2, "instruction": 0.1})}
+         "replay 0.1": (lambda: replay_shares(0.1), {"general": 0.1, "domain": 0.9}),
+         "replay 0.3": (lambda: replay_shares(0.3), {"general": 0.3, "domain": 0.7}),
+         "replay 0.5": (lambda: replay_shares(0.5), {"general": 0.5, "domain": 0.5}),
+         "7:2:1": (lambda: ratio_shares("7:2:1"), {"general": 0.7, "domain": 0.2, "instruction": 0.1})}   # general : domain : instruction
 
 
 @pytest.mark.parametrize("mix", list(MIXES))
 def test_replay_mixture_realised_in_tokens(data, base, tmp_path, mix):
-    "The document weights cpt_config writes give every group its share of the tokens the loader draws; a group without a share gets none."
+    "cpt_config passes the token shares to the trainer unchanged, and the loader gives every group its share of the tokens (within 1 point); a group without a share gets none."
     shares, wanted = MIXES[mix][0](), MIXES[mix][1]
     cfg = cpt_config(base, data["train"], tmp_path / "cont", shares, max_steps=100)
+    assert cfg.mixture == wanted
     shards = TokenShards(data["train"])
     loader = PackedLoader(shards, 64, 16, shards.index["specials"]["<|endoftext|>"], seed=0, mixture=shard_mixture(shards, cfg.mixture))
     assert loader.group_names == ["domain", "general", "instruction"]
@@ -77,7 +78,7 @@ def test_replay_mixture_realised_in_tokens(data, base, tmp_path, mix):
     assert counts.sum() == 300 * 16 * 64
     realised = dict(zip(loader.group_names, (counts / counts.sum()).tolist()))
     for g in loader.group_names:
-        assert abs(realised[g] - wanted.get(g, 0.0)) <= 0.03, (g, realised, wanted)
+        assert abs(realised[g] - wanted.get(g, 0.0)) <= 0.01, (g, realised, wanted)
         if g not in wanted: assert counts[loader.group_names.index(g)] == 0, (g, realised)   # no token at all
     if mix == "replay 0": assert counts.tolist() == [300 * 16 * 64, 0, 0]
 
@@ -92,7 +93,7 @@ def test_cpt_config_carries_the_base(data, base, tmp_path):
     assert cfg.max_steps == 200 and cfg.schedule == "cosine" and cfg.decay_start is None and cfg.inject == {}
     assert cfg.lr == pytest.approx(BASE_LR / 3, rel=1e-12)
     assert cfg.warmup_steps == 10                                                    # 5% of 200
-    assert set(cfg.mixture) == {"domain", "general"} and sum(cfg.mixture.values()) == pytest.approx(1.0)
+    assert cfg.mixture == {"general": 0.3, "domain": 0.7}                            # token shares, passed as they are
 
     assert cpt_config(base, data["train"], tmp_path / "c", replay_shares(0.3), 40).warmup_steps == 2
     assert cpt_config(base, data["train"], tmp_path / "c", replay_shares(0.3), 40, warmup_steps=7).warmup_steps == 7
@@ -100,7 +101,8 @@ def test_cpt_config_carries_the_base(data, base, tmp_path):
     assert cpt_config(base, data["train"], tmp_path / "c", replay_shares(0.3), 40, lr_ratio=0.5).lr == pytest.approx(1.5e-3, rel=1e-12)
     other = cpt_config(base, data["train"], tmp_path / "c", ratio_shares("7:2:1"), 40, schedule="wsd", eval_every=3, seed=5)
     assert (other.schedule, other.eval_every, other.seed) == ("wsd", 3, 5)
-    assert set(other.mixture) == {"domain", "general", "instruction"}
+    assert other.mixture == {"general": 0.7, "domain": 0.2, "instruction": 0.1}
+    with pytest.raises(ValueError, match="no documents of group"): cpt_config(base, data["train"], tmp_path / "x", {"legal": 1.0}, 10)
 
     empty = tmp_path / "empty"; empty.mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"): cpt_config(empty, data["train"], tmp_path / "x", replay_shares(0.3), 10)
@@ -176,9 +178,12 @@ def test_replay_and_ratio_shares():
     assert replay_shares(0.5) == {"domain": 0.5, "general": 0.5}
     assert replay_shares(0.25, 0.25) == {"domain": 0.5, "general": 0.25, "instruction": 0.25}
     assert replay_shares(0.0, 0.5) == {"domain": 0.5, "instruction": 0.5}
-    assert replay_shares(0.5, groups=("new", "old", "qa")) == {"new": 0.5, "old": 0.5}
-    assert ratio_shares("7:2:1") == {"domain": 0.7, "general": 0.2, "instruction": 0.1}
-    assert ratio_shares("1:1:0") == {"domain": 0.5, "general": 0.5}
+    assert replay_shares(0.2, groups=("old", "new", "qa")) == {"old": 0.2, "new": 0.8}     # groups in the order general, domain, instruction
+    assert list(replay_shares(0.3, 0.1)) == ["general", "domain", "instruction"]
+    assert ratio_shares("7:2:1") == {"general": 0.7, "domain": 0.2, "instruction": 0.1}        # general : domain : instruction
+    assert list(ratio_shares("7:2:1")) == ["general", "domain", "instruction"]
+    assert ratio_shares("7:2:1") == pytest.approx(replay_shares(0.7, 0.1), abs=1e-12)
+    assert ratio_shares("1:3:0") == {"general": 0.25, "domain": 0.75}
     assert ratio_shares("3:1", groups=("a", "b")) == {"a": 0.75, "b": 0.25}
     for bad in (lambda: replay_shares(0.6, 0.4), lambda: replay_shares(1.0), lambda: replay_shares(-0.1), lambda: replay_shares(0.2, 1.5),
                 lambda: ratio_shares("7:x:1"), lambda: ratio_shares("0:0:0"), lambda: ratio_shares("7:2"), lambda: ratio_shares("7:-2:1"),

@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 
-from llmcourse.dedup import DedupConfig, dedup_corpus, minhash, minhash_signatures, near_duplicates, near_duplicates_partitioned, shingle_hashes
+from llmcourse.dedup import (DedupConfig, dedup_corpus, jaccard, minhash, minhash_signatures, near_duplicates,
+                             near_duplicates_partitioned, shingle_hashes)
 
 BASE = ("The harbour committee met on Tuesday to discuss the new ferry timetable and the repairs to the old pier, "
         "which have been delayed twice since the storm in the spring. Residents asked for more evening crossings, "
@@ -69,3 +70,26 @@ def test_block_signatures_equal_datasketch():
     for t, s in zip(texts, sigs):
         h = shingle_hashes(t)
         assert (s == minhash(h).hashvalues).all() if len(h) else (s == np.iinfo(np.uint32).max).all()
+
+
+def test_higher_threshold_removes_fewer():
+    "A Jaccard threshold is a similarity: raising it can only shrink what is removed."
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(500)]
+    docs, true_j = [], {}
+    for i in range(40):
+        words = list(rng.choice(vocab, 120))
+        docs.append({"id": f"o{i}", "text": " ".join(words)})
+        edited = list(words)
+        for pos in rng.choice(120, [1, 3, 6, 12][i % 4], replace=False):  # 1 to 12 of 120 words replaced
+            edited[pos] = f"new{i}_{pos}"
+        docs.append({"id": f"c{i}", "text": " ".join(edited)})
+        true_j[f"c{i}"] = jaccard(shingle_hashes(docs[-2]["text"]), shingle_hashes(docs[-1]["text"]))
+    ids, texts = [d["id"] for d in docs], [d["text"] for d in docs]
+    removed = {t: set(near_duplicates(ids, texts, t)) for t in (0.3, 0.5, 0.7, 0.9)}
+    for lo, hi in ((0.3, 0.5), (0.5, 0.7), (0.7, 0.9)):
+        assert removed[hi] <= removed[lo], (lo, hi)
+    assert len(removed[0.9]) < len(removed[0.3])
+    for t, gone in removed.items():  # clear cases on either side of the threshold
+        assert {c for c, j in true_j.items() if j >= t + 0.15} <= gone, t
+        assert not {c for c, j in true_j.items() if j <= t - 0.15} & gone, t

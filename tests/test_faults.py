@@ -281,7 +281,7 @@ def test_os_errors_are_one_line(llmcourse_exe, small_data, tmp_path):
     (tmp_path / "latin.json").write_bytes('{"out": "caf\u00e9"}'.encode("latin-1"))
     r = _cmd(llmcourse_exe, "run", "--config", str(tmp_path / "latin.json"), cwd=tmp_path)
     assert r.returncode == 2 and "latin.json" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    from llmcourse.cli import describe_os_error             # the cases a root test machine cannot produce
+    from llmcourse.pipeline import describe_os_error            # the cases a root test machine cannot produce
     import errno
     assert describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/srv/runs")) == \
         "/srv/runs: Permission denied"

@@ -38,11 +38,15 @@ def test_mcq_scores_equal_the_harness(repo_root, tmp_path):
     torch.manual_seed(0)
     model = Llama(ModelConfig(vocab_size=640, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128)).eval()
     with torch.no_grad():
-        for p in model.parameters(): p.add_(torch.randn_like(p) * 0.02)  # not the initial values: norms and all
-    folder = tmp_path / "hf"; save_pretrained(model, folder)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)  # not the initial values: norms and all
+    folder = tmp_path / "hf"
+    save_pretrained(model, folder)
     PreTrainedTokenizerFast(tokenizer_object=tok.to_hf(), bos_token="<|endoftext|>", eos_token="<|endoftext|>").save_pretrained(folder)
-    data = tmp_path / "mcq.jsonl"; data.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
-    (tmp_path / "tasks").mkdir(); (tmp_path / "tasks" / "course_mcq.yaml").write_text(TASK.format(data=data))
+    data = tmp_path / "mcq.jsonl"
+    data.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items), encoding="utf-8")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "course_mcq.yaml").write_text(TASK.format(data=data))
     out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={folder},dtype=float32,add_bos_token=True", tasks=["course_mcq"],
                                   task_manager=TaskManager(include_path=str(tmp_path / "tasks")), device="cpu", batch_size=1, log_samples=True)
     theirs = out["results"]["course_mcq"]

@@ -4,7 +4,14 @@ import math
 import pytest
 import torch
 
-from llmcourse.long_context import EXTENSION_METHODS, extension_overrides, rope_at_length, yarn_ramp
+from llmcourse.long_context import (
+    EXTENSION_METHODS,
+    binomial_interval,
+    extension_overrides,
+    nll_by_position,
+    rope_at_length,
+    yarn_ramp,
+)
 from llmcourse.model import Llama, ModelConfig, preset, rope_frequencies
 
 
@@ -94,10 +101,37 @@ def test_init_from_starts_from_another_runs_weights(tmp_path):
     longer = {**base, "seq_len": 64, "model_overrides": {**base["model_overrides"], **extension_overrides("yarn", 32, 2)}}
     train(TrainConfig(out=str(tmp_path / "b"), max_steps=1, lr=0.0, init_from=str(tmp_path / "a"), **longer))
     step0 = torch.load(tmp_path / "b" / "ckpt_0000000.pt", weights_only=True)["model"]
-    for k, v in a.state_dict().items(): assert torch.equal(step0[k], v), k                  # started from a's weights
+    for k, v in a.state_dict().items():
+        assert torch.equal(step0[k], v), k  # started from a's weights
     assert load_checkpoint(tmp_path / "b")["step"] == 1
     with pytest.raises(ValueError, match="do not fit this model"):
         train(TrainConfig(out=str(tmp_path / "c"), max_steps=1, init_from=str(tmp_path / "a"),
                           **{**base, "model_overrides": {**base["model_overrides"], "dim": 64}}))
     with pytest.raises(FileNotFoundError, match="has no checkpoint"):
         train(TrainConfig(out=str(tmp_path / "d"), max_steps=1, init_from=str(tmp_path / "nothing"), **base))
+
+
+@pytest.mark.parametrize("hits,n", [(0, 10), (3, 10), (10, 10), (31, 144), (1, 1000)])
+def test_binomial_interval_is_wilsons(hits, n):
+    "Against scipy's Wilson interval, and the interval holds the observed rate."
+    from scipy.stats import binomtest
+    ref = binomtest(hits, n).proportion_ci(0.95, method="wilson")
+    lo, hi = binomial_interval(hits, n)
+    assert lo == pytest.approx(ref.low, abs=1e-4) and hi == pytest.approx(ref.high, abs=1e-4)
+    assert lo <= hits / n <= hi
+    with pytest.raises(ValueError, match="hits <= n"):
+        binomial_interval(n + 1, n)
+
+
+def test_nll_by_position_matches_a_direct_computation():
+    "Per window and averaged, against cross-entropy computed one window at a time."
+    torch.manual_seed(0)
+    model = Llama(preset("tiny", vocab_size=64, max_seq_len=32)).eval()
+    windows = torch.randint(0, 64, (3, 21))
+    rows = nll_by_position(model, windows, per_window=True)
+    with torch.no_grad():
+        for i, w in enumerate(windows):
+            logits = model(w[None, :-1])[0]
+            direct = torch.nn.functional.cross_entropy(logits, w[1:], reduction="none")
+            torch.testing.assert_close(torch.from_numpy(rows[i]), direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(nll_by_position(model, windows)), torch.from_numpy(rows.mean(0)))

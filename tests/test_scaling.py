@@ -53,15 +53,29 @@ def test_optimal_matches_brute_force():
 
 
 def test_bootstrap_intervals_cover_at_about_their_level():
-    law, hits, n_rep = ChinchillaFit(**TRUE), 0, 20
+    law, n_rep = ChinchillaFit(**TRUE), 20
+    hits = dict.fromkeys(TRUE, 0)
     _, N, D = isoflop_design(law, np.geomspace(1e18, 1e21, 4), per_budget=7)
     for seed in range(n_rep):
         L = law.loss(N, D) * np.exp(np.random.default_rng(100 + seed).normal(0, 0.01, len(N)))
         f = fit_chinchilla(N, D, L, top_k=4)
         x0 = f.theta
         b = bootstrap(lambda n, d, l: fit_chinchilla(n, d, l, top_k=1, init=x0), N, D, L, n_boot=40, seed=seed, level=0.9)
-        hits += b["alpha"][0] <= TRUE["alpha"] <= b["alpha"][1]
-    assert hits >= 0.6 * n_rep, f"90% intervals covered the true alpha in only {hits} of {n_rep} draws"
+        for k, v in TRUE.items():
+            hits[k] += b[k][0] <= v <= b[k][1]
+    # 90% intervals: at least 15 of 20 draws for every parameter (a 50% interval would cover about 10)
+    low = {k: h for k, h in hits.items() if h < 0.75 * n_rep}
+    assert not low, f"90% intervals covered the true value in too few of {n_rep} draws: {low}"
+
+
+def test_bootstrap_percentile_interval_of_a_mean():
+    "Where the answer is known: the bootstrap 90% interval of a sample mean is x̄ ± 1.645 s/√n."
+    x = np.random.default_rng(3).normal(5.0, 2.0, 400)
+    lo, hi = bootstrap(lambda v: {"mean": v.mean()}, x, n_boot=4000, level=0.9)["mean"]
+    half = 1.645 * x.std(ddof=1) / math.sqrt(len(x))
+    assert abs(lo - (x.mean() - half)) < 0.015 and abs(hi - (x.mean() + half)) < 0.015
+    lo95, _ = bootstrap(lambda v: {"mean": v.mean()}, x, n_boot=4000, level=0.95)["mean"]
+    assert abs(lo95 - (x.mean() - 1.96 / 1.645 * half)) < 0.015
 
 
 def test_isoflop_minima_of_exact_parabolas():
@@ -149,3 +163,24 @@ def test_sweep_file_round_trip_and_bad_file(tmp_path):
     assert meta == {"device": "cpu", "command": "test"} and cols["loss"].tolist() == [4.6]
     bad = tmp_path / "bad.json"; bad.write_text(json.dumps({"meta": {}, "runs": [{"N": 1.0}]}))
     with pytest.raises(ValueError, match="bad.json: a run record lacks"): load_sweep(bad)
+
+
+@pytest.mark.parametrize("n_heads,n_kv_heads,T", [(4, 4, 16), (4, 2, 32), (2, 1, 8)])
+def test_compute_check_matches_an_operation_count(n_heads, n_kv_heads, T):
+    "6ND and the exact count against PyTorch's FLOP counter on a real forward + backward pass."
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+    from llmcourse.model import Llama, ModelConfig
+    from llmcourse.scaling import compute_check
+    cfg = ModelConfig(vocab_size=80, dim=32, n_layers=3, n_heads=n_heads, n_kv_heads=n_kv_heads, max_seq_len=T,
+                      attn_backend="math")
+    B = 2
+    torch.manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (B, T))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(Llama(cfg)(ids).flatten(0, 1), ids.flatten()).backward()
+    counts = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    r = compute_check(cfg, B * T, T)
+    assert counts["aten.mm"] == r["6ND"]                            # linear layers: exactly 6 N per token
+    assert r["exact"] == counts["aten.mm"] + counts["aten.bmm"] / 2  # the math backend computes the full T x T scores

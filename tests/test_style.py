@@ -16,7 +16,7 @@ MAX_LINE = 110
 
 # Phrases that speak about how the course was made rather than to the learner.
 PROJECT_WORDS = re.compile(
-    r"\bthe seeds\b|\bseeds'|\bseed notes\b|\bspeed issue\b|\bissue \d+\b|\bwork periods?\b"
+    r"\bthe seeds\b|\bseed notes\b|\bspeed issue\b|\bissue \d+\b|\bwork periods?\b"
     r"|\bsession's device time\b|\bagainst the target of\b",
     re.IGNORECASE,
 )
