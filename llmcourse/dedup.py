@@ -162,7 +162,7 @@ def minhash_signatures(
     num_perm: int = 128,  # signature length
     seed: int = 1,  # permutation seed (the same for every document!)
     block: int = 256,  # documents per vectorised block
-) -> np.ndarray:  # (len(texts), num_perm) uint32 signatures, equal to datasketch's MinHash's
+) -> np.ndarray:  # (len(texts), num_perm) uint32 signatures, as datasketch's MinHash
     "MinHash signatures of many documents at once: a block's shingles through every permutation in one step."
     a, b = _permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, np.uint32)

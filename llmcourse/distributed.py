@@ -41,7 +41,7 @@ def run_ranks(
     *args,  # passed to fn (inherited by fork, so tensors need not be picklable twice)
     timeout: float = 120.0,  # seconds to wait for each result
 ) -> list:  # fn's results, in rank order
-    "Run `fn` in `world` forked CPU processes joined by a gloo process group; raise with the rank's traceback if one fails."
+    "Run `fn` in `world` forked CPU processes joined by gloo; if a rank fails, raise with its traceback."
     ctx = mp.get_context("fork")
     # the rendezvous folder is removed when the ranks are done, whether they succeeded or not
     with tempfile.TemporaryDirectory(prefix="llmcourse-ranks-", ignore_cleanup_errors=True) as folder:
@@ -120,8 +120,11 @@ def zigzag_unshard(
 
 # %% ../nbs/10_distributed.ipynb #8378c998
 def merge_partials(
-    out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor
-):  # (…, T, d), (…, T) twice
+    out_a: torch.Tensor,  # (…, T, d) one part's output
+    lse_a: torch.Tensor,  # (…, T) its log-sum-exp
+    out_b: torch.Tensor,  # (…, T, d) the other part's output
+    lse_b: torch.Tensor,  # (…, T) its log-sum-exp
+):
     "Attention over two disjoint key sets, combined into attention over their union: (output, lse)."
     lse = torch.logaddexp(lse_a, lse_b)
     return out_a * (lse_a - lse).exp()[..., None] + out_b * (lse_b - lse).exp()[..., None], lse
@@ -134,7 +137,7 @@ def _pairs(rank: int, world: int, src: int) -> list[tuple[int, int, bool]]:
 
 
 def _ring_pass(t: torch.Tensor, group) -> tuple[torch.Tensor, list]:
-    "Start sending t to the next rank and receiving the previous rank's; returns the receive buffer and the requests."
+    "Start sending t to the next rank and receiving the previous rank's: (receive buffer, requests)."
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     nxt, prv = (
         dist.get_global_rank(group, (rank + 1) % world),
@@ -231,7 +234,7 @@ def allgather_attention(
     v: torch.Tensor,  # this rank's zig-zag part, as for ring_attention
     group=None,  # the context-parallel process group
 ) -> torch.Tensor:  # (B, H, 2C, d)
-    "Causal attention over a zig-zag-split sequence by gathering every rank's keys and values (the Llama 3 way)."
+    "Causal attention over a zig-zag-split sequence, gathering every rank's keys and values (Llama 3's way)."
     from torch.distributed.nn.functional import all_gather
 
     group = group or dist.group.WORLD

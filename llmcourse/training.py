@@ -72,9 +72,7 @@ class TrainConfig:
     heldout_shards: str | None = None  # shards for held-out per-domain perplexity
     out: str = "runs/train"  # checkpoints, metrics.jsonl, config.json, tensorboard/
     model: str = "tiny"  # a preset of chapter 07
-    model_overrides: dict = field(
-        default_factory=dict
-    )  # ModelConfig fields to change (vocab_size comes from the shards)
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (not vocab_size)
     seq_len: int = 128  # tokens per row
     batch_size: int = 8  # rows per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -94,9 +92,7 @@ class TrainConfig:
     doc_mask: bool = False  # attend only within each packed document, positions restarting per document
     init_from: str | None = None  # a run folder whose latest weights start this run (continued pre-training)
     compile: bool = False  # torch.compile the model and the loss, as one function (`token_losses`)
-    loss_chunk: int = (
-        0  # > 0: cross-entropy over the vocabulary this many tokens at a time (`chunked_cross_entropy`)
-    )
+    loss_chunk: int = 0  # > 0: cross-entropy this many tokens at a time (`chunked_cross_entropy`)
     seed: int = 0
     device: str | None = None  # None: best available (core.pick_device)
     threads: int | None = None  # torch CPU threads (1 makes CPU runs bit-reproducible across machines)
@@ -108,11 +104,9 @@ class TrainConfig:
     spike_window: int = 32  # losses the spike detector remembers
     spike_z: float = 6.0  # robust z-score above which a loss is a spike
     spike_warmup: int = 20  # steps before the detector is armed
-    mixture: dict | None = None  # group -> weight (chapter 05); None: every document once per epoch
+    mixture: dict | None = None  # group -> share of tokens (chapter 05); None: every document once per epoch
     tensorboard: bool = True
-    inject: dict = field(
-        default_factory=dict
-    )  # for tests: {"corrupt": [batch numbers], "nan": [batch numbers]}
+    inject: dict = field(default_factory=dict)  # tests only: {"corrupt": [batch numbers], "nan": [...]}
 
     def validate(self):
         "Raise ValueError naming every setting of the wrong type or out of range (`config_problems`)."
@@ -174,9 +168,10 @@ def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
 
 # %% ../nbs/09_training.ipynb #3607f95c
 def model_config(
-    cfg: TrainConfig, vocab_size: int
-):  # the run's settings; the tokenizer's size (from the shards)
-    "The ModelConfig a run trains: its preset, the vocabulary padded to a multiple of 64, its sequence length, its overrides."
+    cfg: TrainConfig,  # the run's settings
+    vocab_size: int,  # the tokenizer's size (from the shards)
+):
+    "The ModelConfig a run trains: its preset, the vocabulary padded to a multiple of 64, seq_len, overrides."
     return preset(
         cfg.model,
         **{
@@ -454,10 +449,10 @@ def token_losses(
     model: Llama,  # the model
     x: torch.Tensor,  # (B, T) input ids
     y: torch.Tensor,  # (B, T) target ids
-    loss_chunk: int = 0,  # 0: logits in one piece; > 0: `chunked_cross_entropy` with this many tokens per chunk
+    loss_chunk: int = 0,  # 0: logits in one piece; > 0: `chunked_cross_entropy`, this many tokens a chunk
     **packing,  # position_ids / doc_ids for packed rows (chapter 06)
 ) -> torch.Tensor:  # (B·T,) float32 cross-entropy per token
-    "The model's cross-entropy per token: the function the trainer differentiates (and compiles, model and loss together)."
+    "The model's cross-entropy per token: what the trainer differentiates (and compiles with the model)."
     if loss_chunk:
         return chunked_cross_entropy(
             model.hidden(x, **packing).flatten(0, 1), model.lm_head.weight, y.flatten(), loss_chunk
@@ -810,10 +805,11 @@ def _train_step(self: Trainer) -> dict | None:
 
 @torch.no_grad()
 def _evaluate(self: Trainer) -> dict:
-    "Held-out loss and perplexity per group, on eval_batches fixed batches drawn evenly from the held-out groups."
+    "Held-out loss and perplexity per group, on `eval_batches` fixed batches, equal token shares per group."
     cfg, dev = self.cfg, self.device
     self.model.eval()
-    uniform = {g: 1.0 for g in set(self.heldout.groups)}  # every domain equally, the same batches every time
+    groups = sorted(set(self.heldout.groups))  # sorted: the same order, so the same batches, in every process
+    uniform = {g: 1.0 for g in groups}  # every held-out group the same share of tokens
     ev = PackedLoader(
         self.heldout,
         cfg.seq_len,
