@@ -14,6 +14,11 @@ lic_name, lic_classifier = licenses[cfg["license"]]
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
 readme = here / "README.md"
 
+# Optional parts: [notebooks] to step through the course in JupyterLab, [eval] for
+# lm-evaluation-harness, [dev] for everything the tests need (both of the others included).
+extras = {name: cfg[f"{name}_requirements"].split() for name in ("notebooks", "eval")}
+extras["dev"] = sorted(set(extras["notebooks"] + extras["eval"] + cfg["dev_requirements"].split()))
+
 setuptools.setup(
     name=cfg["lib_name"],
     version=cfg["version"],
@@ -36,7 +41,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
     install_requires=cfg["requirements"].split(),
-    extras_require={"dev": cfg["dev_requirements"].split()},
+    extras_require=extras,
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

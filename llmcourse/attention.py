@@ -740,7 +740,7 @@ def _blocks(kernel: str, d: int, device: torch.device) -> tuple[int, int, int, i
 # %% ../nbs/08_attention.ipynb #f0117efb
 def _check_inputs(q, k, v, causal, doc_ids):
     if triton is None:
-        raise RuntimeError("the triton attention backend needs Triton: pip install triton")
+        raise RuntimeError("the triton attention backend needs Triton: pip install 'llmcourse[notebooks]'")
     if (
         q.dim() != 4
         or k.shape != v.shape

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices', 'pick_device', 'to_jsonable',
+__all__ = ['CELL_FLAG_GPUS', 'DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices',
+           'pick_device', 'cell_flags', 'unrunnable_reason', 'skip_if_unrunnable', 'skip_flagged_cells', 'to_jsonable',
            'atomic_file', 'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl',
            'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet',
            'FolderBusyError', 'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
@@ -62,6 +63,57 @@ def pick_device(
             f"device {want!r} was asked for but only {torch.cuda.device_count()} CUDA device(s) exist"
         )
     return dev
+
+# %% ../nbs/00_core.ipynb #bcbfaf10
+CELL_FLAG_GPUS = {"cuda": 1, "multigpu": 2}  # CUDA GPUs needed by a cell with this nbdev flag
+
+
+def cell_flags(source: str) -> list[str]:  # a code cell's source
+    "The words of the `#|` lines that open a cell (`#| hide` and `#| cuda` give ['hide', 'cuda'])."
+    flags = []
+    for line in source.lstrip("\n").splitlines():
+        if not line.startswith("#|"):
+            break
+        flags += line[2:].split()
+    return flags
+
+
+def unrunnable_reason(
+    source: str,  # a code cell's source
+    gpus: int | None = None,  # CUDA GPUs on this machine (None: count them)
+) -> str | None:
+    "Why this machine cannot run a cell with these flags, or None if it can."
+    need, flag = max((CELL_FLAG_GPUS.get(f, 0), f) for f in cell_flags(source) + [""])
+    if need == 0:
+        return None
+    if gpus is None:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus >= need:
+        return None
+    return f"this cell is flagged `#| {flag}` and needs {need} CUDA GPU(s); this machine has {gpus}"
+
+
+def skip_if_unrunnable(lines: list[str]) -> list[str]:  # a cell's lines, as IPython passes them
+    "An IPython input transformer: a cell this machine cannot run becomes a `print` of the reason."
+    why = unrunnable_reason("".join(lines))
+    if why is None:
+        return lines
+    message = f"Not run here: {why}. The cells after it do not need it."
+    return [f"print({message!r})\n"]
+
+
+def skip_flagged_cells(
+    shell: Any = None,  # an IPython shell (None: the one running this notebook, if any)
+) -> None:
+    "In Jupyter, make cells that need GPUs this machine lacks say so instead of failing (idempotent)."
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # plain Python: there are no cells to skip
+            return
+        shell = get_ipython()
+    if shell is not None and skip_if_unrunnable not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.append(skip_if_unrunnable)
 
 # %% ../nbs/00_core.ipynb #306638f6
 def to_jsonable(obj: Any) -> Any:  # a dataclass, Path, numpy/torch scalar, or nested containers of them

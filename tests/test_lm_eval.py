@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install lm_eval accelerate)")
+lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed: pip install 'llmcourse[eval]'")
 
 from llmcourse.evaluation import evaluate_mcq, score_mcq
 from llmcourse.model import Llama, ModelConfig, save_pretrained
