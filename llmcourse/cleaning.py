@@ -860,6 +860,7 @@ def _reject(doc: dict, reason: str, rule: str, value=None, text: str | None = No
         **reject_record(
             doc.get("_file"), doc.get("_line"), reason, text if text is not None else doc.get("text")
         ),
+        "source": doc.get("_source"),
         "id": doc.get("id"),
         "domain": doc.get("domain"),
         "lang": doc.get("lang"),
@@ -881,6 +882,7 @@ def prepare_document(
         out = {k: doc[k] for k in cfg.keep_fields if k in doc} | {
             "_file": doc.get("_file"),
             "_line": doc.get("_line"),
+            "_source": doc.get("_source"),
         }
         out.setdefault("domain", "unknown")
         text = doc["text"]
@@ -995,7 +997,9 @@ def read_documents(
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no UTF-8 text can hold it
-_READ_RULES = ("invalid_unicode", "blank_line", "truncated")  # `read_jsonl` reason codes kept as rule names
+# reason codes of `read_records` and `source_documents` (chapters 00, 01), kept as rule names
+_READ_RULES = ("invalid_unicode", "blank_line", "truncated", "unreadable_file", "too_large")
+_READ_RULES += ("missing_field", "bad_field", "bad_record", "empty")
 
 
 def _lone_surrogate(doc: dict) -> str | None:
@@ -1014,12 +1018,13 @@ def _writable(value: object) -> object:
 
 
 def _unreadable_reject(r: dict) -> dict:
-    "A line `read_jsonl` could not read, as a reject of this stage; its reason's code is the rule."
+    "A record the readers could not read, as a reject of this stage; its reason's code is the rule."
     rule = r["reason"].split(":", 1)[0]
     if rule not in _READ_RULES:
         rule = "unreadable"
     reason = r["reason"] if rule != "unreadable" else f"unreadable line: {r['reason']}"
-    return {**r, "id": None, "domain": None, "lang": None, "rule": rule, "value": None, "reason": reason}
+    what = {"id": None, "domain": None, "lang": None, "rule": rule, "value": None, "reason": reason}
+    return {**r, "source": r.get("source") or r["file"], **what}
 
 
 def _open_atomic(stack: contextlib.ExitStack, path: Path):
@@ -1042,7 +1047,9 @@ def clean_corpus(
         "kept": 0,
         "rejected": 0,
         "by_rule": Counter(),
-        "by_source": defaultdict(Counter),
+        "by_source": defaultdict(Counter),  # input file -> read, kept, rejected
+        "source_of": {},  # input file -> the name of the source it belongs to
+        "kept_by_domain": Counter(),
         "pii": Counter(),
         "extraction": Counter(),
         "chars_in": 0,
@@ -1072,6 +1079,7 @@ def clean_corpus(
                 d = {**d, "_file": str(d.get("_file", "<iterable>")), "_line": d.get("_line", i + 1)}
                 stats["read"] += 1
                 stats["by_source"][d["_file"]]["read"] += 1
+                stats["source_of"].setdefault(d["_file"], d.get("_source") or d["_file"])
                 if not (isinstance(d.get("id"), str) and isinstance(d.get("text"), str)):
                     why = "bad_document: needs 'id' and 'text' strings"
                     reject(_reject(d, why, "bad_document", text=_writable(str(d.get("text"))[:2000])))
@@ -1098,6 +1106,7 @@ def clean_corpus(
         for r in unreadable or []:
             stats["read"] += 1
             stats["by_source"][r["file"]]["read"] += 1
+            stats["source_of"].setdefault(r["file"], r.get("source") or r["file"])
             reject(_unreadable_reject(r))
         template = {k for k, n in site_lines.items() if n >= cfg.site_template_pages}
         prepared.seek(0)
@@ -1109,11 +1118,12 @@ def clean_corpus(
             stats["kept"] += 1
             stats["chars_out"] += len(d["text"])
             stats["by_source"][d["_file"]]["kept"] += 1
+            stats["kept_by_domain"][d["domain"]] += 1
             stats["pii"].update(d.get("pii", {}))
             if "extraction" in d:
                 stats["extraction"][d["extraction"].split(":")[0]] += 1
-            where = {"source": d["_file"], "line": d["_line"]}
-            d = {k: v for k, v in d.items() if k != "site"} | where
+            where = {"source": d.get("_source") or d["_file"], "file": d["_file"], "line": d["_line"]}
+            d = {k: v for k, v in d.items() if k not in ("site", "_source", "_file", "_line")} | where
             kept.write(json.dumps(d, ensure_ascii=False) + "\n")
         if stats["kept"] + stats["rejected"] != stats["read"]:
             raise RuntimeError(

@@ -5,7 +5,8 @@
 # %% ../nbs/00_core.ipynb #dfd3f7ed
 from __future__ import annotations
 
-import contextlib, dataclasses, datetime, fcntl, gzip, json, os, random, re, socket, sys, types, typing, zlib
+import contextlib, dataclasses, datetime, fcntl, glob, gzip, json, os, random, re, socket, sys, types, typing
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ __all__ = ['CELL_FLAG_GPUS', 'DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'se
            'pick_device', 'cell_flags', 'unrunnable_reason', 'skip_if_unrunnable', 'skip_flagged_cells', 'to_jsonable',
            'atomic_file', 'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl',
            'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet',
-           'FolderBusyError', 'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
+           'record_format', 'record_files', 'read_records', 'FolderBusyError', 'FolderLock', 'lock_folder', 'progress',
+           'new_figure', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #e3c8eaed
 def seed_everything(
@@ -485,6 +487,86 @@ def read_parquet(
         raise DataError(path, None, f"not a readable Parquet file ({e})") from None
     for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
         yield from batch.to_pylist()
+
+# %% ../nbs/00_core.ipynb #d8929209
+def record_format(path: str | Path) -> str | None:  # a file name
+    "How `read_records` reads a file, from its name: 'jsonl', 'parquet', 'txt', or None (not a corpus file)."
+    name = Path(path).name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        return "jsonl"
+    return {".parquet": "parquet", ".txt": "txt"}.get(Path(name).suffix)
+
+
+def record_files(
+    location: str | Path,  # a file, a folder (searched recursively) or a glob such as "crawl/*.parquet"
+) -> list[Path]:  # the corpus files, sorted
+    "The corpus files a location names; `FileNotFoundError` if it names none."
+    location = str(location)
+    if any(c in location for c in "*?["):
+        paths = [Path(p) for p in glob.glob(location, recursive=True)]
+    elif Path(location).is_dir():
+        paths = [p for p in Path(location).rglob("*") if p.is_file()]
+    else:
+        paths = [Path(location)] if Path(location).is_file() else []
+    found = sorted(p for p in paths if p.is_file() and record_format(p))
+    if not found:
+        why = "matches no file" if paths or not Path(location).exists() else "holds no corpus file"
+        kinds = ".jsonl, .jsonl.gz, .parquet or .txt"
+        raise FileNotFoundError(f"{location}: {why} (corpus files end in {kinds})")
+    return found
+
+# %% ../nbs/00_core.ipynb #5f7bbf46
+def _parquet_rows(path: Path, sink: _RejectSink, batch_rows: int) -> Iterator[tuple[int, dict]]:
+    import pyarrow as pa, pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        sink.add(path, None, f"unreadable_file: not a readable Parquet file ({e})", None)
+        return
+    n = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    except (pa.ArrowException, OSError) as e:  # a damaged row group: the rows before it were read
+        sink.add(path, n + 1, f"truncated: the Parquet file is damaged after row {n} ({e})", None)
+
+
+def _text_file(path: Path, sink: _RejectSink, max_bytes: int) -> Iterator[tuple[int, dict]]:
+    if (size := path.stat().st_size) > max_bytes:
+        sink.add(path, 1, f"too_large: the file holds {size:,} bytes > {max_bytes:,}; not read", None)
+        return
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        sink.add(path, 1, f"invalid UTF-8 at byte {e.start} of the file (is it in another encoding?)", raw)
+        return
+    yield 1, {"text": text.removeprefix("\ufeff")}
+
+
+def read_records(
+    path: str | Path,  # a .jsonl, .jsonl.gz, .parquet or .txt file
+    rejects: list | str | Path,  # where unreadable lines, rows or files go (a list or a JSONL file)
+    max_bytes: int = MAX_LINE_BYTES,  # the longest JSONL line, or .txt file, that is read
+    batch_rows: int = 1_000,  # Parquet rows read at a time
+) -> Iterator[tuple[int, dict]]:  # (line or row number from 1, the record)
+    "Stream the records of a corpus file of any format; what cannot be read goes to `rejects`, with why."
+    path, kind = Path(path), record_format(path)
+    if kind == "jsonl":
+        yield from read_jsonl(
+            path, schema=None, on_error="skip", rejects=rejects, max_line_bytes=max_bytes, with_lines=True
+        )
+        return
+    if kind is None:
+        raise DataError(path, None, "not a corpus file: expected .jsonl, .jsonl.gz, .parquet or .txt")
+    with _RejectSink(rejects) as sink:
+        if kind == "parquet":
+            yield from _parquet_rows(path, sink, batch_rows)
+        else:
+            yield from _text_file(path, sink, max_bytes)
 
 # %% ../nbs/00_core.ipynb #25cbfe63
 class FolderBusyError(RuntimeError):

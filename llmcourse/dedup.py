@@ -5,17 +5,17 @@
 # %% ../nbs/04_dedup.ipynb #5d7f41ec
 from __future__ import annotations
 
-import hashlib, json, os, time, zlib
+import contextlib, hashlib, itertools, json, os, shutil, tempfile, time, zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from .core import read_jsonl, save_json, write_jsonl
+from .core import atomic_file, chunked, progress, read_jsonl, save_json, write_jsonl
 from .cleaning import words
 
 # %% auto #0
@@ -23,7 +23,9 @@ __all__ = ['fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated
            'minhash_signatures', 'candidate_probability', 'lsh_params', 'UnionFind', 'clusters_from_pairs', 'lsh_pairs',
            'near_duplicates', 'DedupConfig', 'signature_partition', 'band_keys', 'bucket_pairs', 'verify_pairs',
            'filter_partition', 'near_duplicates_partitioned', 'eval_item_parts', 'ContaminationIndex', 'contamination',
-           'unique_ids', 'dedup_corpus']
+           'provenance', 'duplicate_id_record', 'unique_ids', 'scan_chunk', 'scanned_chunks', 'SignatureStore',
+           'CorpusScan', 'scan_corpus', 'nonempty_rows', 'band_candidate_pairs', 'near_duplicates_by_sorting', 'decide',
+           'document_outputs', 'jsonl_files', 'write_decisions', 'dedup_stats', 'dedup_corpus']
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
@@ -289,6 +291,7 @@ class DedupConfig:
     seed: int = 1  # permutation seed
     workers: int = 2  # processes for signatures (1: this process)
     partitions: int = 8  # how many parts the documents are split into
+    chunk_docs: int = 64  # documents per chunk when `dedup_corpus` streams a corpus
 
 
 def signature_partition(
@@ -423,6 +426,27 @@ def contamination(
     return [(d["id"], e) for d in docs for e in sorted(index.find(d["text"]))]
 
 # %% ../nbs/04_dedup.ipynb #b5248007
+def provenance(doc: dict) -> dict:  # an input document
+    "Where a document came from, as far as it says: `source`, `file`, `line` (or older `_file`, `_line`)."
+    where = {
+        "source": doc.get("source"),
+        "file": doc.get("file", doc.get("_file")),
+        "line": doc.get("line", doc.get("_line")),
+    }
+    return {k: v for k, v in where.items() if v is not None}
+
+
+def duplicate_id_record(
+    line: int, doc: dict, first_line: int
+) -> dict:  # where the document was read; the document; where its id was first read
+    "The removal record of a document whose id an earlier document already has."
+    where = provenance(doc)
+    moved = {"input_line": line} if "line" in where else {}  # `line` is then the document's own line
+    detail = f"duplicate_id: {doc['id']!r} was first read at line {first_line}"
+    head = {"id": doc["id"], "domain": doc.get("domain", "unknown"), "reason": "duplicate_id"}
+    return head | {"line": line, "detail": detail, **where, **moved, "text": doc["text"][:2000]}
+
+
 def unique_ids(
     docs: Iterable[tuple[int, dict]],  # (line number, document) pairs in input order
 ) -> tuple[list[dict], list[dict]]:  # the first document of each id; removal records for the later ones
@@ -431,103 +455,302 @@ def unique_ids(
     unique, repeats = [], []
     for n, d in docs:
         if d["id"] in first_line:
-            reason = f"duplicate_id: {d['id']!r} was first read at line {first_line[d['id']]}"
-            repeats.append(
-                {
-                    "id": d["id"],
-                    "domain": d.get("domain", "unknown"),
-                    "reason": "duplicate_id",
-                    "line": n,
-                    "detail": reason,
-                    "text": d["text"][:2000],
-                }
-            )
+            repeats.append(duplicate_id_record(n, d, first_line[d["id"]]))
             continue
         first_line[d["id"]] = n
         unique.append(d)
     return unique, repeats
 
+# %% ../nbs/04_dedup.ipynb #db8dbabc
+def scan_chunk(
+    chunk: list[tuple[int, dict]],  # (line number, document) pairs from `read_jsonl(..., with_lines=True)`
+    cfg: DedupConfig,  # shingle size, signature length and seed
+    index: ContaminationIndex | None,  # evaluation items to look for (None: no decontamination)
+) -> tuple[list[tuple], np.ndarray]:  # per document (line, id, domain, fingerprint, eval ids); signatures
+    "Pass 1's work on one chunk: each document's fingerprint, contamination hits and MinHash signature."
+    facts = []
+    for n, d in chunk:
+        hits = sorted(index.find(d["text"])) if index else []
+        fp = bytes.fromhex(fingerprint(d["text"]))  # 20 bytes, not 40 characters: kept for every document
+        facts.append((n, d["id"], d.get("domain", "unknown"), fp, hits))
+    return facts, minhash_signatures([d["text"] for _, d in chunk], cfg.ngram, cfg.num_perm, cfg.seed)
 
+
+_SCAN_ARGS: tuple = ()  # (cfg, index) in a worker process
+
+
+def _init_scan(*args):
+    global _SCAN_ARGS
+    _SCAN_ARGS = args
+
+
+def _scan_in_worker(chunk):
+    return scan_chunk(chunk, *_SCAN_ARGS)
+
+
+def scanned_chunks(
+    chunks: Iterable[list], cfg: DedupConfig, index: ContaminationIndex | None
+) -> Iterator[tuple[list[tuple], np.ndarray]]:  # chunks of (line, document) pairs; settings; eval items
+    "`scan_chunk` over a stream of chunks, in `cfg.workers` processes when there are several; in input order."
+    if cfg.workers <= 1:
+        yield from (scan_chunk(c, cfg, index) for c in chunks)
+        return
+    context = get_context("fork" if os.name == "posix" else "spawn")
+    with context.Pool(cfg.workers, _init_scan, (cfg, index)) as pool:
+        yield from pool.imap(_scan_in_worker, chunks)  # a worker takes a chunk when it is free
+
+# %% ../nbs/04_dedup.ipynb #552a4eb0
+class SignatureStore:
+    "MinHash signatures appended to a file chunk by chunk, then read back as an (N, num_perm) numpy memmap."
+
+    def __init__(self, path: str | Path, num_perm: int):  # the file to write; signature length
+        self.path, self.num_perm, self.rows = Path(path), num_perm, 0
+        self.file = open(self.path, "wb")
+
+    def append(self, sigs: np.ndarray):  # (n, num_perm) signatures
+        self.file.write(np.ascontiguousarray(sigs, np.uint32).tobytes())
+        self.rows += len(sigs)
+
+    def array(self) -> np.ndarray:  # (N, num_perm) uint32, read from disk as it is used
+        "Close the file and map it into memory."
+        self.file.close()
+        if self.rows == 0:
+            return np.zeros((0, self.num_perm), np.uint32)  # an empty file cannot be mapped
+        return np.memmap(self.path, np.uint32, "r", shape=(self.rows, self.num_perm))
+
+# %% ../nbs/04_dedup.ipynb #7720332e
+@dataclass
+class CorpusScan:
+    "What pass 1 keeps of a corpus: a few small facts per document, and none of its text."
+
+    seen: set = field(default_factory=set)  # ids read so far
+    repeated: set = field(default_factory=set)  # ids read more than once
+    eval_ids: dict = field(default_factory=dict)  # id -> evaluation items found in it (documents with hits)
+    contaminated: set = field(default_factory=set)  # ids removed for contamination
+    first_of: dict = field(default_factory=dict)  # fingerprint -> first id with it, not contaminated
+    exact_of: dict = field(default_factory=dict)  # exact copy's id -> its original's id
+    rest_ids: list = field(default_factory=list)  # the documents left for near dedup, in input order
+    read: int = 0  # documents read (unreadable lines aside)
+    first_line: dict = field(default_factory=dict)  # pass 2: repeated id -> the line it was first read at
+
+    def add(self, line: int, doc_id: str, domain: str, fp: bytes, eval_ids: list, remove_domains) -> bool:
+        "Record one document (a tuple of `scan_chunk`); True if it goes on to near-duplicate detection."
+        self.read += 1
+        if doc_id in self.seen:
+            self.repeated.add(doc_id)  # pass 2 removes its later documents as `duplicate_id`
+            return False
+        self.seen.add(doc_id)
+        if eval_ids:
+            self.eval_ids[doc_id] = eval_ids
+            if remove_domains is None or domain in remove_domains:
+                self.contaminated.add(doc_id)  # first: a removed document is never the copy others point to
+                return False
+        if fp in self.first_of:
+            self.exact_of[doc_id] = self.first_of[fp]
+            return False
+        self.first_of[fp] = doc_id
+        self.rest_ids.append(doc_id)
+        return True
+
+    def first_read(self, doc_id: str, line: int) -> int | None:  # pass 2: a document's id and line
+        "The line where the id was first read, if this document is a later one with the same id; else None."
+        if doc_id not in self.repeated:
+            return None
+        first = self.first_line.setdefault(doc_id, line)  # pass 2 meets the first one first, as pass 1 did
+        return first if first != line else None
+
+# %% ../nbs/04_dedup.ipynb #e4a2d328
+def scan_corpus(
+    path: str | Path,  # the JSONL corpus
+    cfg: DedupConfig,  # signature settings, workers, documents per chunk
+    index: ContaminationIndex | None,  # evaluation items (None: no decontamination)
+    remove_domains: tuple | None,  # domains whose contaminated documents are removed (None: all)
+    workdir: Path,  # a temporary folder: the signatures and the unreadable lines go there
+) -> tuple[CorpusScan, np.ndarray]:  # the facts; signatures of `rest_ids` (a memmap in workdir)
+    "Pass 1: stream the corpus once, keeping small facts per document and the signatures on disk."
+    scan, store = CorpusScan(), SignatureStore(workdir / "signatures.u32", cfg.num_perm)
+    lines = read_jsonl(path, on_error="skip", rejects=workdir / "unreadable.jsonl", with_lines=True)
+    scanned = scanned_chunks(chunked(lines, cfg.chunk_docs), cfg, index)
+    for facts, sigs in progress(scanned, "dedup, pass 1", unit="chunk"):
+        goes_on = [k for k, f in enumerate(facts) if scan.add(*f, remove_domains)]
+        store.append(sigs[goes_on])
+    scan.seen.clear()  # only pass 1 needs these two
+    scan.first_of.clear()
+    return scan, store.array()
+
+# %% ../nbs/04_dedup.ipynb #cd5ab3b4
+def nonempty_rows(sigs: np.ndarray, block: int = 1 << 16) -> np.ndarray:  # signatures; rows read at a time
+    "Numbers of the rows that saw a shingle: an empty shingle set leaves every position at its maximum."
+    empty = [(sigs[i : i + block] == np.iinfo(np.uint32).max).all(1) for i in range(0, len(sigs), block)]
+    return np.flatnonzero(~np.concatenate(empty)) if empty else np.zeros(0, np.int64)
+
+
+def band_candidate_pairs(
+    sigs: np.ndarray,  # (N, num_perm) signatures in input order; a memmap is read one band at a time
+    bands: int,  # b
+    rows: int,  # r
+) -> set[tuple[int, int]]:  # (earlier row, later row) for every two documents that share a band
+    "LSH buckets by sorting: sort the documents by each band's values; equal neighbours share a bucket."
+    live = nonempty_rows(sigs)  # no shingles: never a candidate
+    pairs: set = set()
+    for b in range(bands):
+        band = np.ascontiguousarray(sigs[live, b * rows : (b + 1) * rows])
+        keys = band.view(f"V{band.itemsize * rows}").ravel()  # a document's r values as one key of 4r bytes
+        order = np.argsort(keys, kind="stable")  # equal keys side by side, each run in input order
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        big = ends - starts > 1  # buckets of two or more documents
+        for lo, hi in zip(starts[big], ends[big]):
+            pairs.update(itertools.combinations(live[order[lo:hi]].tolist(), 2))
+    return pairs
+
+# %% ../nbs/04_dedup.ipynb #f9341a31
+def near_duplicates_by_sorting(
+    ids: list[str],  # documents, in input order
+    sigs: np.ndarray,  # their signatures, one row each (a memmap is fine)
+    threshold: float = 0.7,  # Jaccard threshold: sets bands x rows, and the verification cut
+) -> tuple[dict[str, str], dict]:  # removed id -> kept id; counts
+    "Near duplicates from sorted bands, verified pairs and union-find, with no table of buckets in memory."
+    bands, rows = lsh_params(threshold, sigs.shape[1])
+    cand = band_candidate_pairs(sigs, bands, rows)
+    pairs = verify_pairs(cand, sigs, threshold)  # a row number indexes its signature
+    uf = UnionFind(range(len(ids)))  # a row's rank is its number: no table of N ranks
+    for a, c in pairs:
+        uf.union(a, c)
+    roots = {x: uf.find(x) for x in list(uf.parent)}
+    dup_of = {ids[x]: ids[r] for x, r in roots.items() if r != x}
+    return dup_of, {"candidates": len(cand), "pairs": len(pairs), "bands": bands, "rows": rows}
+
+# %% ../nbs/04_dedup.ipynb #594bb2ee
+def decide(doc_id: str, scan: CorpusScan, near_of: dict[str, str]) -> dict | None:  # None: kept
+    "Why a document is removed: contamination first, then an exact copy, then a near copy."
+    if doc_id in scan.contaminated:
+        return {"reason": "contamination", "eval_ids": scan.eval_ids[doc_id]}
+    if doc_id in scan.exact_of:  # its original may itself be a near copy: point at what its cluster keeps
+        original = scan.exact_of[doc_id]
+        return {"reason": "exact_duplicate", "duplicate_of": near_of.get(original, original)}
+    if doc_id in near_of:
+        return {"reason": "near_duplicate", "duplicate_of": near_of[doc_id]}
+    return None
+
+
+def document_outputs(
+    n: int, doc: dict, scan: CorpusScan, near_of: dict[str, str]
+) -> Iterator[tuple[str, dict]]:  # its line; the document; pass 1's facts; near copies
+    "The records one document adds to pass 2's files, as (file, record) pairs."
+    i, domain, where = doc["id"], doc.get("domain", "unknown"), provenance(doc)
+    if (first := scan.first_read(i, n)) is not None:  # a later document with a used id
+        yield "repeated", duplicate_id_record(n, doc, first)
+        return
+    for e in scan.eval_ids.get(i, []):
+        action = "removed" if i in scan.contaminated else "flagged"
+        yield "contamination", {"doc_id": i, "eval_id": e, "domain": domain, "action": action, **where}
+    if why := decide(i, scan, near_of):
+        yield "removed", {"id": i, "domain": domain, **why, **where, "text": doc["text"][:2000]}
+    else:
+        yield "kept", doc | ({"contamination": scan.eval_ids[i]} if i in scan.eval_ids else {})
+
+# %% ../nbs/04_dedup.ipynb #774c3320
+def _json_line(rec: dict) -> str:
+    return json.dumps(rec, ensure_ascii=False) + "\n"  # what `write_jsonl` writes for a record
+
+
+@contextlib.contextmanager
+def jsonl_files(*paths: Path) -> Iterator[list]:  # files to write at the same time
+    "Text files written under temporary names; they replace `paths` only if the block succeeds."
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_file(p)) for p in paths]
+        yield [stack.enter_context(open(t, "w", encoding="utf-8", newline="\n")) for t in tmps]
+
+
+def write_decisions(
+    path: str | Path,  # the corpus, read a second time
+    out: Path,  # where kept.jsonl, removed.jsonl and contamination.jsonl go
+    scan: CorpusScan,  # pass 1's facts
+    near_of: dict[str, str],  # near copy's id -> the id its cluster keeps
+    workdir: Path,  # pass 1's folder (its unreadable lines), and a scratch file
+) -> Counter:  # (file, domain, reason) -> records written
+    "Pass 2: stream the corpus again into kept.jsonl, removed.jsonl and contamination.jsonl, in input order."
+    names, counts = ("kept", "removed", "contamination"), Counter()
+    scratch = workdir / "repeated_ids.jsonl"  # their records follow the other removals
+    with (
+        jsonl_files(*(out / f"{x}.jsonl" for x in names)) as files,
+        open(scratch, "w+", encoding="utf-8", newline="\n") as repeated,
+    ):
+        sink = dict(zip(names, files)) | {"repeated": repeated}
+        # the unreadable lines are skipped again: pass 1 recorded them
+        lines = read_jsonl(path, on_error="skip", rejects=os.devnull, with_lines=True)
+        for n, d in lines:
+            for name, rec in document_outputs(n, d, scan, near_of):
+                sink[name].write(_json_line(rec))
+                counts[name, d.get("domain", "unknown"), rec.get("reason")] += 1
+        repeated.seek(0)
+        shutil.copyfileobj(repeated, sink["removed"])
+        for u in read_jsonl(workdir / "unreadable.jsonl", schema=None):
+            record = {"id": None, "domain": None, "reason": "unreadable", "detail": u}
+            sink["removed"].write(_json_line(record))
+            counts["unreadable", None, "unreadable"] += 1
+    return counts
+
+# %% ../nbs/04_dedup.ipynb #3cf106f2
+def dedup_stats(
+    counts: Counter,  # `write_decisions`' (file, domain, reason) counts
+    scan: CorpusScan,  # pass 1's facts
+    near: dict,  # `near_duplicates_by_sorting`'s counts
+    cfg: DedupConfig,
+    indexed_items: int,  # evaluation items in the contamination index
+) -> dict:
+    "The stage's statistics; removals are counted in the order removed.jsonl lists them."
+    read = scan.read + counts["unreadable", None, "unreadable"]
+    stats = {"read": read, "by_reason": Counter(), "by_domain": defaultdict(Counter)}
+    for (name, domain, _), c in counts.items():
+        if name == "kept":
+            stats["by_domain"][domain]["kept"] += c
+    for part in ("removed", "repeated", "unreadable"):
+        for (name, domain, reason), c in counts.items():
+            if name == part:
+                stats["by_reason"][reason] += c
+                if domain is not None:
+                    stats["by_domain"][domain][reason] += c
+    hits = [e for found in scan.eval_ids.values() for e in found]
+    contamination = {
+        "hits": len(hits),
+        "eval_items": len(set(hits)),
+        "indexed_items": indexed_items,
+        "removed_docs": len(scan.contaminated),
+        "flagged_docs": len(scan.eval_ids) - len(scan.contaminated),
+    }
+    kept = sum(c for (name, *_), c in counts.items() if name == "kept")
+    stats |= {"kept": kept, "removed": sum(stats["by_reason"].values()), "near": near}
+    return stats | {"threshold": cfg.threshold, "ngram": cfg.ngram, "contamination": contamination}
+
+# %% ../nbs/04_dedup.ipynb #0743ce3a
 def dedup_corpus(
     path: str | Path,  # JSONL documents with id, text (and domain), e.g. chapter 03's kept.jsonl
     out_dir: str | Path,  # where kept.jsonl, removed.jsonl, contamination.jsonl, dedup_stats.json go
     cfg: DedupConfig = DedupConfig(),
     eval_files: list = (),  # JSONL evaluation sets to decontaminate against
-    # contaminated documents of these domains are removed; others are flagged
-    remove_domains: tuple = ("web",),
+    # contaminated documents of these domains are removed, others flagged; None: removed in every domain
+    remove_domains: tuple | None = ("web",),
 ) -> dict:  # statistics, also saved as dedup_stats.json
-    "Exact and near dedup and decontamination of a JSONL corpus; each document kept or removed with a reason."
+    "Decontaminate and dedup a JSONL corpus in two streaming passes; every removal has a reason."
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    unreadable: list = []
-    lines = read_jsonl(path, on_error="skip", rejects=unreadable, with_lines=True)
-    docs, repeated_ids = unique_ids(lines)  # from here on an id names exactly one document
-    domain = {d["id"]: d.get("domain", "unknown") for d in docs}
-    t0 = time.perf_counter()  # contamination first: a removed document must never be the copy others point to
-    index = ContaminationIndex(
-        [it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})]
-    )
-    hits = contamination(docs, index) if eval_files else []
-    by_doc = defaultdict(list)
-    for d_id, e in hits:
-        by_doc[d_id].append(e)
-    contaminated = {i for i in by_doc if domain[i] in remove_domains}
-    rest = [d for d in docs if d["id"] not in contaminated]
-    t1 = time.perf_counter()
-    exact_of = exact_duplicates(rest)
-    rest = [d for d in rest if d["id"] not in exact_of]
-    near_of, info = near_duplicates_partitioned([{"id": d["id"], "text": d["text"]} for d in rest], cfg)
-    n_read = len(docs) + len(repeated_ids) + len(unreadable)
-    removed, kept = [], []
-    stats = {"read": n_read, "by_reason": Counter(), "by_domain": defaultdict(Counter)}
-    for d in docs:
-        i = d["id"]
-        if i in contaminated:
-            r = {"reason": "contamination", "eval_ids": by_doc[i]}
-        elif i in exact_of:  # its original may itself be a near copy
-            r = {"reason": "exact_duplicate", "duplicate_of": near_of.get(exact_of[i], exact_of[i])}
-        elif i in near_of:
-            r = {"reason": "near_duplicate", "duplicate_of": near_of[i]}
-        else:
-            kept.append(d | ({"contamination": by_doc[i]} if i in by_doc else {}))
-            stats["by_domain"][domain[i]]["kept"] += 1
-            continue
-        removed.append({"id": i, "domain": domain[i], **r, "text": d["text"][:2000]})
-    removed += repeated_ids
-    removed += [{"id": None, "domain": None, "reason": "unreadable", "detail": u} for u in unreadable]
-    for r in removed:
-        stats["by_reason"][r["reason"]] += 1
-        if r["domain"] is not None:
-            stats["by_domain"][r["domain"]][r["reason"]] += 1
-    actions = [
-        {
-            "doc_id": d,
-            "eval_id": e,
-            "domain": domain[d],
-            "action": "removed" if d in contaminated else "flagged",
-        }
-        for d, e in hits
-    ]
-    for name, rows in (("kept.jsonl", kept), ("removed.jsonl", removed), ("contamination.jsonl", actions)):
-        write_jsonl(out / name, rows)  # each file under a temporary name, renamed when whole
-    flagged = sum(1 for d in by_doc if d not in contaminated)
-    stats |= {
-        "kept": len(kept),
-        "removed": len(removed),
-        "near": info,
-        "threshold": cfg.threshold,
-        "ngram": cfg.ngram,
-        "contamination": {
-            "hits": len(hits),
-            "eval_items": len({e for _, e in hits}),
-            "indexed_items": len(index.k),
-            "removed_docs": len(contaminated),
-            "flagged_docs": flagged,
-        },
-        "seconds_contamination": round(t1 - t0, 2),
-        "seconds_dedup": round(time.perf_counter() - t1, 2),
-    }
-    if stats["kept"] + stats["removed"] != stats["read"]:
+    evals = [it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})]
+    index = ContaminationIndex(evals)
+    # a folder for the signatures and the unreadable lines, deleted at the end (also on an error)
+    with tempfile.TemporaryDirectory(prefix="dedup-work-", dir=out) as work:
+        t0 = time.perf_counter()
+        scan, sigs = scan_corpus(path, cfg, index if eval_files else None, remove_domains, Path(work))
+        t1 = time.perf_counter()
+        near_of, near = near_duplicates_by_sorting(scan.rest_ids, sigs, cfg.threshold)
+        t2 = time.perf_counter()
+        counts = write_decisions(path, out, scan, near_of, Path(work))
+    stats = dedup_stats(counts, scan, near, cfg, len(index.k))
+    stats |= {"seconds_scan": round(t1 - t0, 2), "seconds_near": round(t2 - t1, 2)}
+    stats["seconds_write"] = round(time.perf_counter() - t2, 2)
+    if stats["kept"] + stats["removed"] != stats["read"]:  # pass 2 must write what pass 1 read
         raise RuntimeError(
             f"{out}: read {stats['read']} documents but kept {stats['kept']} and removed {stats['removed']}"
         )

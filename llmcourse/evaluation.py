@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json, math, random
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .training import TrainConfig, load_checkpoint, model_config
 __all__ = ['NAMES', 'COLOURS', 'DOORS', 'checkpoint_steps', 'load_trained_model', 'token_nll', 'sliding_window_nll', 'perplexity',
            'split_encode', 'continuation_logprob', 'ProbeSuite', 'fact_probes', 'mcq_prompt', 'score_mcq',
            'evaluate_mcq', 'niah_case', 'niah_prompt', 'niah_grid', 'repeated_ngram_share', 'generation_samples',
-           'EvalConfig', 'evaluate_run']
+           'EvalConfig', 'split_eval_items', 'evaluate_run']
 
 # %% ../nbs/13_evaluation.ipynb #e17f7373
 def checkpoint_steps(run: str | Path) -> list[int]:  # a training run folder (chapter 09)
@@ -204,15 +205,16 @@ def fact_probes(
     recs = records if n is None else rng.sample(records, min(n, len(records)))
     out = []
     for r in recs:
-        sep = " " if r["lang"] == "en" else ""
+        lang = r.get("lang", "en")  # the samples' probes say which language and split they test
+        sep = " " if lang == "en" else ""
         opts = [r["answer"], *r["distractors"]]
         order = list(range(len(opts)))
         rng.shuffle(order)
-        seen = "seen" if r["seen"] else "held-out"
+        seen = {True: " seen", False: " held-out"}.get(r.get("seen"), "")
         out.append(
             {
                 "kind": "choice",
-                "group": f"fact {r['lang']} {seen}",
+                "group": f"fact {lang}{seen}",
                 "context": r["text"],
                 "options": [sep + opts[i] for i in order],
                 "answer": order.index(0),
@@ -221,7 +223,7 @@ def fact_probes(
         out.append(
             {
                 "kind": "pair",
-                "group": f"true vs false {r['lang']}",
+                "group": f"true vs false {lang}",
                 "true": r["text"] + sep + r["answer"],
                 "false": r["text"] + sep + r["distractors"][0],
             }
@@ -442,17 +444,42 @@ class EvalConfig:
     seed: int = 0
 
 
+def split_eval_items(
+    items: Iterable[dict],  # evaluation records of any kind
+) -> tuple[list[dict], list[dict]]:  # (fact probes, multiple-choice questions)
+    "Tell evaluation items apart by their fields: probes have an answer and distractors, questions choices."
+    probes, mcq = [], []
+    for it in items:
+        if isinstance(it.get("choices"), list) and isinstance(it.get("answer"), int):
+            mcq.append(it)
+        elif isinstance(it.get("answer"), str) and isinstance(it.get("distractors"), list):
+            probes.append(it)
+    return probes, mcq
+
+
+def _group(doc: dict) -> str:
+    "domain/lang, as the pipeline names groups; what of it the document has, or 'all'."
+    return "/".join(d for d in (doc.get("domain"), doc.get("lang")) if isinstance(d, str)) or "all"
+
+
+def _jsonl_if_there(folder: Path | None, name: str) -> list[dict]:
+    path = folder / name if folder is not None else None
+    return list(read_jsonl(path, schema={"id": str, "text": str})) if path and path.is_file() else []
+
+
 def evaluate_run(
     run: str | Path,  # a training run folder (chapter 09)
     tokenizer: str | Path,  # its tokenizer.json
-    data_dir: str | Path,  # the samples: eval_probes.jsonl, eval_mcq.jsonl, long.jsonl
+    # a folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl; a part whose file is missing is skipped
+    data_dir: str | Path | None,
     # JSONL documents with id, text, group; the held-out split is used (None: skip perplexity)
     heldout: str | Path | None,
     out_dir: str | Path,  # where eval.json and the figures go
     cfg: EvalConfig = EvalConfig(),
-) -> dict:  # everything measured (also eval.json)
+    eval_items: str | Path | None = None,  # a JSONL file of probes and questions, used instead of data_dir's
+) -> dict:  # everything measured, and in "skipped" what was not and why (also eval.json)
     "Perplexity and bits per byte per group, probes, multiple choice, needles and generations of one model."
-    out, data = Path(out_dir), Path(data_dir)
+    out, data = Path(out_dir), Path(data_dir) if data_dir is not None else None
     out.mkdir(parents=True, exist_ok=True)
     model, tcfg = load_trained_model(run)
     tok = Tokenizer.load(tokenizer)
@@ -461,31 +488,41 @@ def evaluate_run(
         "tokenizer": str(tokenizer),
         "context": model.cfg.max_seq_len,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "skipped": {},
     }
+    groups = defaultdict(list)
     if heldout:
-        groups = defaultdict(list)
         for d in read_jsonl(heldout, schema={"id": str, "text": str}):
             if (
                 is_heldout(d["id"])
-                and len(groups[g := d.get("group", d.get("domain", "all"))]) < cfg.max_docs_per_group
+                and len(groups[g := d.get("group") or _group(d)]) < cfg.max_docs_per_group
             ):
                 groups[g].append(d["text"])
         res["perplexity"] = {g: perplexity(model, tok, ts) for g, ts in sorted(groups.items())}
         res["perplexity_all"] = perplexity(model, tok, [t for ts in groups.values() for t in ts])
-    if cfg.probes:
-        res["probes"] = ProbeSuite(
-            fact_probes(list(read_jsonl(data / "eval_probes.jsonl", schema=None)), cfg.probes, cfg.seed)
-        ).run(model, tok)
-    if cfg.mcq != 0:
-        items = list(read_jsonl(data / "eval_mcq.jsonl", schema=None))
-        items = items if cfg.mcq is None else items[: cfg.mcq]
-        res["mcq"] = evaluate_mcq(model, tok, items)
+    if eval_items is not None:
+        probes, mcq = split_eval_items(read_jsonl(eval_items, schema={"id": str, "text": str}))
+    else:
+        probes, mcq = _jsonl_if_there(data, "eval_probes.jsonl"), _jsonl_if_there(data, "eval_mcq.jsonl")
+    where = f"in {eval_items or data}" if eval_items or data else "given"
+    if cfg.probes and probes:
+        res["probes"] = ProbeSuite(fact_probes(probes, cfg.probes, cfg.seed)).run(model, tok)
+    elif cfg.probes:
+        res["skipped"]["probes"] = f"no fact probes (items with an answer and distractors) {where}"
+    if cfg.mcq != 0 and mcq:
+        res["mcq"] = evaluate_mcq(model, tok, mcq if cfg.mcq is None else mcq[: cfg.mcq])
+    elif cfg.mcq != 0:
+        res["skipped"]["mcq"] = f"no multiple-choice items (with choices and an answer index) {where}"
     if cfg.niah_trials:
-        hay = " ".join(d["text"] for d in read_jsonl(data / "long.jsonl") if d.get("lang") == "en")[:20000]
+        long = _jsonl_if_there(data, "long.jsonl")
+        hay = " ".join(d["text"] for d in long if d.get("lang") == "en")[:20000]
+        hay = hay or " ".join(t for ts in groups.values() for t in ts)[:20000]  # else: the held-out text
         lengths = tuple(L for L in cfg.niah_lengths if L <= model.cfg.max_seq_len)
-        res["niah"] = niah_grid(
-            model, tok, hay, lengths=lengths, depths=cfg.niah_depths, trials=cfg.niah_trials, seed=cfg.seed
-        )
+        if len(tok.encode(hay)) >= 2 * max(lengths, default=0) > 0:
+            grid = dict(lengths=lengths, depths=cfg.niah_depths, trials=cfg.niah_trials, seed=cfg.seed)
+            res["niah"] = niah_grid(model, tok, hay, **grid)
+        else:
+            res["skipped"]["niah"] = "no haystack: no long.jsonl and too little held-out text"
     res["generations"] = generation_samples(
         model, tok, ["The capital of", "def add(a, b):", "Question: What is 12 + 7?\nAnswer:", "今天天气"]
     )

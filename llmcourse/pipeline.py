@@ -5,9 +5,9 @@
 # %% ../nbs/15_pipeline.ipynb #6126ea46
 from __future__ import annotations
 
-import hashlib, json, os, shutil, sys, time
+import bisect, dataclasses, hashlib, itertools, json, os, re, shutil, sys, time, zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +26,21 @@ from llmcourse.core import (
     save_json,
     seed_everything,
     to_jsonable,
+    record_files,
+    write_jsonl,
 )
 from llmcourse.samples import (
     SAMPLE_FILES,
     SAMPLE_SEED,
+    Fields,
+    Source,
     generate_samples,
-    stdlib_code_documents,
-    stdlib_prose_documents,
+    TRAIN_FILES,
+    parse_source,
+    source_documents,
+    source_eval_items,
 )
-from .cleaning import CleanConfig, clean_corpus, read_documents
+from .cleaning import CleanConfig, clean_corpus
 from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .model import PRESETS
@@ -49,31 +55,42 @@ from llmcourse.tokenizer import (
     hf_counter,
     padded_vocab_size,
     reserved_special_tokens,
-    TRAIN_FILES,
     is_heldout,
     train_bpe,
 )
 
 # %% auto #0
-__all__ = ['STAGE_MARKER', 'SAMPLE_SCHEMA', 'EVAL_FILES', 'SPECIAL_TOKENS', 'STAGES', 'EVAL_DATA', 'RunConfig', 'StageNotReady',
-           'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_file', 'stage_samples', 'stage_clean',
-           'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards', 'stage_train', 'stage_evaluate',
-           'code_fingerprint', 'data_fingerprint', 'stage_fingerprint', 'read_marker', 'recover_stage_folders',
-           'start_stage', 'finish_stage', 'run_pipeline', 'current_stages', 'render_report', 'build_parser',
-           'describe_os_error', 'main']
+__all__ = ['DEFAULT_SOURCES', 'STAGE_MARKER', 'LENGTH_BINS', 'SPECIAL_TOKENS', 'SOURCE_KEYS', 'STAGES', 'EVAL_DATA', 'RunConfig',
+           'StageNotReady', 'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_source', 'eval_items_file',
+           'stage_sources', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
+           'stage_train', 'stage_evaluate', 'code_fingerprint', 'source_fingerprint', 'data_fingerprint',
+           'stage_fingerprint', 'read_marker', 'recover_stage_folders', 'start_stage', 'finish_stage', 'absolute_spec',
+           'run_pipeline', 'current_stages', 'render_report', 'build_parser', 'describe_os_error', 'main']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
+DEFAULT_SOURCES = ["samples", "stdlib"]  # the sample data, generated into the run, and standard-library text
+
+
 @dataclass
 class RunConfig:
     "Every setting of a pipeline run; saved as the run's config.json."
 
     out: str = "runs/latest"  # the run folder
-    data: str | None = None  # sample folder to read; None: generate the samples into <out>/samples
+    data: list[str] | str | None = None  # sources (chapter 01's `parse_source`); None: DEFAULT_SOURCES
+    # sources of evaluation items; None: the samples' sets when a samples source is read
+    eval_data: list[str] | None = None
+    text_field: str = "text"  # the field that holds the text, in files and datasets
+    id_field: str | None = "id"  # the id field (absent: `<source>:<file>:<row>`)
+    domain_field: str | None = "domain"  # the domain field (absent: the source's name)
+    lang_field: str | None = "lang"  # the language field (absent: guessed while cleaning)
+    max_docs: int | None = None  # read at most this many records of each source (None: all)
     seed: int = SAMPLE_SEED  # seed for the samples and every random choice of the run
-    stdlib_files: int | None = (
-        400  # how many standard-library files to read as extra text (0: none; None: all)
-    )
+    stdlib_files: int | None = 400  # files a plain `stdlib` source reads (None: all)
     stages: list[str] = field(default_factory=list)  # run only these stages (empty: all)
+    # dedup: contaminated documents of these domains are flagged, not removed (the sample knowledge
+    # corpus states the facts its probes test, on purpose); contaminated documents of others are removed
+    flag_domains: list[str] = field(default_factory=lambda: ["knowledge"])
+    tokenizer_chars: int = 50_000_000  # tokenizer: train on about this many characters (a sample by id)
     vocab_size: int = 8192  # tokenizer: bytes + merges + special tokens
     split_digits: bool = True  # tokenizer: one digit per pre-token (chapter 02, experiment 2)
     shard_tokens: int = 1 << 22  # shards: start a new shard past this many tokens
@@ -82,6 +99,18 @@ class RunConfig:
     train_steps: int = 150  # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
     model: str = "tiny"  # train: a model preset (chapter 07)
     dedup_threshold: float = 0.7  # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
+
+    def source_specs(self) -> list[str]:
+        "The source specifications this config names."
+        return [self.data] if isinstance(self.data, str) else self.data or DEFAULT_SOURCES
+
+    def sources(self) -> list[Source]:
+        "The sources this config names, parsed (`FileNotFoundError` for a path that names nothing)."
+        return [parse_source(s, self.stdlib_files) for s in self.source_specs()]
+
+    def fields(self) -> Fields:
+        "Where the text, id, domain and language are in the records of files and datasets."
+        return Fields(self.text_field, self.id_field, self.domain_field, self.lang_field)
 
     def validate(self) -> "RunConfig":
         "Check every setting before any stage runs; raise ValueError naming the first bad one."
@@ -99,6 +128,15 @@ class RunConfig:
             "stdlib_files",
             "must be a whole number >= 0 (0: no standard-library text), or None for all of it",
         )
+        need(
+            self.max_docs is None or is_int(self.max_docs) and self.max_docs >= 1,
+            "max_docs",
+            "must be a whole number >= 1, or None for every record",
+        )
+        need(isinstance(self.text_field, str) and self.text_field != "", "text_field", "must name a field")
+        names = [s.name for s in self.sources()]
+        if len(set(names)) < len(names):
+            raise ValueError(f"data: two sources share a name in {names}; name them with NAME=SOURCE")
         n_min = 256 + len(SPECIAL_TOKENS) + 1
         need(
             is_int(self.vocab_size) and self.vocab_size >= n_min,
@@ -107,7 +145,13 @@ class RunConfig:
             f"and at least one merge need {n_min}",
         )
         need(isinstance(self.split_digits, bool), "split_digits", "must be true or false")
-        for name, least in (("shard_tokens", 1), ("workers", 1), ("seq_len", 2), ("train_steps", 0)):
+        for name, least in (
+            ("shard_tokens", 1),
+            ("workers", 1),
+            ("seq_len", 2),
+            ("train_steps", 0),
+            ("tokenizer_chars", 1),
+        ):
             need(
                 is_int(getattr(self, name)) and getattr(self, name) >= least,
                 name,
@@ -137,10 +181,18 @@ class RunContext:
 
     cfg: RunConfig
     run_dir: Path
-    data_dir: Path
+    data_dir: Path | None  # the sample folder, if a samples source is read (its long.jsonl feeds the needles)
     results: dict = field(default_factory=dict)  # stage name -> what that stage returned (or its stage.json)
     current: str | None = None  # the stage now running: its folder is the one being written
     code: str = ""  # fingerprint of the package's code (`code_fingerprint`)
+    sources: list[Source] = field(default_factory=list)  # what the run reads, samples folders resolved
+    generate_into: Path | None = None  # the folder the sources stage generates the samples into
+
+    def resolve(self, src: Source) -> Source:  # a parsed source
+        "A `samples` source without a folder reads the samples generated into the run folder."
+        if src.kind == "samples" and src.location is None:
+            return dataclasses.replace(src, location=str(self.run_dir / "samples"))
+        return src
 
     def final_dir(self, name: str) -> Path:  # where stage `name`'s finished output lives, e.g. <run>/02_clean
         i = [s.name for s in STAGES].index(name) + 1
@@ -188,48 +240,72 @@ def report_link(path: Path, run_dir: Path) -> str:  # a file a stage wrote; the 
     return "/".join([first.removesuffix(".partial"), *rest])
 
 # %% ../nbs/15_pipeline.ipynb #c5b6102b
-SAMPLE_SCHEMA = {"id": str, "text": str, "domain": str, "lang": str}
+LENGTH_BINS = np.logspace(1, 6, 41)  # document lengths (characters) are counted in these bins, not kept
 
 
-def inventory_file(
-    path: Path,  # a JSONL file of documents
-    seen_ids: set,  # ids already used (updated); a repeated id is a reject
-    rejects: Path,  # JSONL file that collects rejected lines
-) -> dict:  # counts for this file: docs, chars, bytes, per domain and lang; lengths per domain
-    "Validate every line of one sample file and count what it holds."
-    rej: list = []
-    inv = {
-        "docs": 0,
-        "chars": 0,
-        "bytes": path.stat().st_size,
-        "by_domain": Counter(),
-        "by_lang": Counter(),
-        "lengths": defaultdict(list),
-    }
-    for n, d in read_jsonl(path, schema=SAMPLE_SCHEMA, on_error="skip", rejects=rej, with_lines=True):
-        if d["id"] in seen_ids:
-            rej.append(reject_record(path, n, f"duplicate id {d['id']!r}"))
-            continue
-        seen_ids.add(d["id"])
-        inv["docs"] += 1
-        inv["chars"] += len(d["text"])
-        inv["lengths"][d["domain"]].append(len(d["text"]))
-        inv["by_domain"][d["domain"]] += 1
-        inv["by_lang"][d["lang"]] += 1
-    with open(rejects, "a", encoding="utf-8") as f:
-        for r in rej:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    inv["rejected"] = len(rej)
-    return inv
+def _length_bin(n: int) -> int:  # a document's length in characters
+    "The LENGTH_BINS bin a length falls in (the first and last bins take anything beyond them)."
+    return min(max(bisect.bisect_right(LENGTH_BINS, n) - 1, 0), len(LENGTH_BINS) - 2)
+
+
+def _new_inventory() -> dict:
+    return {"docs": 0, "chars": 0, "rejected": 0, "by_domain": Counter(), "by_lang": Counter()}
+
+
+def inventory_source(
+    src: Source,  # a source (a samples source with its folder set)
+    cfg: RunConfig,  # the run's field names and `max_docs`
+    seen_ids: set,  # ids already read (updated); a repeated id is a reject
+    rejects: Path,  # the JSONL file that collects rejects
+    lengths: dict,  # domain -> counts per LENGTH_BINS bin (updated)
+) -> dict:  # file -> its counts; each reject of the source is also in `rejects`, with its place
+    "Read every record of one source once, in a stream, and count what it holds, per file."
+    files: dict = defaultdict(_new_inventory)
+    bad: list = []
+    with open(rejects, "a", encoding="utf-8") as out:
+
+        def write_rejects():  # those read so far, each counted against its file
+            for r in bad:
+                files[_file_label(src, r["file"])]["rejected"] += 1
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            bad.clear()
+
+        for d in progress(source_documents(src, bad, cfg.fields(), cfg.max_docs), f"reading {src.name}"):
+            write_rejects()
+            if d["id"] in seen_ids:
+                why = f"duplicate id {d['id']!r}"
+                bad.append(reject_record(d["_file"], d["_line"], why) | {"source": src.name})
+                continue
+            seen_ids.add(d["id"])
+            inv = files[_file_label(src, d["_file"])]
+            inv["docs"] += 1
+            inv["chars"] += len(d["text"])
+            inv["by_domain"][d["domain"]] += 1
+            inv["by_lang"][d.get("lang", "guessed later")] += 1
+            counts = lengths.setdefault(d["domain"], np.zeros(len(LENGTH_BINS) - 1, int))
+            counts[_length_bin(len(d["text"]))] += 1
+        write_rejects()  # those after the last document
+    return dict(files)
+
+
+def _file_label(src: Source, file: str) -> str:
+    "How the inventory names a file: relative to its source's folder (a dataset or stdlib part: as is)."
+    root = Path(src.location) if src.kind in ("files", "samples") and src.location else None
+    if root is not None and root.is_dir() and Path(file).is_relative_to(root):
+        return Path(file).relative_to(root).as_posix()
+    return Path(file).name if root is not None else file
 
 # %% ../nbs/15_pipeline.ipynb #3d67d333
 def _sizes_figure(inv: dict, path: Path) -> Path:
-    names = list(inv)
-    fig, ax = new_figure("size (MB)", "", "Sample files: bytes on disk", figsize=(7, 4))
-    ax.barh(names, [inv[n]["bytes"] / 1e6 for n in names], color="tab:blue")
+    names = list(inv["sources"])
+    chars = [inv["sources"][n]["chars"] / 1e6 for n in names]
+    size = (7, 0.6 * len(names) + 1.5)
+    fig, ax = new_figure("characters (millions)", "", "Sources: text read", figsize=size)
+    ax.barh(names, chars, color="tab:blue")
     ax.invert_yaxis()
     for i, n in enumerate(names):
-        ax.text(inv[n]["bytes"] / 1e6, i, f" {inv[n]['docs']:,} docs", va="center", fontsize=8)
+        s = inv["sources"][n]
+        ax.text(chars[i], i, f" {s['docs']:,} docs, {s['rejected']:,} rejected", va="center", fontsize=8)
     return save_figure(fig, path)
 
 
@@ -240,82 +316,132 @@ def _lengths_figure(lengths_by_domain: dict, path: Path) -> Path:
         "Document lengths by domain",
         figsize=(7, 4),
     )
-    bins = np.logspace(1, 6, 41)
     for dom in sorted(lengths_by_domain):
-        ax.hist(lengths_by_domain[dom], bins=bins, histtype="step", lw=1.5, label=dom)
+        ax.stairs(lengths_by_domain[dom], LENGTH_BINS, lw=1.5, label=dom)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.legend(fontsize=8, loc="upper right")
     return save_figure(fig, path)
 
 # %% ../nbs/15_pipeline.ipynb #64b863e9
-def stage_samples(ctx: RunContext) -> dict:
-    "Generate (if needed), validate and inventory the sample data; count the standard-library text."
-    out = ctx.stage_dir("samples")
-    if ctx.cfg.data is None:
-        generate_samples(ctx.data_dir, ctx.cfg.seed)
-    missing = [n for n in SAMPLE_FILES if not (ctx.data_dir / n).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{ctx.data_dir} lacks {missing}: run `llmcourse samples --out {ctx.data_dir}`"
-        )
+def _eval_sources(ctx: RunContext) -> list[Source]:
+    "Where the run's evaluation items come from: --eval-data, or else the samples sources."
+    if ctx.cfg.eval_data is None:
+        return [s for s in ctx.sources if s.kind == "samples"]
+    return [ctx.resolve(parse_source(spec, ctx.cfg.stdlib_files)) for spec in ctx.cfg.eval_data]
+
+
+def _eval_items(ctx: RunContext, rejects: Path) -> Iterator[dict]:
+    for src in _eval_sources(ctx):
+        yield from (d | {"eval_source": src.name} for d in source_eval_items(src, rejects))
+
+
+def eval_items_file(ctx: RunContext) -> Path | None:  # the run
+    "The run's evaluation items: the sources stage's eval.jsonl, or, if it has not run, read now; None: none."
+    if not _eval_sources(ctx):
+        return None
+    try:
+        return ctx.stage_dir("sources") / "eval.jsonl"
+    except StageNotReady:  # e.g. --stages clean dedup: read them into the running stage's folder
+        path = ctx.stage_dir(ctx.current) / "eval.jsonl"
+        write_jsonl(path, _eval_items(ctx, ctx.stage_dir(ctx.current) / "eval_rejects.jsonl"))
+        return path
+
+
+def _source_bytes(src: Source) -> int | None:
+    "Bytes on disk of the files a source reads (None for a dataset streamed from the hub, or stdlib)."
+    if src.kind == "samples":
+        return sum((Path(src.location) / f).stat().st_size for f in TRAIN_FILES)
+    if src.kind == "files":
+        return sum(p.stat().st_size for p in record_files(src.location))
+    if src.kind == "hf" and Path(src.location).is_dir():
+        return sum(p.stat().st_size for p in Path(src.location).rglob("*") if p.is_file())
+    return None
+
+
+def stage_sources(ctx: RunContext) -> dict:
+    "Generate the samples if asked to, read every source once and inventory it; collect the evaluation items."
+    out = ctx.stage_dir("sources")
+    if ctx.generate_into is not None:
+        generate_samples(ctx.generate_into, ctx.cfg.seed)
     rejects = out / "rejects.jsonl"
     rejects.write_text("")
     seen: set = set()
-    inv: dict = {}
-    lengths = defaultdict(list)
-    for name in progress(SAMPLE_FILES, "validating samples"):
-        inv[name] = inventory_file(ctx.data_dir / name, seen, rejects)
-        for dom, ls in inv[name].pop("lengths").items():
-            lengths[dom] += ls
-    n_std = ctx.cfg.stdlib_files
-    std = {
-        "code": [len(d["text"]) for d in stdlib_code_documents(n_std)],
-        "prose": [len(d["text"]) for d in stdlib_prose_documents(n_std)],
-    }
+    lengths: dict = {}
+    sources = {}
+    for src in ctx.sources:
+        files = inventory_source(src, ctx.cfg, seen, rejects, lengths)
+        sources[src.name] = {
+            "spec": src.spec,
+            "kind": src.kind,
+            **{k: sum(f[k] for f in files.values()) for k in ("docs", "chars", "rejected")},
+            "bytes": _source_bytes(src),
+            "files": files,
+        }
+    evals = _eval_sources(ctx)
+    n_eval = write_jsonl(out / "eval.jsonl", _eval_items(ctx, rejects)) if evals else 0
     summary = {
-        "files": inv,
-        "docs": sum(v["docs"] for v in inv.values()),
-        "chars": sum(v["chars"] for v in inv.values()),
-        "bytes": sum(v["bytes"] for v in inv.values()),
-        "rejected": sum(v["rejected"] for v in inv.values()),
-        "stdlib": {k: {"docs": len(v), "chars": sum(v)} for k, v in std.items()},
+        "sources": sources,
+        **{k: sum(s[k] for s in sources.values()) for k in ("docs", "chars", "rejected")},
+        "eval_items": n_eval,
+        "eval_sources": [s.spec for s in evals],
     }
+    summary["rejected"] = sum(1 for _ in open(rejects, encoding="utf-8"))  # evaluation sets' rejects too
     save_json(summary, out / "inventory.json")
-    lengths |= {f"stdlib {k} (run time)": v for k, v in std.items()}
-    figs = [_sizes_figure(inv, out / "sizes.png"), _lengths_figure(lengths, out / "lengths.png")]
-    return {"summary": summary, "report": _samples_report(summary, figs, ctx.run_dir)}
+    figs = [_sizes_figure(summary, out / "sizes.png"), _lengths_figure(lengths, out / "lengths.png")]
+    return {"summary": summary, "report": _sources_report(summary, rejects, figs, ctx.run_dir)}
 
 # %% ../nbs/15_pipeline.ipynb #f0335135
-def _samples_report(s: dict, figs: list[Path], run_dir: Path) -> list[str]:
-    rows = [
-        f"| `{n}` | {f['docs']:,} | {f['chars']:,} | {f['bytes'] / 1e6:.2f} | {f['rejected']} | "
-        + ", ".join(f"{k} {v}" for k, v in sorted(f['by_lang'].items()))
-        + " |"
-        for n, f in s["files"].items()
-    ]
-    std = s["stdlib"]
+def _reject_lines(rejects: Path, n: int = 5) -> list[str]:
+    "The first `n` rejects as report lines: source, file and line or row, reason."
+    lines = []
+    for r in itertools.islice(read_jsonl(rejects, schema=None), n):
+        where = f"{r.get('source')}, `{Path(str(r['file'])).name}` line/row {r['line']}"
+        lines.append(f"- {where}: {r['reason'][:120]}")
+    return lines
+
+
+def _sources_report(s: dict, rejects: Path, figs: list[Path], run_dir: Path) -> list[str]:
+    rows = []
+    for name, src in s["sources"].items():
+        for label, f in itertools.islice(src["files"].items(), 12):
+            langs = ", ".join(f"{k} {v:,}" for k, v in sorted(f["by_lang"].items()))
+            counts = f"{f['docs']:,} | {f['chars']:,} | {f['rejected']:,}"
+            rows.append(f"| {name} | `{label}` | {counts} | {langs} |")
+        if len(src["files"]) > 12:
+            rows.append(f"| {name} | … {len(src['files']) - 12:,} more files | | | | |")
+    mb = sum(v["bytes"] or 0 for v in s["sources"].values()) / 1e6
+    evals = (
+        f"Evaluation items: {s['eval_items']:,} from {', '.join(s['eval_sources'])}, "
+        "in `01_sources/eval.jsonl`."
+        if s["eval_sources"]
+        else "No evaluation sets: decontamination, probes and multiple choice are skipped "
+        "(`--eval-data` supplies them)."
+    )
     return [
-        "| file | docs | characters | MB | rejected | languages |",
-        "|---|---:|---:|---:|---:|---|",
+        "| source | file | docs | characters | rejected | languages |",
+        "|---|---|---:|---:|---:|---|",
         *rows,
-        f"| **total** | {s['docs']:,} | {s['chars']:,} | {s['bytes'] / 1e6:.2f} | {s['rejected']} | |",
+        f"| **total** | {mb:.1f} MB on disk | {s['docs']:,} | {s['chars']:,} | {s['rejected']:,} | |",
         "",
-        f"Read at run time from Python's standard library: {std['code']['docs']:,} code files "
-        f"({std['code']['chars'] / 1e6:.1f} M characters) and {std['prose']['docs']:,} prose documents "
-        f"({std['prose']['chars'] / 1e6:.1f} M characters).",
+        evals,
+        "",
+        f"Every reject is in `01_sources/rejects.jsonl` with its source, file, line or row, and reason"
+        + ("; the first ones:" if s["rejected"] else "."),
+        "",
+        *_reject_lines(rejects),
         "",
         *[f"![{p.stem}]({report_link(p, run_dir)})" for p in figs],
     ]
 
 # %% ../nbs/15_pipeline.ipynb #4a423e4f
-def _stage_inputs(ctx: RunContext, unreadable: list):
-    for d in read_documents([ctx.data_dir / f for f in TRAIN_FILES], unreadable):
-        yield d | {"group": f"{d.get('domain', 'unknown')}/{d.get('lang', 'und')}"}
-    for i, d in enumerate(stdlib_code_documents(ctx.cfg.stdlib_files)):
-        yield d | {"group": "code/stdlib", "_file": "<stdlib code>", "_line": i + 1}
-    for i, d in enumerate(stdlib_prose_documents(ctx.cfg.stdlib_files)):
-        yield d | {"group": f"prose/{d['lang']}", "_file": "<stdlib prose>", "_line": i + 1}
+def _stage_inputs(ctx: RunContext, unreadable: list) -> Iterator[dict]:
+    "Every source's documents, in order; records that are no document go to `unreadable`."
+    for src in ctx.sources:
+        for d in source_documents(src, unreadable, ctx.cfg.fields(), ctx.cfg.max_docs):
+            if "group" not in d and "lang" in d:
+                d["group"] = f"{d['domain']}/{d['lang']}"
+            yield d
 
 
 def stage_clean(ctx: RunContext) -> dict:
@@ -327,63 +453,63 @@ def stage_clean(ctx: RunContext) -> dict:
     fig = _clean_figure(stats, out / "clean.png")
     return {
         "summary": {k: v for k, v in stats.items() if k != "examples"},
-        "report": _clean_report(stats, fig, ctx.run_dir),
+        "report": _clean_report(stats, fig, ctx.run_dir, out / "rejected.jsonl"),
     }
 
 
-def training_documents(ctx: RunContext) -> list[dict]:  # the run
-    "The dedup stage's kept documents as dicts with id, text, group and heldout, for the stages after it."
+def training_documents(
+    ctx: RunContext,  # the run
+    heldout: bool | None = None,  # True: only the held-out split; False: only the training split; None: both
+) -> Iterator[dict]:  # dicts with id, text, group and heldout, streamed
+    "The dedup stage's kept documents, for the stages after it; the split is chapter 02's `is_heldout`."
     path = ctx.stage_dir("dedup") / "kept.jsonl"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: run the clean and dedup stages first (--stages clean dedup ...)"
         )
-    return [
-        {"id": d["id"], "text": d["text"], "group": d["group"], "heldout": is_heldout(d["id"])}
-        for d in read_jsonl(path, schema={"id": str, "text": str, "group": str})
-    ]
+    for d in read_jsonl(path, schema={"id": str, "text": str}):
+        held = is_heldout(d["id"])
+        if heldout is None or held == heldout:
+            group = d.get("group") or f"{d.get('domain', 'unknown')}/{d.get('lang', 'und')}"
+            yield {"id": d["id"], "text": d["text"], "group": group, "heldout": held}
 
 # %% ../nbs/15_pipeline.ipynb #59595c8e
 def _clean_figure(s: dict, path: Path) -> Path:
-    names = [n for n in s["by_source"]]
+    names = list(s["by_source"])[:30]
+    labels = [f"{s['source_of'].get(n, '')}: {Path(n).name}" for n in names]
     fig, ax = new_figure("documents (log scale)", "", "Cleaning: kept and rejected per input", figsize=(8, 4))
-    ax.barh(
-        [Path(n).name for n in names],
-        [s["by_source"][n].get("kept", 0) for n in names],
-        color="tab:green",
-        label="kept",
-    )
-    ax.barh(
-        [Path(n).name for n in names],
-        [s["by_source"][n].get("rejected", 0) for n in names],
-        left=[s["by_source"][n].get("kept", 0) for n in names],
-        color="tab:red",
-        label="rejected",
-    )
+    kept = [s["by_source"][n].get("kept", 0) for n in names]
+    ax.barh(labels, kept, color="tab:green", label="kept")
+    rejected = [s["by_source"][n].get("rejected", 0) for n in names]
+    ax.barh(labels, rejected, left=kept, color="tab:red", label="rejected")
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.legend()
     return save_figure(fig, path)
 
 
-def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+def _clean_report(s: dict, fig: Path, run_dir: Path, rejected: Path) -> list[str]:
     rows = [
-        f"| `{Path(n).name}` | {c.get('read', 0):,} | {c.get('kept', 0):,} | {c.get('rejected', 0):,} |"
-        for n, c in s["by_source"].items()
+        f"| {s['source_of'].get(n, '')} | `{Path(n).name}` | {c.get('read', 0):,} | {c.get('kept', 0):,} "
+        f"| {c.get('rejected', 0):,} |"
+        for n, c in itertools.islice(s["by_source"].items(), 30)
     ]
+    if len(s["by_source"]) > 30:
+        rows.append(f"| | … {len(s['by_source']) - 30:,} more files | | | |")
     rules = ", ".join(f"{r} {n}" for r, n in sorted(s["by_rule"].items(), key=lambda kv: -kv[1]))
     pii = ", ".join(f"{k} {v}" for k, v in sorted(s["pii"].items())) or "none"
     return [
         f"Read {s['read']:,} documents ({s['chars_in'] / 1e6:.1f} M characters) in {s['seconds']} s; "
         f"kept {s['kept']:,} ({s['chars_out'] / 1e6:.1f} M characters), rejected {s['rejected']:,}, "
-        "each with its reason in `rejected.jsonl`.",
+        "each in `rejected.jsonl` with its source, file, line or row, rule and reason.",
         "",
-        "| input | read | kept | rejected |",
-        "|---|---:|---:|---:|",
+        "| source | input | read | kept | rejected |",
+        "|---|---|---:|---:|---:|",
         *rows,
         "",
-        f"Rejections by rule: {rules}.",
+        f"Rejections by rule: {rules or 'none'}.",
         "",
+        *(["The first rejects:", "", *_reject_lines(rejected), ""] if s["rejected"] else []),
         f"PII masked in kept documents: {pii}. "
         f"Web pages extracted: {', '.join(f'{k} {v}' for k, v in s['extraction'].items()) or 'none'}; "
         f"{s['template_lines']} site-template lines found.",
@@ -392,23 +518,25 @@ def _clean_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
     ]
 
 # %% ../nbs/15_pipeline.ipynb #857fa3c5
-EVAL_FILES = ["eval_probes.jsonl", "eval_mcq.jsonl"]
-
-
 def stage_dedup(ctx: RunContext) -> dict:
     "Decontaminate, then remove exact and near duplicates from the cleaned documents."
     out, cfg = ctx.stage_dir("dedup"), ctx.cfg
     src = ctx.stage_dir("clean") / "kept.jsonl"
     if not src.exists():
         raise FileNotFoundError(f"{src} is missing: run the clean stage first (--stages clean dedup)")
+    evals = eval_items_file(ctx)
+    clean_stats = json.loads((ctx.stage_dir("clean") / "clean_stats.json").read_text(encoding="utf-8"))
+    domains = clean_stats["kept_by_domain"]
     stats = dedup_corpus(
         src,
         out,
         DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers),
-        [ctx.data_dir / f for f in EVAL_FILES],
+        [evals] if evals else [],
+        remove_domains=tuple(sorted(d for d in domains if d not in cfg.flag_domains)),
     )
+    stats["decontaminated"] = evals is not None
     fig = _dedup_figure(stats, out / "dedup.png")
-    return {"summary": stats, "report": _dedup_report(stats, fig, ctx.run_dir)}
+    return {"summary": stats, "report": _dedup_report(stats, fig, ctx.run_dir, cfg.flag_domains)}
 
 
 def _dedup_figure(s: dict, path: Path) -> Path:
@@ -433,52 +561,78 @@ def _dedup_figure(s: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _dedup_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
+def _dedup_report(s: dict, fig: Path, run_dir: Path, flag_domains: list[str]) -> list[str]:
     reasons = ("contamination", "exact_duplicate", "near_duplicate")
     rows = [
         f"| {d} | {c.get('kept', 0):,} | " + " | ".join(str(c.get(r, 0)) for r in reasons) + " |"
         for d, c in sorted(s["by_domain"].items())
     ]
     c = s["contamination"]
+    flagged = ", ".join(flag_domains) or "none"
+    contamination = (
+        f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} "
+        f"evaluation items; {c['removed_docs']} documents removed, {c['flagged_docs']} documents of the "
+        f"flagged domains ({flagged}) kept and flagged in `contamination.jsonl`."
+        if s["decontaminated"]
+        else "Decontamination skipped: the run has no evaluation sets (`--eval-data` supplies them)."
+    )
     return [
         f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
         f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, "
-        f"{s['near']['bands']} bands × {s['near']['rows']} rows).",
+        f"{s['near']['bands']} bands × {s['near']['rows']} rows). Every removed document is in "
+        "`removed.jsonl` with its reason, source, file and line.",
         "",
         "| domain | kept | contamination | exact | near |",
         "|---|---:|---:|---:|---:|",
         *rows,
         "",
-        f"Contamination: {c['hits']:,} overlaps with {c['eval_items']} of {c['indexed_items']:,} "
-        f"evaluation items; {c['removed_docs']} web documents removed, {c['flagged_docs']} other "
-        "documents flagged in `contamination.jsonl` "
-        "(the knowledge corpus states the facts the probes test).",
+        contamination,
         "",
         f"![dedup]({report_link(fig, run_dir)})",
     ]
+
 
 # %% ../nbs/15_pipeline.ipynb #aa1c70d6
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
 
 
+def _tokenizer_texts(ctx: RunContext, budget: int) -> Iterator[str]:
+    "The training split's texts, or a sample of about `budget` characters of it chosen by id (stable)."
+    total = sum(len(d["text"]) for d in training_documents(ctx, heldout=False))
+    keep = min(1.0, budget / max(total, 1))
+    for d in training_documents(ctx, heldout=False):
+        if keep == 1.0 or zlib.crc32(d["id"].encode("utf-8")) / 2**32 < keep:
+            yield d["text"]
+
+
 def stage_tokenizer(ctx: RunContext) -> dict:
     "Train, save and check the run's tokenizer; measure its compression per group."
     out, cfg = ctx.stage_dir("tokenizer"), ctx.cfg
-    docs = training_documents(ctx)
-    train, held = [d["text"] for d in docs if not d["heldout"]], [d for d in docs if d["heldout"]]
     pattern = DIGITS_PATTERN if cfg.split_digits else GPT2_PATTERN
+    chars = Counter()
+
+    def texts() -> Iterator[str]:  # the tokenizer's training text, counted as it streams past
+        for t in _tokenizer_texts(ctx, cfg.tokenizer_chars):
+            chars["docs"] += 1
+            chars["chars"] += len(t)
+            yield t
+
     t0 = time.perf_counter()
-    tok = Tokenizer(
-        *train_bpe(train, cfg.vocab_size, SPECIAL_TOKENS, pattern, show_progress=True),
-        SPECIAL_TOKENS,
-        pattern,
-    )
+    vocab, merges = train_bpe(texts(), cfg.vocab_size, SPECIAL_TOKENS, pattern, show_progress=True)
+    tok = Tokenizer(vocab, merges, SPECIAL_TOKENS, pattern)
     seconds = time.perf_counter() - t0
     path = tok.save(out / "tokenizer.json")
     saved = Tokenizer.load(path)
-    if bad := [d["id"] for d in held if saved.decode(saved.encode(d["text"])) != d["text"]]:
+    bad, n_held, held = [], 0, defaultdict(list)  # every held-out document is checked; 200 per group measured
+    for d in training_documents(ctx, heldout=True):
+        n_held += 1
+        if saved.decode(saved.encode(d["text"])) != d["text"]:
+            bad.append(d["id"])
+        if len(held[d["group"]]) < 200:
+            held[d["group"]].append(d)
+    if bad:
         raise RuntimeError(f"{path}: {len(bad)} held-out documents do not round-trip, e.g. {bad[:3]}")
-    comp = compression_by_group(hf_counter(saved.to_hf()), held)
+    comp = compression_by_group(hf_counter(saved.to_hf()), [d for ds in held.values() for d in ds])
     dirty = audit_vocabulary(saved)
     summary = {
         "path": report_link(path, ctx.run_dir),
@@ -487,10 +641,10 @@ def stage_tokenizer(ctx: RunContext) -> dict:
         "specials": saved.specials,
         "pattern": "digits" if cfg.split_digits else "gpt2",
         "padded_vocab_size": padded_vocab_size(len(saved)),
-        "train_docs": len(train),
-        "train_chars": sum(map(len, train)),
+        "train_docs": chars["docs"],
+        "train_chars": chars["chars"],
         "train_seconds": round(seconds, 2),
-        "heldout_docs": len(held),
+        "heldout_docs": n_held,
         "compression": comp,
         "dirty_tokens": dirty,
     }
@@ -528,7 +682,8 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
         f"({s['train_chars'] / 1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
         f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
         f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
-        f"{s['heldout_docs']:,} held-out documents round-trip exactly through it.",
+        f"{s['heldout_docs']:,} held-out documents (10%, chosen by a hash of the id: chapter 02's "
+        "`is_heldout`) round-trip exactly through it.",
         "",
         "| group (held out) | tokens | characters/token | bytes/token |",
         "|---|---:|---:|---:|",
@@ -544,17 +699,21 @@ def stage_shards(ctx: RunContext) -> dict:
     "Tokenise the training split into token shards; check them and the loader."
     out, cfg = ctx.stage_dir("shards"), ctx.cfg
     tok_path = ctx.stage_dir("tokenizer") / "tokenizer.json"
-    corpus = training_documents(ctx)
-    docs, held = [d for d in corpus if not d["heldout"]], [d for d in corpus if d["heldout"]]
+    sent = Counter()
+
+    def docs() -> Iterator[dict]:  # the training split, counted as it streams past
+        for d in training_documents(ctx, heldout=False):
+            sent["train"] += 1
+            yield d
+
     t0 = time.perf_counter()
-    index = tokenize_to_shards(progress(docs, "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
+    index = tokenize_to_shards(progress(docs(), "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
     seconds = time.perf_counter() - t0
-    tokenize_to_shards(
-        held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers
-    )  # for held-out perplexity
+    held = training_documents(ctx, heldout=True)
+    tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers)  # held-out perplexity
     shards = TokenShards(out)
-    if len(shards) != len(docs):
-        raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {len(docs)} sent")
+    if len(shards) != sent["train"]:
+        raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {sent['train']} sent")
     lengths = np.array([len(shards.doc(i)) + 1 for i in range(len(shards))])
     groups: dict = defaultdict(lambda: {"docs": 0, "tokens": 0})
     for g, n in zip(shards.groups, lengths - 1):
@@ -678,6 +837,7 @@ def stage_evaluate(ctx: RunContext) -> dict:
     train_dir = ctx.stage_dir("train")
     if not (train_dir / "latest").exists():
         raise FileNotFoundError(f"{train_dir} holds no checkpoint: run the train stage first")
+    evals = eval_items_file(ctx)
     res = evaluate_run(
         train_dir,
         ctx.stage_dir("tokenizer") / "tokenizer.json",
@@ -685,12 +845,14 @@ def stage_evaluate(ctx: RunContext) -> dict:
         ctx.stage_dir("dedup") / "kept.jsonl",
         out,
         EvalConfig(probes=200, mcq=None, niah_trials=4),
+        eval_items=evals,
     )
     summary = {
         "ppl": res["perplexity_all"]["ppl"],
         "bits_per_byte": res["perplexity_all"]["bits_per_byte"],
-        "mcq": res["mcq"],
-        "probes": res["probes"],
+        "mcq": res.get("mcq"),
+        "probes": res.get("probes"),
+        "skipped": res["skipped"],
     }
     return {"summary": summary, "report": _evaluate_report(res, out, ctx.run_dir)}
 
@@ -700,14 +862,23 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         f"| {g} | {r['docs']} | {r['ppl']:.1f} | {r['bits_per_byte']:.3f} |"
         for g, r in res["perplexity"].items()
     ]
-    probes = ", ".join(f"{g} {v:.2f}" for g, v in res["probes"].items())
-    niah = ", ".join(
-        f"{k} {np.nanmean(res['niah'][k]):.2f}"
-        for k in ("single", "multi", "reasoning", "ancestral")
-        if k in res["niah"]
-    )
     gens = [f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}`" for g in res["generations"]]
-    m, whole = res["mcq"], res["perplexity_all"]
+    whole, parts = res["perplexity_all"], []
+    if "probes" in res:
+        probes = ", ".join(f"{g} {v:.2f}" for g, v in res["probes"].items())
+        parts += [f"Fact probes (accuracy, chance 0.25): {probes}.", ""]
+    if "mcq" in res:
+        m = res["mcq"]
+        parts += [
+            f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, "
+            f"chance {m['chance']:.3f}.",
+            "",
+        ]
+    if "niah" in res:
+        kinds = [k for k in ("single", "multi", "reasoning", "ancestral") if k in res["niah"]]
+        niah = ", ".join(f"{k} {np.nanmean(res['niah'][k]):.2f}" for k in kinds)
+        parts += [f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.", ""]
+    parts += [f"Not measured: {k}, {why}." for k, why in res["skipped"].items()]
     return [
         f"Held-out perplexity {whole['ppl']:.1f} per token, {whole['bits_per_byte']:.3f} bits per byte "
         f"({whole['tokens']:,} tokens). Bits per byte compare across tokenizers; perplexity does not.",
@@ -716,12 +887,7 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        f"Fact probes (accuracy, chance 0.25): {probes}.",
-        "",
-        f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, "
-        f"chance {m['chance']:.3f}.",
-        "",
-        f"Needle in a haystack (mean accuracy over depth × length, chance 0.2): {niah}.",
+        *parts,
         "",
         "Greedy generations:",
         "",
@@ -731,12 +897,16 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
     ]
 
 # %% ../nbs/15_pipeline.ipynb #edd1864f
+SOURCE_KEYS = ("seed", "stdlib_files", "data", "eval_data", "text_field", "id_field", "domain_field")
+SOURCE_KEYS += ("lang_field", "max_docs")  # what the sources stage's output depends on, besides the files
+
 STAGES: list[Stage] = [
     Stage(
-        "samples",
-        stage_samples,
-        "generate or read the sample data, validate every line, inventory it",
-        keys=("seed", "stdlib_files"),
+        "sources",
+        stage_sources,
+        "read every source once (the samples generated if asked for), inventory it, "
+        "and record every record that is no document (chapter 01)",
+        keys=SOURCE_KEYS,
     ),
     Stage(
         "clean",
@@ -749,13 +919,13 @@ STAGES: list[Stage] = [
         stage_dedup,
         "decontaminate against the evaluation sets, "
         "remove exact and MinHash/LSH near duplicates (chapter 04)",
-        keys=("dedup_threshold",),
+        keys=("dedup_threshold", "flag_domains"),
     ),
     Stage(
         "tokenizer",
         stage_tokenizer,
         "train the run's byte-level BPE tokenizer (chapter 02), save and check tokenizer.json",
-        keys=("vocab_size", "split_digits"),
+        keys=("vocab_size", "split_digits", "tokenizer_chars"),
     ),
     Stage(
         "shards",
@@ -789,12 +959,33 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(data_dir: Path) -> dict:  # a folder of sample files
-    "SHA-256 of each sample file (None for a missing one)."
-    return {
-        n: hashlib.sha256((data_dir / n).read_bytes()).hexdigest() if (data_dir / n).is_file() else None
-        for n in SAMPLE_FILES
-    }
+def source_fingerprint(src: Source) -> object:  # a source, samples folder resolved
+    "What a source's records depend on: the sample files' bytes; other files' names, sizes and times."
+    if src.kind == "samples":
+        d = Path(src.location)
+        return {
+            n: hashlib.sha256((d / n).read_bytes()).hexdigest() if (d / n).is_file() else None
+            for n in SAMPLE_FILES
+        }
+    paths = []
+    if src.kind == "files":
+        paths = record_files(src.location)
+    elif src.kind == "hf" and Path(src.location).is_dir():
+        paths = sorted(p for p in Path(src.location).rglob("*") if p.is_file())
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    return stats or src.spec  # stdlib and hub datasets: the specification
+
+
+def data_fingerprint(ctx: RunContext) -> dict:  # the run
+    "The fingerprint of every source the run reads, evaluation sets included."
+    srcs = ctx.sources + [s for s in _eval_sources(ctx) if s not in ctx.sources]
+    out = {}
+    for s in srcs:
+        try:
+            out[s.spec] = source_fingerprint(s)
+        except FileNotFoundError:  # not there yet (the samples, before the first stage makes them)
+            out[s.spec] = None
+    return out
 
 
 def stage_fingerprint(
@@ -808,7 +999,7 @@ def stage_fingerprint(
         "upstream": upstream,
     }
     if st.name == STAGES[0].name:
-        parts["data"] = data_fingerprint(ctx.data_dir)
+        parts["data"] = data_fingerprint(ctx)
     return hashlib.sha256(json.dumps(to_jsonable(parts), sort_keys=True).encode("utf-8")).hexdigest()[:20]
 
 
@@ -923,6 +1114,22 @@ def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, 
     return fp
 
 
+def absolute_spec(spec: str) -> str:  # a source specification
+    "The same source with its path made absolute, so that a saved config.json works from any folder."
+    name, rest = (spec.split("=", 1) if re.match(r"^[A-Za-z_][\w.-]*=", spec) else ("", spec))
+    prefix = f"{name}=" if name else ""
+    kind, _, arg = rest.partition(":")
+    if kind == "samples":
+        return f"{prefix}samples:{os.path.abspath(arg)}" if arg else spec
+    if kind == "hf":
+        dataset, *more = arg.split(":")
+        dataset = os.path.abspath(dataset) if Path(dataset).exists() else dataset
+        return f"{prefix}hf:" + ":".join([dataset, *more])
+    if kind == "stdlib":
+        return spec
+    return prefix + os.path.abspath(rest)
+
+
 def run_pipeline(
     cfg: RunConfig,  # the settings of the run
     rerun: bool = False,  # run every selected stage, even one whose finished output is up to date
@@ -940,11 +1147,17 @@ def run_pipeline(
             )
         recover_stage_folders(run_dir)
         cfg.out = str(run_dir)  # absolute: the saved config works from any folder
-        cfg.data = str(Path(cfg.data).resolve()) if cfg.data else None
+        cfg.data = [absolute_spec(s) for s in cfg.source_specs()] if cfg.data is not None else None
+        cfg.eval_data = [absolute_spec(s) for s in cfg.eval_data] if cfg.eval_data is not None else None
         seed_everything(cfg.seed)
         save_config(cfg, run_dir / "config.json")
-        data_dir = Path(cfg.data) if cfg.data else run_dir / "samples"
-        ctx = RunContext(cfg, run_dir, data_dir, code=code_fingerprint())
+        ctx = RunContext(cfg, run_dir, None, code=code_fingerprint())
+        parsed = cfg.sources() + [parse_source(s) for s in cfg.eval_data or []]
+        if any(s.kind == "samples" and s.location is None for s in parsed):
+            ctx.generate_into = run_dir / "samples"
+        ctx.sources = [ctx.resolve(s) for s in cfg.sources()]
+        samples = [s for s in ctx.sources + _eval_sources(ctx) if s.kind == "samples"]
+        ctx.data_dir = Path(samples[0].location) if samples else None
         names = [st.name for st in STAGES]
         try:
             old = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
@@ -977,7 +1190,8 @@ def render_report(ctx: RunContext, summary: dict) -> str:
     lines = [
         "# llmcourse run report",
         "",
-        f"Run folder: `{ctx.run_dir}` · data: `{ctx.data_dir}` · seed {ctx.cfg.seed}",
+        f"Run folder: `{ctx.run_dir}` · sources: {', '.join(f'`{s.spec}`' for s in ctx.sources)} "
+        f"· seed {ctx.cfg.seed}",
         "",
     ]
     for i, st in enumerate(STAGES, 1):
@@ -1031,13 +1245,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the end-to-end pipeline and write a report",
         description="Run the pipeline. Stages: " + "; ".join(f"{s.name} ({s.doc})" for s in STAGES),
     )
-    r.add_argument("--data", help="sample data folder (default: generate the samples into OUT/samples)")
+    r.add_argument(
+        "--data",
+        nargs="+",
+        metavar="SOURCE",
+        help="what to read, one or more of: samples (generated into the run) or samples:DIR; stdlib or "
+        "stdlib:N; a .jsonl, .jsonl.gz, .parquet or .txt file, a folder or a glob of them; hf:NAME[:CONFIG"
+        "[:SPLIT]] or a save_to_disk folder; NAME=SOURCE names a source (default: samples stdlib)",
+    )
+    r.add_argument(
+        "--eval-data",
+        nargs="+",
+        metavar="SOURCE",
+        help="evaluation items (probes, multiple-choice questions) to decontaminate against and score "
+        "(default: the samples' sets when samples are read)",
+    )
+    r.add_argument("--text-field", help="the field that holds the text (default: text)")
+    r.add_argument("--id-field", help="the id field (default: id; absent: SOURCE:FILE:ROW)")
+    r.add_argument("--domain-field", help="the domain field (default: domain; absent: the source's name)")
+    r.add_argument("--lang-field", help="the language field (default: lang; absent: guessed while cleaning)")
+    r.add_argument("--max-docs", type=int, help="read at most this many records of each source")
     r.add_argument("--out", help="run folder (default: runs/<date-time>)")
     r.add_argument("--seed", type=int, help=f"seed (default {SAMPLE_SEED})")
     r.add_argument(
         "--stdlib-files",
         type=int,
-        help="standard-library files to read as extra text (default 400; 0 for none)",
+        help="files a plain `stdlib` source reads (default 400)",
     )
     r.add_argument(
         "--vocab-size", type=int, help="tokenizer size: bytes + merges + special tokens (default 8192)"
@@ -1094,8 +1327,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument(
         "--data",
-        help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl "
-        "(default for a pipeline folder: the data it ran on)",
+        help="folder with eval_probes.jsonl, eval_mcq.jsonl, long.jsonl; what is missing is skipped "
+        "(default for a pipeline folder: its evaluation items and sample folder)",
     )
     e.add_argument(
         "--heldout",
@@ -1124,9 +1357,13 @@ def _cmd_run(a) -> int:
     cfg = load_config(RunConfig, a.config) if a.config else RunConfig()
     # a new folder unless --out says otherwise: never overwrite the run a config came from
     cfg.out = f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
-    for k in ("data", "out", "seed", "stages"):
+    for k in ("data", "eval_data", "out", "seed", "stages", "max_docs"):
         if getattr(a, k) is not None:
             setattr(cfg, k, getattr(a, k))
+    for k in ("text_field", "id_field", "domain_field", "lang_field"):
+        value = getattr(a, k)
+        if value is not None:  # an optional field given as "" or "none": the records have no such field
+            setattr(cfg, k, None if value.lower() in ("", "none") and k != "text_field" else value)
     if a.stdlib_files is not None:
         cfg.stdlib_files = a.stdlib_files
     if a.vocab_size is not None:
@@ -1170,19 +1407,21 @@ def _cmd_eval(a) -> int:
         raise ValueError(
             f"{run} is a training folder: say which tokenizer it was trained with (--tokenizer PATH)"
         )
-    data = a.data
-    if data is None and pipeline_run:  # the data the run itself used, wherever we are now
+    data, items = a.data, None
+    if data is not None and not Path(data).is_dir():
+        raise FileNotFoundError(f"{data}: no such folder (--data names a folder of evaluation sets)")
+    if data is None and pipeline_run:  # the run's own evaluation items and sample folder
+        items = run / "01_sources" / "eval.jsonl"
+        items = items if items.is_file() else None
         ran = load_config(RunConfig, run / "config.json")
-        data = ran.data or str(Path(ran.out) / "samples")
-    if data is None:
-        raise ValueError(f"{run} is a training folder: say where the evaluation sets are (--data DIR)")
-    if missing := [f for f in EVAL_DATA if not (Path(data) / f).is_file()]:
-        raise FileNotFoundError(
-            f"{data} lacks {missing}: give a folder made by `llmcourse samples` (--data DIR)"
-        )
+        ctx = RunContext(ran, Path(ran.out), None)
+        specs = [s for s in ran.source_specs() if s.split("=")[-1].startswith("samples")]
+        samples = [ctx.resolve(parse_source(s)) for s in specs]  # (the other sources may have moved)
+        data = samples[0].location if samples else None
     heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
     out = Path(a.out) if a.out else run / "eval"
-    res = evaluate_run(train_dir, tokenizer, data, heldout, out, EvalConfig(probes=a.probes, mcq=a.mcq))
+    cfg = EvalConfig(probes=a.probes, mcq=a.mcq)
+    res = evaluate_run(train_dir, tokenizer, data, heldout, out, cfg, eval_items=items)
     ppl = res.get("perplexity_all", {})
     summary = {
         "perplexity": ppl.get("ppl"),
@@ -1191,6 +1430,8 @@ def _cmd_eval(a) -> int:
         "probes": res.get("probes"),
     }
     print(json.dumps(summary, ensure_ascii=False))
+    for part, why in res["skipped"].items():
+        print(f"not measured: {part}: {why}", file=sys.stderr)
     print(f"wrote {out / 'eval.json'}")
     return 0
 

@@ -5,11 +5,12 @@
 # %% ../nbs/01_data_samples.ipynb #4aca8b5b
 from __future__ import annotations
 
-import ast, hashlib, random, sysconfig
+import ast, hashlib, itertools, json, random, re, sysconfig
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from .core import read_jsonl, write_jsonl
+from .core import read_jsonl, read_records, record_files, reject_record, write_jsonl
 
 # the generators are in the appendix notebooks 01a to 01d, one module per family of corpora;
 # they can be imported from here too
@@ -20,8 +21,10 @@ from .samples_math_code import make_math_problems, make_code_snippets
 from .samples_long import make_long_documents
 
 # %% auto #0
-__all__ = ['SAMPLE_SEED', 'SAMPLE_FILES', 'make_knowledge_and_eval', 'build_samples', 'samples_readme', 'generate_samples',
-           'load_samples', 'stdlib_dir', 'stdlib_code_documents', 'stdlib_prose_documents']
+__all__ = ['SAMPLE_SEED', 'SAMPLE_FILES', 'TRAIN_FILES', 'EVAL_FILES', 'make_knowledge_and_eval', 'build_samples',
+           'samples_readme', 'generate_samples', 'load_samples', 'stdlib_dir', 'stdlib_code_documents',
+           'stdlib_prose_documents', 'Fields', 'Source', 'parse_source', 'source_record', 'hf_rows', 'source_documents',
+           'source_eval_items']
 
 # %% ../nbs/01_data_samples.ipynb #b6a00f6b
 SAMPLE_SEED = 0  # the seed the committed data_samples/ were made with
@@ -252,3 +255,220 @@ def stdlib_prose_documents(
                     "lang": "en",
                     "source": doc["source"],
                 }
+
+# %% ../nbs/01_data_samples.ipynb #eb37f0eb
+TRAIN_FILES = [  # the training text of the samples
+    "web_en.jsonl",
+    "web_zh.jsonl",
+    "knowledge_en.jsonl",
+    "knowledge_zh.jsonl",
+    "math.jsonl",
+    "code.jsonl",
+]
+EVAL_FILES = ["eval_probes.jsonl", "eval_mcq.jsonl"]  # the evaluation sets a run scores and decontaminates
+
+
+@dataclass
+class Fields:
+    "Which field of a record holds the text, id, domain and language."
+
+    text: str = "text"  # the document's text (records without it are rejected)
+    id: str | None = "id"  # absent or null: `<source>:<file>:<row>`
+    domain: str | None = "domain"  # absent: the source's name
+    lang: str | None = "lang"  # absent: guessed by chapter 03's cleaning
+
+
+@dataclass
+class Source:
+    "Where documents come from."
+
+    spec: str  # as written, e.g. "web=crawl/*.parquet"
+    name: str  # the source's name: its documents' default domain, and their `source`
+    kind: str  # "samples", "stdlib", "files" or "hf"
+    location: str | None = None  # folder, file or glob; dataset name or save_to_disk folder
+    config: str | None = None  # hf: the dataset's configuration
+    split: str = "train"  # hf: the split
+    limit: int | None = None  # stdlib: how many files to read (None: all)
+
+# %% ../nbs/01_data_samples.ipynb #eaa4f7bf
+def _is_hf_folder(p: Path) -> bool:
+    return (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()
+
+
+def _default_name(location: str) -> str:
+    p = Path(location.split("*")[0].split("?")[0].split("[")[0] or ".")
+    stem = p.name.split(".")[0] if p.suffix else p.name
+    return stem or p.resolve().name or "data"
+
+
+def parse_source(
+    spec: str,  # samples, stdlib:N, hf:NAME[:CONFIG[:SPLIT]], a file, folder or glob; NAME=... names it
+    stdlib_files: int | None = 400,  # files a plain "stdlib" reads
+) -> Source:
+    "What a source specification means; `FileNotFoundError` for a path that names nothing."
+    name, rest = None, spec
+    if m := re.match(r"^([A-Za-z_][\w.-]*)=(.+)$", spec):
+        name, rest = m.groups()
+    kind, _, arg = rest.partition(":")
+    if kind == "samples":
+        return Source(spec, name or "samples", "samples", arg or None)
+    if kind == "stdlib":
+        return Source(spec, name or "stdlib", "stdlib", limit=int(arg) if arg else stdlib_files)
+    if kind == "hf":
+        dataset, config, split = (arg.split(":") + [None, None])[:3]
+        name = name or dataset.rstrip("/").split("/")[-1]
+        return Source(spec, name, "hf", dataset, config or None, split or "train")
+    p = Path(rest)
+    if p.is_dir() and all((p / f).is_file() for f in SAMPLE_FILES):
+        return Source(spec, name or "samples", "samples", rest)
+    if p.is_dir() and _is_hf_folder(p):
+        return Source(spec, name or _default_name(rest), "hf", rest)
+    if not any(c in rest for c in "*?[") and not p.exists():
+        raise FileNotFoundError(
+            f"{rest}: no such file or folder (a source is samples, stdlib, hf:NAME, "
+            "or a file, folder or glob of .jsonl, .jsonl.gz, .parquet or .txt files)"
+        )
+    record_files(rest)  # names at least one corpus file, or says why not
+    return Source(spec, name or _default_name(rest), "files", rest)
+
+# %% ../nbs/01_data_samples.ipynb #98e61789
+def source_record(
+    rec: dict,  # one record as read
+    fields: Fields,  # where its text, id, domain and language are
+    source: str,  # the source's name
+    file: str,  # the file (or dataset split) it came from, as shown in ids
+    row: int,  # its line or row number, from 1
+) -> dict | str:  # the document, or why it cannot be one
+    "A record as a document with id, text, domain (and lang), or the reason it is rejected."
+    if not isinstance(rec, dict):
+        return f"bad_record: expected an object with fields, got {type(rec).__name__}"
+    text = rec.get(fields.text)
+    if text is None and fields.text in rec:
+        return f"missing_field: field {fields.text!r} (the text field) is null"
+    if text is None:
+        have = ", ".join(sorted(map(str, rec))[:8])
+        return f"missing_field: no field {fields.text!r} (the text field); this record has: {have}"
+    if not isinstance(text, str):
+        return f"bad_field: field {fields.text!r} should be a string, got {type(text).__name__}"
+    if not text.strip():
+        return f"empty: field {fields.text!r} is blank"
+    rid = rec.get(fields.id) if fields.id else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int, type(None))):
+        kind = type(rid).__name__
+        return f"bad_field: field {fields.id!r} (the id) should be a string or an integer, not {kind}"
+    doc = {k: v for k, v in rec.items() if k not in (fields.text, fields.id, fields.domain, fields.lang)}
+    doc["id"] = f"{source}:{file}:{row}" if rid is None or rid == "" else str(rid)
+    doc["text"] = text
+    domain = rec.get(fields.domain) if fields.domain else None
+    doc["domain"] = domain if isinstance(domain, str) and domain else source
+    if fields.lang and isinstance(lang := rec.get(fields.lang), str) and lang:
+        doc["lang"] = lang
+    return doc
+
+# %% ../nbs/01_data_samples.ipynb #480aa35a
+def hf_rows(
+    src: Source,  # a source of kind "hf"
+) -> Iterator[dict]:  # the rows of its split, streamed
+    "Rows of a Hugging Face dataset: a `save_to_disk` folder, or a hub dataset (streamed; offline: cached)."
+    try:
+        import datasets
+    except ImportError:
+        need = "Hugging Face sources need the datasets package: pip install 'llmcourse[hf]'"
+        raise ImportError(f"{src.spec}: {need}") from None
+    if Path(src.location).is_dir() and _is_hf_folder(Path(src.location)):
+        ds = datasets.load_from_disk(src.location)
+        if isinstance(ds, datasets.DatasetDict):
+            if src.split not in ds:
+                raise ValueError(f"{src.spec}: no split {src.split!r}; the splits are {sorted(ds)}")
+            ds = ds[src.split]
+        yield from ds  # memory-mapped Arrow: read row by row
+        return
+    try:
+        ds = datasets.load_dataset(src.location, src.config, split=src.split, streaming=True)
+    except Exception as online:  # offline, or no such dataset: the local cache may still hold it
+        try:
+            ds = datasets.load_dataset(src.location, src.config, split=src.split)
+        except Exception as cached:
+            raise ValueError(
+                f"{src.spec}: cannot load the dataset ({type(online).__name__}: {online}); "
+                f"nor from the local cache ({type(cached).__name__}: {cached})"
+            ) from None
+    yield from ds
+
+# %% ../nbs/01_data_samples.ipynb #97ce7a6c
+def _stdlib_documents(src: Source) -> Iterator[dict]:
+    code = stdlib_code_documents(src.limit)
+    code = ({**d, "group": "code/stdlib", "_file": "<stdlib code>"} for d in code)
+    prose = stdlib_prose_documents(src.limit)
+    prose = ({**d, "group": f"prose/{d['lang']}", "_file": "<stdlib prose>"} for d in prose)
+    for part in (code, prose):
+        for i, d in enumerate(part, 1):
+            yield d | {"_source": src.name, "_line": i}
+
+
+def _raw_records(src: Source, rejects: list) -> Iterator[tuple[str, str, int, dict]]:
+    "(file, its name in ids, row, record) for every record of a samples, files or hf source."
+    if src.kind == "hf":
+        for row, rec in enumerate(hf_rows(src), 1):
+            yield src.spec, src.split, row, rec
+        return
+    root = Path(src.location)
+    paths = [root / f for f in TRAIN_FILES] if src.kind == "samples" else record_files(src.location)
+    for p in paths:
+        label = p.relative_to(root).as_posix() if root.is_dir() else p.name
+        for row, rec in read_records(p, rejects):
+            yield str(p), label, row, rec
+
+# %% ../nbs/01_data_samples.ipynb #ed5fa700
+def source_documents(
+    src: Source,  # where to read (a "samples" source needs its folder)
+    rejects: list | str | Path,  # where records that are no document go (a list or a JSONL file)
+    fields: Fields = Fields(),  # field names in JSONL, Parquet and datasets (a .txt file is one text)
+    max_docs: int | None = None,  # read at most this many records of the source
+) -> Iterator[dict]:  # documents with id, text, domain (lang, group) and _source, _file, _line
+    "Stream a source's documents; each record that is no document goes to `rejects`, with where and why."
+    if src.kind == "stdlib":
+        yield from itertools.islice(_stdlib_documents(src), max_docs)
+        return
+    fields = Fields() if src.kind == "samples" else fields
+    out = open(rejects, "a", encoding="utf-8") if isinstance(rejects, (str, Path)) else None
+    pending: list = []  # rejects not yet written: the reader's, and this function's
+
+    def flush():
+        for r in pending:
+            r = {**r, "source": src.name}
+            if out:
+                out.write(json.dumps(r, ensure_ascii=False) + "\n")
+            else:
+                rejects.append(r)
+        pending.clear()
+
+    try:
+        records = _raw_records(src, pending)
+        for file, label, row, rec in itertools.islice(records, max_docs):
+            flush()
+            doc = source_record(rec, Fields() if file.endswith(".txt") else fields, src.name, label, row)
+            if isinstance(doc, str):
+                raw = json.dumps(rec, ensure_ascii=False, default=str)
+                pending.append(reject_record(file, row, doc, raw))
+                continue
+            yield doc | {"_source": src.name, "_file": file, "_line": row}
+    finally:
+        flush()
+        if out:
+            out.close()
+
+# %% ../nbs/01_data_samples.ipynb #423cc4fc
+def source_eval_items(
+    src: Source,  # a source of evaluation items
+    rejects: list | str | Path,  # where records that are no item go
+) -> Iterator[dict]:  # items with id and text, and their other fields (choices, answer, ...)
+    "The evaluation items a source holds: the samples' `EVAL_FILES`, or every record of a file or dataset."
+    if src.kind == "samples":
+        for name in EVAL_FILES:
+            path, schema = Path(src.location) / name, {"id": str, "text": str}
+            yield from read_jsonl(path, schema=schema, on_error="skip", rejects=rejects)
+        return
+    if src.kind == "stdlib":
+        raise ValueError(f"{src.spec}: the standard library holds no evaluation items")
+    yield from source_documents(src, rejects, Fields(domain=None))

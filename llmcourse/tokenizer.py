@@ -13,26 +13,16 @@ from pathlib import Path
 import regex
 
 from .core import DataError, progress
-from .samples import load_samples, stdlib_code_documents, stdlib_prose_documents
+from .samples import TRAIN_FILES, load_samples, stdlib_code_documents, stdlib_prose_documents
 
 # %% auto #0
-__all__ = ['TRAIN_FILES', 'BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'BASE_BYTES', 'GPT2_PATTERN', 'DIGITS_PATTERN', 'SPAM_BLOCKLIST',
-           'is_heldout', 'tokenizer_corpus', 'bytes_to_unicode', 'bytes_to_chars', 'chars_to_bytes', 'pretokenize',
+__all__ = ['BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'BASE_BYTES', 'GPT2_PATTERN', 'DIGITS_PATTERN', 'SPAM_BLOCKLIST', 'is_heldout',
+           'tokenizer_corpus', 'bytes_to_unicode', 'bytes_to_chars', 'chars_to_bytes', 'pretokenize',
            'special_splitter', 'count_words', 'merge_word', 'train_bpe', 'Tokenizer', 'hf_pre_tokenizer',
            'train_hf_tokenizer', 'hf_merges', 'compression_by_group', 'hf_counter', 'reserved_special_tokens',
            'padded_vocab_size', 'audit_vocabulary']
 
 # %% ../nbs/02_tokenizer.ipynb #2e7f87b5
-TRAIN_FILES = [
-    "web_en.jsonl",
-    "web_zh.jsonl",
-    "knowledge_en.jsonl",
-    "knowledge_zh.jsonl",
-    "math.jsonl",
-    "code.jsonl",
-]
-
-
 def is_heldout(doc_id: str, frac: float = 0.1) -> bool:  # a document id; the share held out
     "A stable train/held-out split: the same id always lands on the same side."
     return zlib.crc32(doc_id.encode("utf-8")) % 1000 < frac * 1000

@@ -2,7 +2,7 @@
 import json, subprocess
 from pathlib import Path
 
-from llmcourse.samples import SAMPLE_FILES
+from llmcourse.samples import EVAL_FILES, SAMPLE_FILES, TRAIN_FILES
 
 
 def _run(exe, *args, cwd):
@@ -13,32 +13,34 @@ def test_help(llmcourse_exe, tmp_path):
     for args in [["--help"], ["run", "--help"], ["samples", "--help"]]:
         r = _run(llmcourse_exe, *args, cwd=tmp_path)
         assert r.returncode == 0 and "usage: llmcourse" in r.stdout, r.stderr
-    assert "samples (generate or read the sample data" in _run(llmcourse_exe, "run", "--help", cwd=tmp_path).stdout
+    assert "sources (read every source once" in _run(llmcourse_exe, "run", "--help", cwd=tmp_path).stdout
     assert _run(llmcourse_exe, cwd=tmp_path).returncode == 2  # a command is required
 
 
 def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     "The README's main job, run from an unrelated folder: every artefact of the run folder exists and adds up."
     out = tmp_path / "run"
-    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "--out", str(out), "--stdlib-files", "30", "--train-steps", "12", cwd=tmp_path)
+    r = _run(llmcourse_exe, "run", "--data", str(repo_root / "data_samples"), "stdlib", "--out", str(out), "--stdlib-files", "30", "--train-steps", "12", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout
-    for f in ["config.json", "summary.json", "report.md", "01_samples/inventory.json", "01_samples/rejects.jsonl",
-              "01_samples/sizes.png", "01_samples/lengths.png"]:
+    for f in ["config.json", "summary.json", "report.md", "01_sources/inventory.json", "01_sources/rejects.jsonl",
+              "01_sources/eval.jsonl", "01_sources/sizes.png", "01_sources/lengths.png"]:
         assert (out / f).exists(), f
     assert not (out / "samples").exists()  # --data given: nothing regenerated
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["data"] == str(repo_root / "data_samples") and cfg["stdlib_files"] == 30
-    inv = json.loads((out / "01_samples" / "inventory.json").read_text())
-    for name in SAMPLE_FILES:
+    assert cfg["data"] == [str(repo_root / "data_samples"), "stdlib"] and cfg["stdlib_files"] == 30
+    inv = json.loads((out / "01_sources" / "inventory.json").read_text())
+    for name in TRAIN_FILES:
         lines = (repo_root / "data_samples" / name).read_bytes().splitlines()
-        assert inv["files"][name]["docs"] == len(lines), name
-        assert inv["files"][name]["bytes"] == (repo_root / "data_samples" / name).stat().st_size
-    assert inv["rejected"] == 0 and (out / "01_samples" / "rejects.jsonl").read_text() == ""
-    assert inv["stdlib"]["code"]["docs"] == 30 and inv["stdlib"]["prose"]["docs"] > 30
-    assert json.loads((out / "summary.json").read_text())["samples"]["status"] == "ok"
+        assert inv["sources"]["samples"]["files"][name]["docs"] == len(lines), name
+    assert inv["sources"]["samples"]["bytes"] == sum((repo_root / "data_samples" / f).stat().st_size for f in TRAIN_FILES)
+    assert inv["rejected"] == 0 and (out / "01_sources" / "rejects.jsonl").read_text() == ""
+    stdlib = inv["sources"]["stdlib"]["files"]
+    assert stdlib["<stdlib code>"]["docs"] == 30 and stdlib["<stdlib prose>"]["docs"] > 30
+    assert inv["eval_items"] == sum(len((repo_root / "data_samples" / f).read_bytes().splitlines()) for f in EVAL_FILES)
+    assert json.loads((out / "summary.json").read_text())["sources"]["status"] == "ok"
     report = (out / "report.md").read_text()
-    assert "## 1. samples" in report and "](01_samples/sizes.png)" in report
+    assert "## 1. sources" in report and "](01_sources/sizes.png)" in report
     assert "## 2. clean" in report and "](02_clean/clean.png)" in report
     cs = json.loads((out / "02_clean" / "clean_stats.json").read_text())
     assert cs["read"] == cs["kept"] + cs["rejected"] and cs["kept"] == len((out / "02_clean" / "kept.jsonl").read_text().splitlines())
@@ -100,7 +102,7 @@ def test_run_without_data_generates_samples_and_config_rerun(llmcourse_exe, repo
     assert r2.returncode == 0, r2.stderr
     assert json.loads((tmp_path / "r2" / "config.json").read_text())["stdlib_files"] == 0
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    r3 = _run(llmcourse_exe, "run", "--config", str(out / "config.json"), "--stages", "samples", cwd=tmp_path)
+    r3 = _run(llmcourse_exe, "run", "--config", str(out / "config.json"), "--stages", "sources", cwd=tmp_path)
     assert r3.returncode == 0, r3.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # no --out: a new runs/<time> folder, not the old one
     new = [p for p in (tmp_path / "runs").iterdir()]
@@ -113,7 +115,7 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
     with open(data / "code.jsonl", "ab") as f: f.write(b'{"id": "broken", "text": \n' + (data / "code.jsonl").read_bytes().splitlines(True)[0])
     r = _run(llmcourse_exe, "run", "--data", str(data), "--out", str(tmp_path / "run"), "--stdlib-files", "0", "--train-steps", "6", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    rej = [json.loads(l) for l in (tmp_path / "run" / "01_samples" / "rejects.jsonl").read_text().splitlines()]
+    rej = [json.loads(l) for l in (tmp_path / "run" / "01_sources" / "rejects.jsonl").read_text().splitlines()]
     n = len((repo_root / "data_samples" / "code.jsonl").read_bytes().splitlines())
     clean_rej = [json.loads(l) for l in (tmp_path / "run" / "02_clean" / "rejected.jsonl").read_text().splitlines()]
     mine = sorted((x["line"], x["rule"]) for x in clean_rej if x["file"].endswith("code.jsonl"))
@@ -123,9 +125,8 @@ def test_run_with_bad_data_records_rejects(llmcourse_exe, repo_root, tmp_path):
 
 def test_run_errors_are_clear(llmcourse_exe, tmp_path):
     r = _run(llmcourse_exe, "run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), cwd=tmp_path)
-    assert r.returncode == 2 and "lacks" in r.stderr and "llmcourse samples" in r.stderr
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["samples"]["status"] == "failed"
+    assert r.returncode == 2 and "missing: no such file or folder" in r.stderr and "hf:NAME" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()  # refused before any stage ran
     (tmp_path / "c.json").write_text('{"out": "x", "bogus": 1}')
     r = _run(llmcourse_exe, "run", "--config", str(tmp_path / "c.json"), cwd=tmp_path)
     assert r.returncode == 2 and "unknown config keys ['bogus']" in r.stderr

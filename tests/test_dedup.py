@@ -1,10 +1,12 @@
 "Chapter 04's dedup stage on a constructed corpus with known answers, with signatures in worker processes."
-import json
+import json, subprocess, sys
 
 import numpy as np
 
-from llmcourse.dedup import (DedupConfig, dedup_corpus, jaccard, minhash, minhash_signatures, near_duplicates,
-                             near_duplicates_partitioned, shingle_hashes)
+from llmcourse.core import read_jsonl
+from llmcourse.dedup import (DedupConfig, band_candidate_pairs, band_keys, bucket_pairs, dedup_corpus,
+                             exact_duplicates, jaccard, lsh_params, minhash, minhash_signatures, near_duplicates,
+                             near_duplicates_by_sorting, near_duplicates_partitioned, shingle_hashes, unique_ids)
 
 BASE = ("The harbour committee met on Tuesday to discuss the new ferry timetable and the repairs to the old pier, "
         "which have been delayed twice since the storm in the spring. Residents asked for more evening crossings, "
@@ -93,3 +95,123 @@ def test_higher_threshold_removes_fewer():
     for t, gone in removed.items():  # clear cases on either side of the threshold
         assert {c for c, j in true_j.items() if j >= t + 0.15} <= gone, t
         assert not {c for c, j in true_j.items() if j <= t - 0.15} & gone, t
+
+
+# --- the streaming stage: the same answers as the in-memory references, and memory that does not grow with text --
+
+def _planted_lines(seed=0, n=400):
+    "JSONL lines: new documents, exact and near copies, repeated ids, an unreadable line; three kinds of provenance."
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(400)]
+    docs = []
+    for i in range(n):
+        r, where = rng.random(), [{"source": "s", "file": "raw/a.jsonl", "line": 10 + i}, {"_file": "b", "_line": i}, {}][i % 3]
+        if i > 20 and r < 0.1:      # an exact copy (case and spacing differ) under its own id
+            text = "  " + docs[rng.integers(len(docs))]["text"].upper()
+        elif i > 20 and r < 0.3:    # a near copy: two words of an earlier document replaced
+            w = docs[rng.integers(len(docs))]["text"].split()
+            w[5], w[60] = "changed", "again"
+            text = " ".join(w)
+        else:
+            text = " ".join(rng.choice(vocab, int(rng.integers(80, 150))))
+        docs.append({"id": f"d{i}", "text": text, "domain": ["web", "code"][i % 2], **where})
+    docs[7]["text"] = "???"  # no shingles: never a near duplicate
+    big = " ".join(rng.choice(vocab, 120))  # a bucket of many near copies
+    docs += [{"id": f"big{k}", "text": f"{big} tail{k}", "domain": "code"} for k in range(12)]
+    lines = [json.dumps(d) + "\n" for d in docs]
+    for k in (30, 90, 200):  # later documents under an id already read
+        lines.insert(k + 50, json.dumps({"id": f"d{k}", "text": f"another text under d{k}", "domain": "web", "file": "f", "line": 1}) + "\n")
+    lines.insert(100, "{broken\n")
+    return docs, "".join(lines)
+
+
+def test_sorted_bands_equal_the_references():
+    docs, _ = _planted_lines()
+    ids, texts = [d["id"] for d in docs], [d["text"] for d in docs]
+    sigs = minhash_signatures(texts)
+    bands, rows = lsh_params(0.7)
+    order = {i: k for k, i in enumerate(ids)}
+    cand = {(ids[a], ids[b]) for a, b in band_candidate_pairs(sigs, bands, rows)}
+    assert cand == bucket_pairs(band_keys(ids, sigs, bands, rows), order) and len(cand) > 66   # the big bucket: all pairs
+    dup_of, info = near_duplicates_by_sorting(ids, sigs, 0.7)
+    assert dup_of == near_duplicates_partitioned(docs, DedupConfig(threshold=0.7, workers=1, partitions=5))[0]
+    assert dup_of == near_duplicates(ids, texts, 0.7) and info["candidates"] == len(cand)
+    assert {f"big{k}" for k in range(1, 12)} <= set(dup_of) and "d7" not in dup_of
+
+
+def test_stage_equals_in_memory_reference(tmp_path):
+    docs, text = _planted_lines()
+    (tmp_path / "in.jsonl").write_text(text, encoding="utf-8")
+    st = dedup_corpus(tmp_path / "in.jsonl", tmp_path / "out", DedupConfig(workers=2, chunk_docs=7))
+    # the reference: the steps in memory, with the chapter's functions (no evaluation sets here)
+    unique, repeats = unique_ids(read_jsonl(tmp_path / "in.jsonl", on_error="skip", rejects=[], with_lines=True))
+    exact = exact_duplicates(unique)
+    rest = [d for d in unique if d["id"] not in exact]
+    near = near_duplicates_partitioned(rest, DedupConfig(workers=1))[0]
+    want = {i: ("exact_duplicate", near.get(o, o)) for i, o in exact.items()} | {i: ("near_duplicate", o) for i, o in near.items()}
+    out = tmp_path / "out"
+    kept = [json.loads(l) for l in (out / "kept.jsonl").read_text().splitlines()]
+    removed = [json.loads(l) for l in (out / "removed.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in kept] == [d["id"] for d in unique if d["id"] not in want]
+    assert kept == [d for d in unique if d["id"] not in want]   # whole documents, in input order
+    dups = [r for r in removed if r["reason"].endswith("_duplicate")]
+    assert {r["id"]: (r["reason"], r["duplicate_of"]) for r in dups} == want and len(dups) == len(want)
+    assert [r["id"] for r in dups] == [d["id"] for d in unique if d["id"] in want]
+    assert [r for r in removed if r["reason"] == "duplicate_id"] == repeats
+    seen, later = set(), []   # the lines of documents whose id an earlier line already had
+    for n, line in enumerate(text.splitlines(), 1):
+        i = json.loads(line)["id"] if line.startswith("{\"") else None
+        later += [n] if i in seen else []
+        seen.add(i)
+    assert [r["input_line"] for r in repeats] == later
+    assert removed[-1]["reason"] == "unreadable" and removed[-1]["detail"]["line"] == 101
+    assert st["read"] == len(text.splitlines()) == st["kept"] + st["removed"] == len(kept) + len(removed)
+    assert st["by_reason"] == {"exact_duplicate": len(exact), "near_duplicate": len(near), "duplicate_id": 3, "unreadable": 1}
+    first = {d["id"]: d for d in unique}
+    for r in dups:  # provenance: copied from the document (older files: _file, _line)
+        d = first[r["id"]]
+        where = {"source": d.get("source"), "file": d.get("file", d.get("_file")), "line": d.get("line", d.get("_line"))}
+        assert {k: r.get(k) for k in where} == where
+    assert [r["file"] for r in removed if r["reason"] == "duplicate_id"] == ["f"] * 3
+    assert sorted(p.name for p in out.iterdir()) == ["contamination.jsonl", "dedup_stats.json", "kept.jsonl", "removed.jsonl"]
+    dedup_corpus(tmp_path / "in.jsonl", tmp_path / "one", DedupConfig(workers=1, chunk_docs=1000))
+    for f in ("kept.jsonl", "removed.jsonl"):   # how the corpus is chunked, and in how many processes, changes nothing
+        assert (out / f).read_bytes() == (tmp_path / "one" / f).read_bytes()
+
+
+_PEAK_RSS = """
+import resource, sys
+from llmcourse.dedup import DedupConfig, dedup_corpus
+dedup_corpus(sys.argv[1], sys.argv[2], DedupConfig(workers=1))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_peak_memory_does_not_grow_with_the_text(tmp_path):
+    "Peak RSS of the stage (one process) on ~13 MB and ~50 MB of 6 kB documents: it grows far less than the corpus."
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"word{i}" for i in range(5000)])
+    peaks, sizes = [], []
+    for name, n_docs in (("small", 2048), ("large", 8192)):   # whole chunks of the same kind of documents
+        path = tmp_path / f"{name}.jsonl"
+        with open(path, "w") as f:
+            for k in range(n_docs):
+                f.write(json.dumps({"id": f"doc-{k:07d}", "domain": "web", "text": " ".join(rng.choice(vocab, 700))}) + "\n")
+        r = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(path), str(tmp_path / name)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks.append(int(r.stdout.split()[-1]) * 1024)   # ru_maxrss is in kB on Linux
+        sizes.append(path.stat().st_size)
+    assert sizes[1] > 3.5 * sizes[0] > 30e6
+    assert peaks[1] - peaks[0] < 0.25 * (sizes[1] - sizes[0]), (peaks, sizes)
+
+
+def test_remove_domains_none_removes_contamination_everywhere(tmp_path):
+    docs = [{"id": "k", "text": "What is 84 - 18? It is 66, as every pupil knows.", "domain": "knowledge"},
+            {"id": "w", "text": "Quiz: What is 84 - 18? (1) 56 (2) 66", "domain": "web"}]
+    _write(tmp_path / "in.jsonl", docs)
+    _write(tmp_path / "eval.jsonl", [{"id": "q1", "text": "What is 84 - 18?", "choices": ["56", "66"], "answer": 1}])
+    for domains, removed in ((("web",), {"w"}), (None, {"k", "w"})):
+        st = dedup_corpus(tmp_path / "in.jsonl", tmp_path / str(domains), DedupConfig(workers=1), [tmp_path / "eval.jsonl"], domains)
+        rows = [json.loads(l) for l in (tmp_path / str(domains) / "removed.jsonl").read_text().splitlines()]
+        assert {r["id"] for r in rows} == removed and st["contamination"]["removed_docs"] == len(removed)

@@ -178,7 +178,7 @@ def test_full_disk_in_a_stage_is_never_consumed(llmcourse_exe, small_data, refer
     assert (out / "02_clean" / "kept.jsonl").read_bytes() == before          # the finished output is untouched
     fresh = tmp_path / "fresh"
     r = _cmd(llmcourse_exe, "run", "--data", str(small_data), "--out", str(fresh), "--stdlib-files", "0",
-             "--stages", "samples", "clean", cwd=tmp_path, preexec_fn=_file_size_limit(limit))
+             "--stages", "sources", "clean", cwd=tmp_path, preexec_fn=_file_size_limit(limit))
     assert r.returncode == 2 and not (fresh / "02_clean").exists()
     r = _cmd(llmcourse_exe, "run", "--out", str(fresh), "--stages", "dedup", cwd=tmp_path)
     assert r.returncode == 2 and "not the output of a finished 'clean' stage" in r.stderr, r.stderr
@@ -193,7 +193,7 @@ def test_second_run_into_the_same_folder_stops_at_once(llmcourse_exe, small_data
     first = subprocess.Popen([llmcourse_exe, *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        while _status(out, "samples") is None and first.poll() is None: time.sleep(0.05)
+        while _status(out, "sources") is None and first.poll() is None: time.sleep(0.05)
         second = _cmd(llmcourse_exe, *args, cwd=tmp_path)
         assert first.poll() is None, "the first run ended before the second started"
         assert second.returncode == 2 and f"in use by another llmcourse run (pid {first.pid}" in second.stderr, second.stderr
@@ -228,7 +228,7 @@ def test_hostile_lines_are_all_accounted_for(llmcourse_exe, small_data, tmp_path
     code.write_bytes(code.read_bytes() + b"".join(HOSTILE) + first + emoji)
     out = tmp_path / "run"
     r = _cmd(llmcourse_exe, "run", "--data", str(data), "--out", str(out), "--stdlib-files", "0",
-             "--stages", "samples", "clean", cwd=tmp_path)
+             "--stages", "sources", "clean", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     n_lines = {f: len((data / f).read_bytes().splitlines()) for f in TRAIN_FILES}
     cs = json.loads((out / "02_clean" / "clean_stats.json").read_text())
@@ -239,7 +239,7 @@ def test_hostile_lines_are_all_accounted_for(llmcourse_exe, small_data, tmp_path
     assert mine == {1: "unreadable", 2: "unreadable", 3: "invalid_unicode", 4: "blank_line", 5: "unreadable",
                     6: "unreadable", 7: "unreadable", 8: "duplicate_id"}, mine
     assert not [x for x in rejected if x["id"] == "emoji" and x["rule"] in ("unreadable", "invalid_unicode")]
-    inv = json.loads((out / "01_samples" / "inventory.json").read_text())["files"]["code.jsonl"]
+    inv = json.loads((out / "01_sources" / "inventory.json").read_text())["sources"]["samples"]["files"]["code.jsonl"]
     assert inv["docs"] + inv["rejected"] == n_lines["code.jsonl"]
 
 

@@ -138,7 +138,7 @@ def test_parquet_roundtrip_and_errors(tmp_path):
 
 def test_config_roundtrip_and_unknown_keys(tmp_path):
     from llmcourse.pipeline import RunConfig
-    cfg = RunConfig(out="x", seed=3, stages=["samples"])
+    cfg = RunConfig(out="x", seed=3, stages=["sources"])
     save_config(cfg, tmp_path / "c.json")
     assert load_config(RunConfig, tmp_path / "c.json") == cfg
     (tmp_path / "bad.json").write_text('{"out": "x", "sede": 3}')
