@@ -60,7 +60,7 @@ from llmcourse.tokenizer import (
 )
 
 # %% auto #0
-__all__ = ['DEFAULT_SOURCES', 'STAGE_MARKER', 'LENGTH_BINS', 'SPECIAL_TOKENS', 'SOURCE_KEYS', 'STAGES', 'EVAL_DATA', 'RunConfig',
+__all__ = ['DEFAULT_SOURCES', 'STAGE_MARKER', 'LENGTH_BINS', 'SPECIAL_TOKENS', 'SOURCE_KEYS', 'STAGES', 'RunConfig',
            'StageNotReady', 'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_source', 'eval_items_file',
            'stage_sources', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
            'stage_train', 'stage_evaluate', 'code_fingerprint', 'source_fingerprint', 'data_fingerprint',
@@ -1388,9 +1388,6 @@ def _cmd_train(a) -> int:
         cfg.max_steps = a.max_steps
     print(json.dumps(train(cfg, override=a.override)))
     return 0
-
-
-EVAL_DATA = ["eval_probes.jsonl", "eval_mcq.jsonl", "long.jsonl"]
 
 
 def _cmd_eval(a) -> int:

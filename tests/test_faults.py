@@ -236,8 +236,8 @@ def test_hostile_lines_are_all_accounted_for(llmcourse_exe, small_data, tmp_path
     rejected = [json.loads(l) for l in (out / "02_clean" / "rejected.jsonl").read_text().splitlines()]
     base = n_lines["code.jsonl"] - len(HOSTILE) - 2
     mine = {x["line"] - base: x["rule"] for x in rejected if x["file"] == str(code) and x["line"] > base}
-    assert mine == {1: "unreadable", 2: "unreadable", 3: "invalid_unicode", 4: "blank_line", 5: "unreadable",
-                    6: "unreadable", 7: "unreadable", 8: "duplicate_id"}, mine
+    assert mine == {1: "unreadable", 2: "unreadable", 3: "invalid_unicode", 4: "blank_line", 5: "missing_field",
+                    6: "unreadable", 7: "empty", 8: "duplicate_id"}, mine
     assert not [x for x in rejected if x["id"] == "emoji" and x["rule"] in ("unreadable", "invalid_unicode")]
     inv = json.loads((out / "01_sources" / "inventory.json").read_text())["sources"]["samples"]["files"]["code.jsonl"]
     assert inv["docs"] + inv["rejected"] == n_lines["code.jsonl"]
@@ -296,7 +296,7 @@ def test_os_errors_are_one_line(llmcourse_exe, small_data, tmp_path):
 
 def test_saved_paths_are_absolute_and_eval_works_from_anywhere(llmcourse_exe, small_data, reference, tmp_path):
     cfg = json.loads((reference / "config.json").read_text())
-    assert cfg["out"] == str(reference) and cfg["data"] == str(small_data)
+    assert cfg["out"] == str(reference) and cfg["data"] == [str(small_data)]
     tcfg = json.loads((reference / "06_train" / "config.json").read_text())
     assert tcfg["out"] == str(reference / "06_train") and tcfg["shards"] == str(reference / "05_shards")
     elsewhere = tmp_path / "elsewhere"
