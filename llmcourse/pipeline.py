@@ -1412,9 +1412,15 @@ def _cmd_eval(a) -> int:
         items = items if items.is_file() else None
         ran = load_config(RunConfig, run / "config.json")
         ctx = RunContext(ran, Path(ran.out), None)
-        specs = [s for s in ran.source_specs() if s.split("=")[-1].startswith("samples")]
-        samples = [ctx.resolve(parse_source(s)) for s in specs]  # (the other sources may have moved)
-        data = samples[0].location if samples else None
+        samples = []
+        for spec in ran.source_specs():
+            try:
+                src = parse_source(spec)
+            except FileNotFoundError:  # a source that has moved since: the eval does not need it
+                continue
+            if src.kind == "samples":
+                samples.append(ctx.resolve(src))
+        data = samples[0].location if samples else None  # its long.jsonl is the needles' haystack
     heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
     out = Path(a.out) if a.out else run / "eval"
     cfg = EvalConfig(probes=a.probes, mcq=a.mcq)

@@ -304,4 +304,7 @@ def test_saved_paths_are_absolute_and_eval_works_from_anywhere(llmcourse_exe, sm
     r = _cmd(llmcourse_exe, "eval", str(reference), "--probes", "10", "--mcq", "10", "--out", str(tmp_path / "ev"),
              cwd=elsewhere)                                  # no --data: the run's own data, wherever we are
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["mcq"]["n"] == 10
+    ev = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert ev["mcq"]["n"] == 10
+    stage = json.loads((reference / "07_evaluate" / "eval.json").read_text())
+    assert ev["niah"] == stage["niah"]                       # the same haystack: the samples' long.jsonl
