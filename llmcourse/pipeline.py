@@ -348,15 +348,21 @@ def eval_items_file(ctx: RunContext) -> Path | None:  # the run
         return path
 
 
+def _source_files(src: Source) -> list[Path]:
+    "The files on disk a source reads (none for stdlib and for a dataset streamed from the hub)."
+    if src.kind == "samples":
+        return [Path(src.location) / f for f in TRAIN_FILES]
+    if src.kind == "files":
+        return record_files(src.location)
+    if src.kind == "hf" and Path(src.location).is_dir():
+        return sorted(p for p in Path(src.location).rglob("*") if p.is_file())
+    return []
+
+
 def _source_bytes(src: Source) -> int | None:
     "Bytes on disk of the files a source reads (None for a dataset streamed from the hub, or stdlib)."
-    if src.kind == "samples":
-        return sum((Path(src.location) / f).stat().st_size for f in TRAIN_FILES)
-    if src.kind == "files":
-        return sum(p.stat().st_size for p in record_files(src.location))
-    if src.kind == "hf" and Path(src.location).is_dir():
-        return sum(p.stat().st_size for p in Path(src.location).rglob("*") if p.is_file())
-    return None
+    files = _source_files(src)
+    return sum(p.stat().st_size for p in files) if files else None
 
 
 def stage_sources(ctx: RunContext) -> dict:
@@ -967,12 +973,7 @@ def source_fingerprint(src: Source) -> object:  # a source, samples folder resol
             n: hashlib.sha256((d / n).read_bytes()).hexdigest() if (d / n).is_file() else None
             for n in SAMPLE_FILES
         }
-    paths = []
-    if src.kind == "files":
-        paths = record_files(src.location)
-    elif src.kind == "hf" and Path(src.location).is_dir():
-        paths = sorted(p for p in Path(src.location).rglob("*") if p.is_file())
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _source_files(src)]
     return stats or src.spec  # stdlib and hub datasets: the specification
 
 
