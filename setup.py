@@ -15,9 +15,9 @@ statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Produ
 readme = here / "README.md"
 
 # Optional parts: [notebooks] to step through the course in JupyterLab, [eval] for
-# lm-evaluation-harness, [hf] for Hugging Face datasets as sources, [dev] for everything the tests
-# need (all of the others included).
-extras = {name: cfg[f"{name}_requirements"].split() for name in ("notebooks", "eval", "hf")}
+# lm-evaluation-harness, [hf] for Hugging Face datasets as sources, [scale] for the data stages on Ray,
+# [dev] for everything the tests need (all of the others included).
+extras = {name: cfg[f"{name}_requirements"].split() for name in ("notebooks", "eval", "hf", "scale")}
 extras["dev"] = sorted(set(sum(extras.values(), []) + cfg["dev_requirements"].split()))
 
 setuptools.setup(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_file, progress, read_jsonl, reject_record, save_json
+from .core import atomic_file, progress, ray_map, read_jsonl, reject_record, save_json
 from .tokenizer import SPAM_BLOCKLIST
 
 # %% auto #0
@@ -831,8 +831,11 @@ class CleanConfig:
     max_chars: int = 1_000_000  # longer documents are rejected before any work ("too_long")
     site_template_pages: int = 3  # a short line on this many pages of one site is template boilerplate
     mask_pii: bool = True  # replace PII by typed placeholders in kept documents
-    workers: int = 2  # processes (1: run in this process)
-    chunksize: int = 32  # documents per task sent to a worker
+    workers: int = 2  # processes of the "pool" engine (1: run in this process)
+    chunksize: int = 32  # documents per task sent to a worker (a pool's chunk, a Ray task's batch)
+    engine: str = (
+        "pool"  # "pool": processes of this machine; "ray": Ray Data tasks (chapter 00's `ray_map`)
+    )
     keep_fields: tuple = (
         "id",
         "domain",
@@ -974,6 +977,15 @@ def _finish_star(args):
 
 
 def _pool_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> Iterator:
+    "fn over items, in input order, on the stage's engine; `init(*initargs)` once per worker process."
+    if cfg.engine == "ray":
+        return ray_map(fn, items, init, initargs, batch_size=cfg.chunksize)
+    if cfg.engine != "pool":
+        raise ValueError(f"engine must be 'pool' or 'ray', got {cfg.engine!r}")
+    return _process_map(fn, items, cfg, init, initargs)
+
+
+def _process_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> Iterator:
     if cfg.workers <= 1:
         threads = torch.get_num_threads()
         if init:
@@ -983,6 +995,8 @@ def _pool_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> 
         return
     with get_context("fork" if os.name == "posix" else "spawn").Pool(cfg.workers, init, initargs) as pool:
         yield from pool.imap(fn, items, chunksize=cfg.chunksize)
+        pool.close()  # all done: the workers exit on their own instead of being killed on the way out
+        pool.join()
 
 
 def read_documents(

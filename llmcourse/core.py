@@ -5,8 +5,8 @@
 # %% ../nbs/00_core.ipynb #dfd3f7ed
 from __future__ import annotations
 
-import contextlib, dataclasses, datetime, fcntl, glob, gzip, json, os, random, re, socket, sys, types, typing
-import zlib
+import contextlib, dataclasses, datetime, fcntl, glob, gzip, json, logging, os, pickle, random, re, socket
+import sys, types, typing, uuid, zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,9 @@ import torch
 __all__ = ['CELL_FLAG_GPUS', 'DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices',
            'pick_device', 'cell_flags', 'unrunnable_reason', 'skip_if_unrunnable', 'skip_flagged_cells', 'to_jsonable',
            'atomic_file', 'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl',
-           'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'write_parquet', 'read_parquet',
-           'record_format', 'record_files', 'read_records', 'FolderBusyError', 'FolderLock', 'lock_folder', 'progress',
-           'new_figure', 'save_figure']
+           'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'line_ranges', 'start_ray', 'ray_map',
+           'write_parquet', 'read_parquet', 'record_format', 'record_files', 'read_records', 'FolderBusyError',
+           'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #e3c8eaed
 def seed_everything(
@@ -253,10 +253,13 @@ def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _read_lines(f, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    "Yield (line number, bytes); bytes is None for a line over `max_bytes` (skipped without storing it)."
-    n = 0
-    while True:
+def _read_lines(
+    f, max_bytes: int, first: int = 1, end: int | None = None
+) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, bytes) from the file's position until byte `end` (None: its end), numbering
+    from `first`; bytes is None for a line over `max_bytes` (skipped without storing it)."""
+    n = first - 1
+    while end is None or f.tell() < end:
         chunk = f.readline(max_bytes + 1)
         if not chunk:
             return
@@ -333,6 +336,7 @@ def read_jsonl(
     rejects: list | str | Path | None = None,  # where skipped lines go: a list, or a JSONL file to append to
     max_line_bytes: int = MAX_LINE_BYTES,  # longer lines are errors (never loaded whole)
     with_lines: bool = False,  # yield (line number, object) pairs, for messages about a document's place
+    byte_range: tuple | None = None,  # (first byte, end byte, first line) from `line_ranges`: only those
 ) -> Iterator[dict]:
     """Stream the objects of a JSONL file; a bad line raises `DataError` or is recorded with its reason.
     Blank lines hold no document: "raise" passes over them silently, "skip" records each one
@@ -343,8 +347,10 @@ def read_jsonl(
     if on_error == "skip" and rejects is None:
         raise ValueError("on_error='skip' needs `rejects` (a list or a file) so no line is lost")
     path = Path(path)
+    start, end, first = byte_range or (0, None, 1)
     with _open_bytes(path) as f, _RejectSink(rejects) as sink:
-        lines, n = _read_lines(f, max_line_bytes), 0
+        f.seek(start)
+        lines, n = _read_lines(f, max_line_bytes, first, end), first - 1
         while True:
             try:
                 n, raw = next(lines)
@@ -453,6 +459,85 @@ def iter_jsonl_chunks(
 ) -> Iterator[list[dict]]:  # file; docs per chunk; `read_jsonl` options
     "Stream a JSONL file as lists of `size` documents."
     return chunked(read_jsonl(path, **kwargs), size)
+
+# %% ../nbs/00_core.ipynb #bfe9d806
+def line_ranges(
+    path: str | Path,  # an uncompressed JSONL (or any text) file
+    parts: int,  # how many ranges to aim for (fewer when the file has fewer lines)
+) -> list[tuple[int, int, int]]:  # (first byte, end byte, number of the first line) per range
+    "Cut a file into about `parts` byte ranges that start and end at line boundaries, for many readers."
+    path = Path(path)
+    if path.suffix == ".gz":
+        raise ValueError(f"{path}: a gzip stream cannot be read from the middle; decompress it first")
+    size, ranges, start, line = path.stat().st_size, [], 0, 1
+    with open(path, "rb") as f:
+        for k in range(1, parts + 1):
+            end = size
+            if k < parts:
+                f.seek(max(size * k // parts - 1, start))
+                f.readline()  # on to the end of the line that holds the cut
+                end = min(f.tell(), size)
+            if end <= start:
+                continue
+            f.seek(start)
+            newlines = f.read(end - start).count(b"\n")
+            ranges.append((start, end, line))
+            start, line = end, line + newlines
+    return ranges
+
+# %% ../nbs/00_core.ipynb #654b3e36
+def start_ray(
+    address: str | None = None,  # a running cluster ("auto", "ray://head:10001"); None: a local instance
+    num_cpus: int | None = None,  # CPUs of a local instance (None: all of this machine's)
+    object_store_mib: int = 1024,  # shared memory of a local instance; Ray spills to disk past it
+) -> dict:  # the cluster: its address, CPUs and nodes
+    "Start (or join) Ray once per process, and set Ray Data up for the course's stages."
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        local = {"num_cpus": num_cpus, "object_store_memory": object_store_mib * 2**20}
+        local["_node_ip_address"] = "127.0.0.1"  # a local instance talks to itself only
+        quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        ray.init(address=address, **({} if address else local), **quiet)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.shuffle_strategy = "sort_shuffle_pull_based"
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = os.environ.get("LLMCOURSE_PROGRESS", "1") != "0"
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    return {"address": ray.get_runtime_context().gcs_address, "cpus": int(ray.cluster_resources()["CPU"]),
+            "nodes": len(nodes)}
+
+# %% ../nbs/00_core.ipynb #2cf05140
+_RAY_READY: set = set()  # in a Ray worker: the `ray_map` calls whose `init` has run in this process
+
+
+def _ray_batch(batch: dict, fn, init, initargs: tuple, key: str) -> dict:
+    if init is not None and key not in _RAY_READY:
+        init(*initargs)
+        _RAY_READY.add(key)
+    return {"result": [pickle.dumps(fn(pickle.loads(x))) for x in batch["item"]]}
+
+
+def ray_map(
+    fn: typing.Callable,  # the work on one item (a module-level function, as for a process pool)
+    items: Iterable,  # the items, streamed
+    init: typing.Callable | None = None,  # run once in each worker process before its first item
+    initargs: tuple = (),  # the arguments of `init`
+    window: int = 4096,  # items sent to the cluster at a time (the driver holds one window)
+    batch_size: int = 16,  # items per Ray Data task
+) -> Iterator:  # fn(item) for every item, in input order
+    "`map(fn, items)` on Ray Data, in order; a task whose worker dies is run again."
+    import ray.data
+
+    start_ray()  # joins the instance already started, or starts a local one
+    kwargs = {"fn": fn, "init": init, "initargs": initargs, "key": uuid.uuid4().hex}
+    for win in chunked(items, window):
+        rows = [{"item": pickle.dumps(x)} for x in win]
+        ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // batch_size))
+        ds = ds.map_batches(_ray_batch, fn_kwargs=kwargs, batch_size=batch_size, batch_format="numpy")
+        yield from (pickle.loads(row["result"]) for row in ds.iter_rows())
 
 # %% ../nbs/00_core.ipynb #8a78aa4e
 def write_parquet(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import DataError, chunked
+from .core import DataError, chunked, ray_map
 from .mixing import MixtureSampler
 from .tokenizer import Tokenizer
 
@@ -50,6 +50,20 @@ def _encode_chunk(docs: list[dict]) -> list[tuple[str, str, np.ndarray]]:
         )
         for d in docs
     ]
+
+
+def _encoded_chunks(chunks: Iterable[list[dict]], tokenizer_path: str, workers: int, engine: str) -> Iterator:
+    "`_encode_chunk` over chunks of documents, in input order, on the chosen engine."
+    if engine == "ray":  # one chunk per Ray task, as one chunk per pool task
+        yield from ray_map(_encode_chunk, chunks, _init_worker, (tokenizer_path,), batch_size=1)
+    elif workers > 1:
+        with mp.get_context("fork").Pool(workers, _init_worker, (tokenizer_path,)) as pool:
+            yield from pool.imap(_encode_chunk, chunks)
+            pool.close()  # all done: the workers exit on their own instead of being killed on the way out
+            pool.join()
+    else:
+        _init_worker(tokenizer_path)
+        yield from map(_encode_chunk, chunks)
 
 
 class _ShardWriter:
@@ -94,24 +108,20 @@ def tokenize_to_shards(
     tokenizer_path: str | Path,  # a tokenizer.json (chapter 02)
     out_dir: str | Path,  # folder for shard_XXXXX.bin/.json and index.json
     shard_tokens: int = 1 << 22,  # start a new shard past this many tokens
-    workers: int = 2,  # tokenising processes (1: in this process)
+    workers: int = 2,  # tokenising processes of the "pool" engine (1: in this process)
     chunk_docs: int = 64,  # documents per task sent to a worker
+    engine: str = "pool",  # "pool": processes of this machine; "ray": Ray Data tasks (chapter 00's `ray_map`)
 ) -> dict:  # the index written to out_dir/index.json
     "Tokenise documents in parallel into memory-mappable token shards."
+    if engine not in ("pool", "ray"):
+        raise ValueError(f"engine must be 'pool' or 'ray', got {engine!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.load(tokenizer_path)
     writer = _ShardWriter(out_dir, token_dtype(len(tok)), shard_tokens)
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers, _init_worker, (str(tokenizer_path),)) as pool:
-            for enc in pool.imap(_encode_chunk, chunked(docs, chunk_docs)):
-                for doc_id, group, ids in enc:
-                    writer.add(doc_id, group, ids)
-    else:
-        _init_worker(str(tokenizer_path))
-        for chunk in chunked(docs, chunk_docs):
-            for doc_id, group, ids in _encode_chunk(chunk):
-                writer.add(doc_id, group, ids)
+    for enc in _encoded_chunks(chunked(docs, chunk_docs), str(tokenizer_path), workers, engine):
+        for doc_id, group, ids in enc:
+            writer.add(doc_id, group, ids)
     writer.flush()
     n_docs = sum(json.loads((out_dir / f"{s}.json").read_text())["n_docs"] for s in writer.names)
     index = {

@@ -15,17 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import atomic_file, chunked, progress, read_jsonl, save_json, write_jsonl
+from .core import atomic_file, chunked, line_ranges, progress, read_jsonl, save_json, start_ray
+from .core import write_jsonl
 from .cleaning import words
 
 # %% auto #0
-__all__ = ['fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated_lines', 'shingle_hashes', 'jaccard', 'minhash',
-           'minhash_signatures', 'candidate_probability', 'lsh_params', 'UnionFind', 'clusters_from_pairs', 'lsh_pairs',
-           'near_duplicates', 'DedupConfig', 'signature_partition', 'band_keys', 'bucket_pairs', 'verify_pairs',
-           'filter_partition', 'near_duplicates_partitioned', 'eval_item_parts', 'ContaminationIndex', 'contamination',
-           'provenance', 'duplicate_id_record', 'unique_ids', 'scan_chunk', 'scanned_chunks', 'SignatureStore',
-           'CorpusScan', 'scan_corpus', 'nonempty_rows', 'band_candidate_pairs', 'near_duplicates_by_sorting', 'decide',
-           'document_outputs', 'jsonl_files', 'write_decisions', 'dedup_stats', 'dedup_corpus']
+__all__ = ['FACT_COLUMNS', 'LABEL_COLUMNS', 'fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated_lines',
+           'shingle_hashes', 'jaccard', 'minhash', 'minhash_signatures', 'candidate_probability', 'lsh_params',
+           'UnionFind', 'clusters_from_pairs', 'lsh_pairs', 'near_duplicates', 'DedupConfig', 'signature_partition',
+           'band_keys', 'bucket_pairs', 'verify_pairs', 'filter_partition', 'near_duplicates_partitioned',
+           'eval_item_parts', 'ContaminationIndex', 'contamination', 'provenance', 'duplicate_id_record', 'unique_ids',
+           'scan_chunk', 'scanned_chunks', 'SignatureStore', 'CorpusScan', 'scan_corpus', 'nonempty_rows',
+           'band_candidate_pairs', 'near_duplicates_by_sorting', 'decide', 'document_outputs', 'jsonl_files',
+           'write_decisions', 'dedup_stats', 'dedup_corpus', 'shuffle', 'ranges_dataset', 'scan_ranges', 'first_of_id',
+           'first_of_text', 'band_records', 'verified_bucket_pairs', 'distinct_pairs', 'local_stars',
+           'connected_components', 'near_duplicates_on_ray', 'outputs_of_ranges', 'outputs_on_ray']
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
@@ -290,8 +294,9 @@ class DedupConfig:
     num_perm: int = 128  # MinHash signature length
     seed: int = 1  # permutation seed
     workers: int = 2  # processes for signatures (1: this process)
-    partitions: int = 8  # how many parts the documents are split into
+    partitions: int = 8  # how many parts the documents are split into (Ray, section 9: one per CPU, say)
     chunk_docs: int = 64  # documents per chunk when `dedup_corpus` streams a corpus
+    engine: str = "pool"  # "pool": this machine's processes; "ray": Ray Data on a cluster (section 9)
 
 
 def signature_partition(
@@ -498,6 +503,8 @@ def scanned_chunks(
     context = get_context("fork" if os.name == "posix" else "spawn")
     with context.Pool(cfg.workers, _init_scan, (cfg, index)) as pool:
         yield from pool.imap(_scan_in_worker, chunks)  # a worker takes a chunk when it is free
+        pool.close()  # then wait for the workers to end: terminating them (the `with`'s exit) is for errors
+        pool.join()
 
 # %% ../nbs/04_dedup.ipynb #552a4eb0
 class SignatureStore:
@@ -670,6 +677,9 @@ def write_decisions(
     scan: CorpusScan,  # pass 1's facts
     near_of: dict[str, str],  # near copy's id -> the id its cluster keeps
     workdir: Path,  # pass 1's folder (its unreadable lines), and a scratch file
+    # (domain, [(file, record), ...]) per document in input order, made elsewhere (section 9's cluster);
+    # None: made here, by `document_outputs` over the corpus read a second time
+    outputs: Iterable[tuple[str, list]] | None = None,
 ) -> Counter:  # (file, domain, reason) -> records written
     "Pass 2: stream the corpus again into kept.jsonl, removed.jsonl and contamination.jsonl, in input order."
     names, counts = ("kept", "removed", "contamination"), Counter()
@@ -679,12 +689,13 @@ def write_decisions(
         open(scratch, "w+", encoding="utf-8", newline="\n") as repeated,
     ):
         sink = dict(zip(names, files)) | {"repeated": repeated}
-        # the unreadable lines are skipped again: pass 1 recorded them
-        lines = read_jsonl(path, on_error="skip", rejects=os.devnull, with_lines=True)
-        for n, d in lines:
-            for name, rec in document_outputs(n, d, scan, near_of):
+        if outputs is None:  # the unreadable lines are skipped again: pass 1 recorded them
+            lines = read_jsonl(path, on_error="skip", rejects=os.devnull, with_lines=True)
+            outputs = ((d.get("domain", "unknown"), document_outputs(n, d, scan, near_of)) for n, d in lines)
+        for domain, records in outputs:
+            for name, rec in records:
                 sink[name].write(_json_line(rec))
-                counts[name, d.get("domain", "unknown"), rec.get("reason")] += 1
+                counts[name, domain, rec.get("reason")] += 1
         repeated.seek(0)
         shutil.copyfileobj(repeated, sink["removed"])
         for u in read_jsonl(workdir / "unreadable.jsonl", schema=None):
@@ -740,14 +751,22 @@ def dedup_corpus(
     evals = [it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})]
     index = ContaminationIndex(evals)
     # a folder for the signatures and the unreadable lines, deleted at the end (also on an error)
+    if cfg.engine not in ("pool", "ray"):
+        raise ValueError(f"engine={cfg.engine!r}: use 'pool' (this machine) or 'ray' (a Ray cluster)")
     with tempfile.TemporaryDirectory(prefix="dedup-work-", dir=out) as work:
         t0 = time.perf_counter()
-        scan, sigs = scan_corpus(path, cfg, index if eval_files else None, remove_domains, Path(work))
-        t1 = time.perf_counter()
-        near_of, near = near_duplicates_by_sorting(scan.rest_ids, sigs, cfg.threshold)
+        found, outputs, extra = index if eval_files else None, None, {}
+        if cfg.engine == "ray":  # section 9: the same decisions, made by a Ray cluster
+            scan, near_of, near, extra = near_duplicates_on_ray(path, cfg, found, remove_domains, Path(work))
+            t1 = t0 + extra.pop("seconds_scan")
+            outputs = outputs_on_ray(path, cfg, scan, near_of)
+        else:
+            scan, sigs = scan_corpus(path, cfg, found, remove_domains, Path(work))
+            t1 = time.perf_counter()
+            near_of, near = near_duplicates_by_sorting(scan.rest_ids, sigs, cfg.threshold)
         t2 = time.perf_counter()
-        counts = write_decisions(path, out, scan, near_of, Path(work))
-    stats = dedup_stats(counts, scan, near, cfg, len(index.k))
+        counts = write_decisions(path, out, scan, near_of, Path(work), outputs)
+    stats = dedup_stats(counts, scan, near, cfg, len(index.k)) | ({"ray": extra} if extra else {})
     stats |= {"seconds_scan": round(t1 - t0, 2), "seconds_near": round(t2 - t1, 2)}
     stats["seconds_write"] = round(time.perf_counter() - t2, 2)
     if stats["kept"] + stats["removed"] != stats["read"]:  # pass 2 must write what pass 1 read
@@ -757,3 +776,287 @@ def dedup_corpus(
     stats = json.loads(json.dumps(stats, default=dict))
     save_json(stats, out / "dedup_stats.json")
     return stats
+
+# %% ../nbs/04_dedup.ipynb #f0514707
+def _frame(rows: list, columns: list[str]):
+    import pandas as pd  # Ray Data's batches; pandas comes with the [scale] extra
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def shuffle(
+    ds,  # a Ray dataset
+    key: str,  # the column whose equal values must meet in one partition
+    parts: int,  # partitions (reduce tasks)
+    reduce,  # pandas DataFrame -> DataFrame, run on all the rows of one partition
+    **kwargs,  # passed on to `reduce`
+):  # a Ray dataset (lazy)
+    "Send each row to the partition its key hashes to, then reduce every partition in one call."
+
+    def tag(b):
+        keys = (k if isinstance(k, bytes) else str(k).encode("utf-8") for k in b[key])
+        return b.assign(part=[zlib.crc32(k) % parts for k in keys])
+
+    def run(b):
+        return reduce(b.drop(columns="part"), **kwargs)
+
+    tagged = ds.map_batches(tag, batch_format="pandas")
+    return tagged.groupby("part", num_partitions=parts).map_groups(run, batch_format="pandas")
+
+# %% ../nbs/04_dedup.ipynb #0238348c
+def ranges_dataset(path: Path, parts: int):  # a JSONL corpus; how many ranges
+    "The corpus as a Ray dataset of byte ranges, one row per task (chapter 00's `line_ranges`)."
+    import ray.data
+
+    rows = [{"start": a, "end": b, "first": n} for a, b, n in line_ranges(path, parts)]
+    return ray.data.from_items(rows, override_num_blocks=max(len(rows), 1))
+
+
+FACT_COLUMNS = ["line", "id", "domain", "fp", "hits", "sig", "bad"]
+
+
+def scan_ranges(
+    batch,  # rows of `ranges_dataset`
+    path: str,  # the corpus
+    cfg: DedupConfig,
+    index: ContaminationIndex | None,  # evaluation items (None: no decontamination)
+):  # one row per line: the document's facts and signature, or `bad` (an unreadable line)
+    "Pass 1 on a worker: read each byte range and `scan_chunk` it."
+    rows = []
+    for a, b, n in zip(batch["start"], batch["end"], batch["first"]):
+        bad: list = []
+        where = (int(a), int(b), int(n))
+        lines = read_jsonl(path, on_error="skip", rejects=bad, with_lines=True, byte_range=where)
+        for chunk in chunked(lines, cfg.chunk_docs):
+            facts, sigs = scan_chunk(chunk, cfg, index)
+            rows += [(*f[:4], json.dumps(f[4]), s.tobytes(), None) for f, s in zip(facts, sigs)]
+        rows += [(r["line"], None, None, None, None, None, json.dumps(r, ensure_ascii=False)) for r in bad]
+    return _frame(rows, FACT_COLUMNS)
+
+# %% ../nbs/04_dedup.ipynb #16fc7bda
+def first_of_id(b):  # all the rows of some ids
+    "The first document (lowest line) of each id, with `copies`: how many documents carry the id."
+    b = b.sort_values("line")
+    return b.assign(copies=b.groupby("id")["line"].transform("size")).drop_duplicates("id")
+
+
+def first_of_text(b):  # all the documents of some fingerprints
+    "Each document with `original`: the id of the first document with its text (None for that one)."
+    b = b.sort_values("line")
+    first = b.groupby("fp")["id"].transform("first")
+    return b.assign(original=first.where(b.duplicated("fp"), None))
+
+# %% ../nbs/04_dedup.ipynb #65d7feed
+def band_records(b, bands: int, rows: int):  # documents with line, id and signature; b; r
+    "One record per band of each signature that saw a shingle: key = band number + its r values."
+    out = []
+    for line, i, sig in zip(b["line"], b["id"], b["sig"]):
+        s = np.frombuffer(sig, np.uint32)
+        if (s == np.iinfo(np.uint32).max).all():
+            continue  # no shingles: never a candidate
+        out += [
+            (k.to_bytes(2, "little") + s[k * rows : (k + 1) * rows].tobytes(), line, i, sig)
+            for k in range(bands)
+        ]
+    return _frame(out, ["key", "line", "id", "sig"])
+
+
+def verified_bucket_pairs(b, threshold: float):  # all the records of some buckets
+    "Every pair in a bucket (earlier line first), with `same`: do the signatures agree on >= threshold?"
+    b = b[b.duplicated("key", keep=False)].sort_values("line")  # buckets of one document hold no pair
+    out = []
+    for _, g in b.groupby("key", sort=False):
+        lines, ids = g["line"].tolist(), g["id"].tolist()
+        sigs = np.stack([np.frombuffer(s, np.uint32) for s in g["sig"]])
+        for x, y in itertools.combinations(range(len(lines)), 2):
+            out.append((lines[x], lines[y], ids[x], ids[y], bool(np.mean(sigs[x] == sigs[y]) >= threshold)))
+    return _frame(out, ["a", "b", "a_id", "b_id", "same"])
+
+
+def distinct_pairs(b):  # candidate pairs, some more than once (they shared several bands)
+    return b.drop_duplicates(["a", "b"])
+
+# %% ../nbs/04_dedup.ipynb #c5b056e0
+def local_stars(b):  # some verified and unverified candidate pairs
+    "Union-find on one partition's verified pairs; each node linked to its local root (its lowest line)."
+    b = b[b["same"]]
+    ids = dict(zip(b["a"], b["a_id"])) | dict(zip(b["b"], b["b_id"]))
+    uf = UnionFind({n: n for n in ids})  # a node's rank is its line: the root is the earliest document
+    for a, c in zip(b["a"], b["b"]):
+        uf.union(a, c)
+    stars = [(n, ids[n], r, ids[r]) for n in ids if (r := uf.find(n)) != n]
+    return _frame(stars, ["a", "a_id", "b", "b_id"])
+
+
+LABEL_COLUMNS = [
+    "node",
+    "id",
+    "other",
+    "other_id",
+    "kind",
+]  # kind E: an edge to `other`; L: the label `other`
+
+
+def _edge_ends(b):  # pairs: each becomes two rows, one per end
+    fwd = [(a, ai, c, ci, "E") for a, ai, c, ci in zip(b["a"], b["a_id"], b["b"], b["b_id"])]
+    return _frame(fwd + [(c, ci, a, ai, "E") for a, ai, c, ci, _ in fwd], LABEL_COLUMNS)
+
+
+def _own_labels(b):  # edge ends: each node's first label is itself
+    nodes = b.drop_duplicates("node")
+    return _frame(
+        list(zip(nodes["node"], nodes["id"], nodes["node"], nodes["id"], ["L"] * len(nodes))), LABEL_COLUMNS
+    )
+
+# %% ../nbs/04_dedup.ipynb #637e2c80
+def _send_labels(b):  # one partition's nodes: their label rows and edge rows
+    "Each node's label goes to each neighbour, and stays with the node (`own`)."
+    labels = b[b["kind"] == "L"][["node", "id", "other", "other_id"]]
+    ends = b[b["kind"] == "E"][["node", "other", "other_id"]]
+    m = ends.merge(labels[["node", "other", "other_id"]], on="node", suffixes=("_node", ""))
+    sent = m[["other_node", "other_id_node", "other", "other_id"]].set_axis(labels.columns, axis=1)
+    return labels.assign(own=True).pipe(lambda own: _concat([own, sent.assign(own=False)]))
+
+
+def _smallest_label(b):  # the labels one partition's nodes heard
+    "Each node's new label: the smallest it heard; `changed` if that is smaller than its own."
+    own = b[b["own"]].set_index("node")["other"]
+    best = b.sort_values("other", kind="stable").drop_duplicates("node")
+    changed = best["other"].to_numpy() < own.reindex(best["node"]).to_numpy()
+    return best[["node", "id", "other", "other_id"]].assign(kind="L", changed=changed)
+
+
+def _concat(frames: list):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+def connected_components(
+    pairs,  # a Ray dataset of verified pairs (a, a_id, b, b_id), a and b lines
+    parts: int,  # partitions per shuffle
+    max_rounds: int = 100,  # give up (an error) after this many rounds
+) -> tuple[
+    dict, list[int]
+]:  # node's id -> its component's first id (the node itself left out); changes per round
+    "Label propagation: every node takes the smallest label among its neighbours' until none changes."
+    ends = pairs.map_batches(_edge_ends, batch_format="pandas").materialize()
+    labels, rounds = shuffle(ends, "node", parts, _own_labels), []
+    while len(rounds) < max_rounds:
+        heard = shuffle(labels.union(ends), "node", parts, _send_labels)
+        new = shuffle(heard, "node", parts, _smallest_label).materialize()
+        rounds.append(int(sum(b["changed"].sum() for b in new.iter_batches(batch_format="pandas"))))
+        labels = new.drop_columns(["changed"])
+        if rounds[-1] == 0:
+            got = _gather(labels, LABEL_COLUMNS)
+            keep = got["node"] != got["other"]
+            return dict(zip(got["id"][keep], got["other_id"][keep])), rounds
+    raise RuntimeError(f"label propagation did not settle in {max_rounds} rounds")
+
+# %% ../nbs/04_dedup.ipynb #cf9e2cd6
+def _where(ds, test):  # a Ray dataset; a function of a pandas batch -> a boolean mask
+    return ds.map_batches(lambda b: b[test(b)], batch_format="pandas")
+
+
+def _gather(ds, columns: list[str]):  # a small Ray dataset; the columns to bring to the driver
+    "The rows of a small dataset as one pandas DataFrame on the driver (no rows: an empty one)."
+    parts = [
+        b for b in ds.select_columns(columns).iter_batches(batch_format="pandas", batch_size=None) if len(b)
+    ]
+    return _concat(parts) if parts else _frame([], columns)
+
+
+def _pass1_on_ray(path: Path, cfg: DedupConfig, index, remove_domains) -> tuple:
+    "Pass 1's facts and the first two shuffles: (scan, texts dataset, unreadable lines)."
+    facts = (
+        ranges_dataset(path, cfg.partitions)
+        .map_batches(
+            scan_ranges,
+            batch_format="pandas",
+            batch_size=1,
+            fn_kwargs={"path": str(path), "cfg": cfg, "index": index},
+        )
+        .materialize()
+    )
+    bad = sorted(
+        (json.loads(x) for x in _gather(_where(facts, lambda b: b["bad"].notna()), ["bad"])["bad"]),
+        key=lambda r: r["line"],
+    )
+    firsts = shuffle(
+        _where(facts, lambda b: b["bad"].isna()), "id", cfg.partitions, first_of_id
+    ).materialize()
+    small = _gather(firsts, ["id", "domain", "line", "hits", "copies"])
+    scan = CorpusScan(read=int(small["copies"].sum()))
+    for i, line in zip(*(small[small["copies"] > 1][k] for k in ("id", "line"))):
+        scan.repeated.add(i)
+        scan.first_line[i] = int(line)  # pass 2's tasks then know every repeated id's first line
+    for i, domain, hits in zip(*(small[small["hits"] != "[]"][k] for k in ("id", "domain", "hits"))):
+        scan.eval_ids[i] = json.loads(hits)
+        if remove_domains is None or domain in remove_domains:
+            scan.contaminated.add(i)
+    gone = scan.contaminated
+    texts = shuffle(_where(firsts, lambda b: ~b["id"].isin(gone)), "fp", cfg.partitions, first_of_text)
+    texts = texts.materialize()
+    copies = _gather(_where(texts, lambda b: b["original"].notna()), ["id", "original"])
+    scan.exact_of = dict(zip(copies["id"], copies["original"]))
+    return scan, texts, bad
+
+# %% ../nbs/04_dedup.ipynb #756a7118
+def near_duplicates_on_ray(
+    path: str | Path,  # the JSONL corpus (on storage every worker can read)
+    cfg: DedupConfig,  # settings; `partitions` is the number of byte ranges and of shuffle partitions
+    index: ContaminationIndex | None,  # evaluation items (None: no decontamination)
+    remove_domains: tuple | None,  # domains whose contaminated documents are removed (None: all)
+    workdir: Path,  # the unreadable lines are written here, as pass 1 of section 8 does
+) -> tuple[CorpusScan, dict, dict, dict]:  # facts; near copy -> kept id; counts; cluster figures
+    "Pass 1, exact and near duplicates on Ray Data: what `scan_corpus` and `near_duplicates_by_sorting` give."
+    start_ray()  # the instance already started, or a local one
+    t0 = time.perf_counter()
+    scan, texts, bad = _pass1_on_ray(Path(path), cfg, index, remove_domains)
+    write_jsonl(workdir / "unreadable.jsonl", bad)
+    t1 = time.perf_counter()
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm)
+    originals = _where(texts, lambda b: b["original"].isna())
+    keys = originals.map_batches(
+        band_records, batch_format="pandas", fn_kwargs={"bands": bands, "rows": rows}
+    )
+    keys = keys.materialize()
+    pairs = shuffle(keys, "key", cfg.partitions, verified_bucket_pairs, threshold=cfg.threshold)
+    cand = shuffle(pairs, "a", cfg.partitions, distinct_pairs).materialize()
+    stars = shuffle(cand, "a", cfg.partitions, local_stars)
+    near_of, rounds = connected_components(stars, cfg.partitions)
+    same = _gather(cand, ["same"])["same"]
+    near = {"candidates": len(same), "pairs": int(same.sum()), "bands": bands, "rows": rows}
+    figures = {
+        "seconds_scan": t1 - t0,
+        "partitions": cfg.partitions,
+        "rounds": rounds,
+        "band_records": keys.count(),
+        "band_bytes": keys.size_bytes(),
+        "originals": originals.count(),
+    }
+    return scan, near_of, near, figures
+
+# %% ../nbs/04_dedup.ipynb #d8e2f772
+def outputs_of_ranges(batch, path: str, scan: CorpusScan, near_of: dict[str, str]):  # byte ranges; the corpus
+    "Pass 2 on a worker: `document_outputs` for each document of its byte ranges, as JSON."
+    rows = []
+    for a, b, n in zip(batch["start"], batch["end"], batch["first"]):
+        lines = read_jsonl(
+            path, on_error="skip", rejects=[], with_lines=True, byte_range=(int(a), int(b), int(n))
+        )
+        for line, d in lines:  # unreadable lines were recorded in pass 1
+            recs = list(document_outputs(line, d, scan, near_of))
+            rows.append((line, d.get("domain", "unknown"), json.dumps(recs, ensure_ascii=False)))
+    return _frame(rows, ["line", "domain", "records"])
+
+
+def outputs_on_ray(
+    path: str | Path, cfg: DedupConfig, scan: CorpusScan, near_of: dict[str, str]
+) -> Iterator[tuple[str, list]]:  # (domain, [(file, record), ...]) per document, in input order
+    "The removal join: the small decisions go to every task; each task decides its own documents."
+    args = {"path": str(path), "scan": scan, "near_of": near_of}
+    ds = ranges_dataset(Path(path), cfg.partitions)
+    ds = ds.map_batches(outputs_of_ranges, batch_format="pandas", batch_size=1, fn_kwargs=args)
+    for r in ds.iter_rows():
+        yield r["domain"], json.loads(r["records"])

@@ -25,6 +25,7 @@ from llmcourse.core import (
     save_figure,
     save_json,
     seed_everything,
+    start_ray,
     to_jsonable,
     record_files,
     write_jsonl,
@@ -94,7 +95,11 @@ class RunConfig:
     vocab_size: int = 8192  # tokenizer: bytes + merges + special tokens
     split_digits: bool = True  # tokenizer: one digit per pre-token (chapter 02, experiment 2)
     shard_tokens: int = 1 << 22  # shards: start a new shard past this many tokens
-    workers: int = 2  # clean, dedup, shards: worker processes
+    workers: int = 2  # clean, dedup, shards: worker processes of the "pool" engine
+    # clean, dedup, shards: "pool" (this machine's processes) or "ray" (Ray Data: the [scale] extra).
+    # Either engine writes the same files, so a stage finished on one is up to date on the other
+    engine: str = "pool"
+    ray_address: str | None = None  # engine "ray": a running cluster to join; None: a local instance
     seq_len: int = 256  # shards, train: tokens per training row
     train_steps: int = 150  # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
     model: str = "tiny"  # train: a model preset (chapter 07)
@@ -157,6 +162,14 @@ class RunConfig:
                 name,
                 f"must be a whole number >= {least}",
             )
+        engines = "must be 'pool' (this machine) or 'ray' (a Ray cluster)"
+        need(self.engine in ("pool", "ray"), "engine", engines)
+        if self.engine == "ray":
+            try:
+                import ray.data  # noqa: F401
+            except ImportError as e:
+                why = f'engine="ray" needs Ray Data: pip install "llmcourse[scale]" ({e})'
+                raise ValueError(why) from None
         need(self.model in PRESETS, "model", f"is not a model preset; presets are {sorted(PRESETS)}")
         t = self.dedup_threshold
         need(
@@ -453,9 +466,9 @@ def _stage_inputs(ctx: RunContext, unreadable: list) -> Iterator[dict]:
 def stage_clean(ctx: RunContext) -> dict:
     "Clean the training text: extraction, normalisation, rules, PII; kept.jsonl + rejected.jsonl."
     out, unreadable = ctx.stage_dir("clean"), []
-    stats = clean_corpus(
-        _stage_inputs(ctx, unreadable), out, CleanConfig(workers=ctx.cfg.workers), unreadable=unreadable
-    )
+    ccfg = CleanConfig(workers=ctx.cfg.workers, engine=ctx.cfg.engine)
+    stats = clean_corpus(_stage_inputs(ctx, unreadable), out, ccfg, unreadable=unreadable)
+    stats["engine"] = ctx.cfg.engine
     fig = _clean_figure(stats, out / "clean.png")
     return {
         "summary": {k: v for k, v in stats.items() if k != "examples"},
@@ -533,14 +546,16 @@ def stage_dedup(ctx: RunContext) -> dict:
     evals = eval_items_file(ctx)
     clean_stats = json.loads((ctx.stage_dir("clean") / "clean_stats.json").read_text(encoding="utf-8"))
     domains = clean_stats["kept_by_domain"]
+    parts = start_ray(cfg.ray_address)["cpus"] if cfg.engine == "ray" else 8  # Ray: a partition per CPU
     stats = dedup_corpus(
         src,
         out,
-        DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers),
+        DedupConfig(threshold=cfg.dedup_threshold, workers=cfg.workers, engine=cfg.engine, partitions=parts),
         [evals] if evals else [],
         remove_domains=tuple(sorted(d for d in domains if d not in cfg.flag_domains)),
     )
     stats["decontaminated"] = evals is not None
+    stats["engine"] = cfg.engine
     fig = _dedup_figure(stats, out / "dedup.png")
     return {"summary": stats, "report": _dedup_report(stats, fig, ctx.run_dir, cfg.flag_domains)}
 
@@ -582,6 +597,20 @@ def _dedup_report(s: dict, fig: Path, run_dir: Path, flag_domains: list[str]) ->
         if s["decontaminated"]
         else "Decontamination skipped: the run has no evaluation sets (`--eval-data` supplies them)."
     )
+    ray = s.get("ray")
+    cluster = (
+        [
+            f"On Ray Data, in {ray['partitions']} partitions: {ray['originals']:,} documents (the first of "
+            "their id "
+            f"and text) sent {ray['band_records']:,} band records "
+            f"({ray['band_bytes'] / max(ray['originals'], 1) / 1024:.1f} KiB per document) through the LSH "
+            f"shuffle; {s['near']['candidates']:,} candidate pairs, {s['near']['pairs']:,} verified; "
+            f"label propagation settled in {len(ray['rounds'])} rounds (labels changed: {ray['rounds']}).",
+            "",
+        ]
+        if ray
+        else []
+    )
     return [
         f"Read {s['read']:,} cleaned documents; kept {s['kept']:,}, removed {s['removed']:,} "
         f"(near duplicates at Jaccard ≥ {s['threshold']} on {s['ngram']}-token shingles, "
@@ -594,6 +623,7 @@ def _dedup_report(s: dict, fig: Path, run_dir: Path, flag_domains: list[str]) ->
         "",
         contamination,
         "",
+        *cluster,
         f"![dedup]({report_link(fig, run_dir)})",
     ]
 
@@ -713,10 +743,13 @@ def stage_shards(ctx: RunContext) -> dict:
             yield d
 
     t0 = time.perf_counter()
-    index = tokenize_to_shards(progress(docs(), "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers)
+    index = tokenize_to_shards(
+        progress(docs(), "tokenizing"), tok_path, out, cfg.shard_tokens, cfg.workers, engine=cfg.engine
+    )
     seconds = time.perf_counter() - t0
     held = training_documents(ctx, heldout=True)
-    tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers)  # held-out perplexity
+    # the held-out split, for held-out perplexity
+    tokenize_to_shards(held, tok_path, out / "heldout", cfg.shard_tokens, cfg.workers, engine=cfg.engine)
     shards = TokenShards(out)
     if len(shards) != sent["train"]:
         raise RuntimeError(f"{out}: {len(shards)} documents in the shards, {sent['train']} sent")
@@ -737,6 +770,7 @@ def stage_shards(ctx: RunContext) -> dict:
         "groups": dict(groups),
         "padding": padding_waste(lengths, cfg.seq_len),
         "seq_len": cfg.seq_len,
+        "engine": cfg.engine,
         "first_batch": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")},
     }
     save_json(summary, out / "shards_stats.json")
@@ -1152,6 +1186,10 @@ def run_pipeline(
         cfg.eval_data = [absolute_spec(s) for s in cfg.eval_data] if cfg.eval_data is not None else None
         seed_everything(cfg.seed)
         save_config(cfg, run_dir / "config.json")
+        if cfg.engine == "ray":  # a local instance sized to this machine, or the cluster at ray_address
+            cluster = start_ray(cfg.ray_address)
+            where = f"{cluster['cpus']} CPUs on {cluster['nodes']} node(s) at {cluster['address']}"
+            print(f"engine ray: {where}", file=sys.stderr)
         ctx = RunContext(cfg, run_dir, None, code=code_fingerprint())
         parsed = cfg.sources() + [parse_source(s) for s in cfg.eval_data or []]
         if any(s.kind == "samples" and s.location is None for s in parsed):
@@ -1285,6 +1323,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)"
     )
     r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
+    r.add_argument("--workers", type=int, help="worker processes of clean, dedup and shards (default 2)")
+    r.add_argument(
+        "--engine",
+        choices=["pool", "ray"],
+        help="where clean, dedup and shards run: this machine's processes (pool, the default) or Ray Data "
+        '(ray; pip install "llmcourse[scale]"); both write the same files',
+    )
+    r.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --engine ray: join this running Ray cluster (e.g. auto, or ray://HEAD:10001) "
+        "instead of starting a local instance sized to this machine",
+    )
     r.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], help="run only these stages")
     r.add_argument(
         "--config",
@@ -1375,6 +1426,9 @@ def _cmd_run(a) -> int:
         cfg.dedup_threshold = a.dedup_threshold
     if a.train_steps is not None:
         cfg.train_steps = a.train_steps
+    for k in ("workers", "engine", "ray_address"):
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg, rerun=a.rerun)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")

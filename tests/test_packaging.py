@@ -70,20 +70,23 @@ def test_torch_range_keeps_the_gpu_machines_torch_and_admits_cis(dists):
 
 def test_requirements_are_ranges_and_extras_exist(dists):
     meta = _wheel_metadata(dists["wheel"])
-    assert set(meta.get_all("Provides-Extra")) == {"notebooks", "eval", "hf", "dev"}
+    assert set(meta.get_all("Provides-Extra")) == {"notebooks", "eval", "hf", "scale", "dev"}
     base = [r for r in _requirements(dists["wheel"]) if r.marker is None]
     assert not [str(r) for r in base if any(s.operator == "==" for s in r.specifier)], "exact pins"
     heavy = {"jupyterlab", "nbdev", "transformers", "lm-eval", "pytest", "triton", "datasets"}
+    heavy |= {"ray", "datatrove"}
     assert not heavy & {canonicalize_name(r.name) for r in base}, "optional packages in the base install"
     by_extra = {}
     for r in _requirements(dists["wheel"]):
-        for extra in ("notebooks", "eval", "hf", "dev"):
+        for extra in ("notebooks", "eval", "hf", "scale", "dev"):
             if r.marker is not None and r.marker.evaluate({"extra": extra}):
                 by_extra.setdefault(extra, set()).add(canonicalize_name(r.name))
     assert {"jupyterlab", "ipykernel", "nbdev", "transformers"} <= by_extra["notebooks"]
     assert {"lm-eval", "transformers"} <= by_extra["eval"]
     assert by_extra["hf"] == {"datasets"} and "datasets" in by_extra["notebooks"]
-    assert by_extra["notebooks"] | by_extra["eval"] | by_extra["hf"] | {"pytest", "nbclient", "build"} <= by_extra["dev"]
+    assert by_extra["scale"] == {"ray", "datatrove", "orjson"} and "ray" in by_extra["notebooks"]
+    extras = by_extra["notebooks"] | by_extra["eval"] | by_extra["hf"] | by_extra["scale"]
+    assert extras | {"pytest", "nbclient", "build"} <= by_extra["dev"]
 
 
 def test_constraints_pin_every_requirement_inside_its_range(dists):
