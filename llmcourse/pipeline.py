@@ -605,7 +605,8 @@ def _dedup_report(s: dict, fig: Path, run_dir: Path, flag_domains: list[str]) ->
             f"and text) sent {ray['band_records']:,} band records "
             f"({ray['band_bytes'] / max(ray['originals'], 1) / 1024:.1f} KiB per document) through the LSH "
             f"shuffle; {s['near']['candidates']:,} candidate pairs, {s['near']['pairs']:,} verified; "
-            f"label propagation settled in {len(ray['rounds'])} rounds (labels changed: {ray['rounds']}).",
+            f"label propagation settled after {len(ray['rounds'])} round(s) "
+            f"(labels changed: {ray['rounds']}).",
             "",
         ]
         if ray
