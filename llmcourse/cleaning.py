@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_file, progress, ray_map, read_jsonl, reject_record, save_json
+from .core import atomic_file, progress, check_engine, ray_map, read_jsonl, reject_record, save_json
 from .tokenizer import SPAM_BLOCKLIST
 
 # %% auto #0
@@ -978,10 +978,8 @@ def _finish_star(args):
 
 def _pool_map(fn, items: Iterable, cfg: CleanConfig, init=None, initargs=()) -> Iterator:
     "fn over items, in input order, on the stage's engine; `init(*initargs)` once per worker process."
-    if cfg.engine == "ray":
+    if check_engine(cfg.engine) == "ray":
         return ray_map(fn, items, init, initargs, batch_size=cfg.chunksize)
-    if cfg.engine != "pool":
-        raise ValueError(f"engine must be 'pool' or 'ray', got {cfg.engine!r}")
     return _process_map(fn, items, cfg, init, initargs)
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CELL_FLAG_GPUS', 'DOC_SCHEMA', 'MAX_LINE_BYTES', 'COURSE_STYLE', 'seed_everything', 'available_devices',
+__all__ = ['CELL_FLAG_GPUS', 'DOC_SCHEMA', 'MAX_LINE_BYTES', 'ENGINES', 'COURSE_STYLE', 'seed_everything', 'available_devices',
            'pick_device', 'cell_flags', 'unrunnable_reason', 'skip_if_unrunnable', 'skip_flagged_cells', 'to_jsonable',
            'atomic_file', 'save_json', 'save_config', 'load_config', 'DataError', 'parse_jsonl_line', 'read_jsonl',
-           'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'line_ranges', 'start_ray', 'ray_map',
-           'write_parquet', 'read_parquet', 'record_format', 'record_files', 'read_records', 'FolderBusyError',
-           'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
+           'reject_record', 'write_jsonl', 'chunked', 'iter_jsonl_chunks', 'line_ranges', 'start_ray', 'check_engine',
+           'ray_map', 'write_parquet', 'read_parquet', 'record_format', 'record_files', 'read_records',
+           'FolderBusyError', 'FolderLock', 'lock_folder', 'progress', 'new_figure', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #e3c8eaed
 def seed_everything(
@@ -510,6 +510,17 @@ def start_ray(
             "nodes": len(nodes)}
 
 # %% ../nbs/00_core.ipynb #2cf05140
+ENGINES = ("pool", "ray")  # where the data stages run: this machine's processes, or Ray Data
+
+
+def check_engine(engine: str) -> str:  # an engine's name
+    "The name, if it is one of `ENGINES`; else a ValueError that names them."
+    if engine not in ENGINES:
+        where = "this machine's processes, or a Ray cluster"
+        raise ValueError(f"engine must be 'pool' or 'ray' ({where}), got {engine!r}")
+    return engine
+
+
 _RAY_READY: set = set()  # in a Ray worker: the `ray_map` calls whose `init` has run in this process
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import DataError, chunked, ray_map
+from .core import DataError, chunked, check_engine, ray_map
 from .mixing import MixtureSampler
 from .tokenizer import Tokenizer
 
@@ -113,8 +113,7 @@ def tokenize_to_shards(
     engine: str = "pool",  # "pool": processes of this machine; "ray": Ray Data tasks (chapter 00's `ray_map`)
 ) -> dict:  # the index written to out_dir/index.json
     "Tokenise documents in parallel into memory-mappable token shards."
-    if engine not in ("pool", "ray"):
-        raise ValueError(f"engine must be 'pool' or 'ray', got {engine!r}")
+    check_engine(engine)  # before any folder is made
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.load(tokenizer_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import atomic_file, chunked, line_ranges, progress, read_jsonl, save_json, start_ray
-from .core import write_jsonl
+from .core import check_engine, write_jsonl
 from .cleaning import words
 
 # %% auto #0
@@ -746,13 +746,12 @@ def dedup_corpus(
     remove_domains: tuple | None = ("web",),
 ) -> dict:  # statistics, also saved as dedup_stats.json
     "Decontaminate and dedup a JSONL corpus in two streaming passes; every removal has a reason."
+    check_engine(cfg.engine)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     evals = [it for f in eval_files for it in read_jsonl(f, schema={"id": str, "text": str})]
     index = ContaminationIndex(evals)
     # a folder for the signatures and the unreadable lines, deleted at the end (also on an error)
-    if cfg.engine not in ("pool", "ray"):
-        raise ValueError(f"engine={cfg.engine!r}: use 'pool' (this machine) or 'ray' (a Ray cluster)")
     with tempfile.TemporaryDirectory(prefix="dedup-work-", dir=out) as work:
         t0 = time.perf_counter()
         found, outputs, extra = index if eval_files else None, None, {}

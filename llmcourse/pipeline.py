@@ -26,6 +26,7 @@ from llmcourse.core import (
     save_json,
     seed_everything,
     start_ray,
+    ENGINES,
     to_jsonable,
     record_files,
     write_jsonl,
@@ -162,8 +163,7 @@ class RunConfig:
                 name,
                 f"must be a whole number >= {least}",
             )
-        engines = "must be 'pool' (this machine) or 'ray' (a Ray cluster)"
-        need(self.engine in ("pool", "ray"), "engine", engines)
+        need(self.engine in ENGINES, "engine", "must be 'pool' (this machine) or 'ray' (a Ray cluster)")
         if self.engine == "ray":
             try:
                 import ray.data  # noqa: F401
@@ -1327,7 +1327,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="worker processes of clean, dedup and shards (default 2)")
     r.add_argument(
         "--engine",
-        choices=["pool", "ray"],
+        choices=ENGINES,
         help="where clean, dedup and shards run: this machine's processes (pool, the default) or Ray Data "
         '(ray; pip install "llmcourse[scale]"); both write the same files',
     )
