@@ -37,6 +37,8 @@ from llmcourse.samples import (
     Fields,
     Source,
     generate_samples,
+    installed_fingerprint,
+    installed_package,
     TRAIN_FILES,
     parse_source,
     source_documents,
@@ -62,12 +64,13 @@ from llmcourse.tokenizer import (
 )
 
 # %% auto #0
-__all__ = ['DEFAULT_SOURCES', 'STAGE_MARKER', 'LENGTH_BINS', 'SPECIAL_TOKENS', 'SOURCE_KEYS', 'STAGES', 'RunConfig',
-           'StageNotReady', 'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_source', 'eval_items_file',
-           'stage_sources', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer', 'stage_shards',
-           'stage_train', 'stage_evaluate', 'code_fingerprint', 'source_fingerprint', 'data_fingerprint',
-           'stage_fingerprint', 'read_marker', 'recover_stage_folders', 'start_stage', 'finish_stage', 'absolute_spec',
-           'run_pipeline', 'current_stages', 'render_report', 'build_parser', 'describe_os_error', 'main']
+__all__ = ['DEFAULT_SOURCES', 'STAGE_MARKER', 'LENGTH_BINS', 'SPECIAL_TOKENS', 'SOURCE_KEYS', 'STAGES', 'CORPUS_STAGES',
+           'RunConfig', 'StageNotReady', 'RunContext', 'Stage', 'partial_dir', 'report_link', 'inventory_source',
+           'eval_items_file', 'stage_sources', 'stage_clean', 'training_documents', 'stage_dedup', 'stage_tokenizer',
+           'stage_shards', 'stage_train', 'stage_evaluate', 'code_fingerprint', 'source_fingerprint',
+           'data_fingerprint', 'stage_fingerprint', 'read_marker', 'recover_stage_folders', 'start_stage',
+           'finish_stage', 'absolute_spec', 'run_pipeline', 'current_stages', 'render_report', 'corpus_report',
+           'corpus_markdown', 'build_installed_corpus', 'build_parser', 'describe_os_error', 'main']
 
 # %% ../nbs/15_pipeline.ipynb #a8f31285
 DEFAULT_SOURCES = ["samples", "stdlib"]  # the sample data, generated into the run, and standard-library text
@@ -466,7 +469,9 @@ def _stage_inputs(ctx: RunContext, unreadable: list) -> Iterator[dict]:
 def stage_clean(ctx: RunContext) -> dict:
     "Clean the training text: extraction, normalisation, rules, PII; kept.jsonl + rejected.jsonl."
     out, unreadable = ctx.stage_dir("clean"), []
-    ccfg = CleanConfig(workers=ctx.cfg.workers, engine=ctx.cfg.engine)
+    installed = ("package", "heldout", "licence", "path", "bytes")  # chapter 01's installed corpus
+    keep = CleanConfig().keep_fields + installed
+    ccfg = CleanConfig(workers=ctx.cfg.workers, engine=ctx.cfg.engine, keep_fields=keep)
     stats = clean_corpus(_stage_inputs(ctx, unreadable), out, ccfg, unreadable=unreadable)
     stats["engine"] = ctx.cfg.engine
     fig = _clean_figure(stats, out / "clean.png")
@@ -480,14 +485,14 @@ def training_documents(
     ctx: RunContext,  # the run
     heldout: bool | None = None,  # True: only the held-out split; False: only the training split; None: both
 ) -> Iterator[dict]:  # dicts with id, text, group and heldout, streamed
-    "The dedup stage's kept documents, for the stages after it; the split is chapter 02's `is_heldout`."
+    "The dedup stage's kept documents; the split: their `heldout` field, or else chapter 02's `is_heldout`."
     path = ctx.stage_dir("dedup") / "kept.jsonl"
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: run the clean and dedup stages first (--stages clean dedup ...)"
         )
     for d in read_jsonl(path, schema={"id": str, "text": str}):
-        held = is_heldout(d["id"])
+        held = d["heldout"] if isinstance(d.get("heldout"), bool) else is_heldout(d["id"])
         if heldout is None or held == heldout:
             group = d.get("group") or f"{d.get('domain', 'unknown')}/{d.get('lang', 'und')}"
             yield {"id": d["id"], "text": d["text"], "group": group, "heldout": held}
@@ -628,7 +633,6 @@ def _dedup_report(s: dict, fig: Path, run_dir: Path, flag_domains: list[str]) ->
         f"![dedup]({report_link(fig, run_dir)})",
     ]
 
-
 # %% ../nbs/15_pipeline.ipynb #aa1c70d6
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", *reserved_special_tokens(8)]
 
@@ -719,8 +723,8 @@ def _tokenizer_report(s: dict, fig: Path, run_dir: Path) -> list[str]:
         f"({s['train_chars'] / 1e6:.1f} M characters) in {s['train_seconds']} s: {s['merges']:,} merges, "
         f"{len(s['specials'])} special tokens, {s['vocab_size']:,} ids; embedding rows to allocate "
         f"(1,000 spare, multiple of 64): {s['padded_vocab_size']:,}. Saved as `{s['path']}`; all "
-        f"{s['heldout_docs']:,} held-out documents (10%, chosen by a hash of the id: chapter 02's "
-        "`is_heldout`) round-trip exactly through it.",
+        f"{s['heldout_docs']:,} held-out documents (their own `heldout` field, or else 10% chosen by a "
+        "hash of the id: chapter 02's `is_heldout`) round-trip exactly through it.",
         "",
         "| group (held out) | tokens | characters/token | bytes/token |",
         "|---|---:|---:|---:|",
@@ -1008,6 +1012,8 @@ def source_fingerprint(src: Source) -> object:  # a source, samples folder resol
             n: hashlib.sha256((d / n).read_bytes()).hexdigest() if (d / n).is_file() else None
             for n in SAMPLE_FILES
         }
+    if src.kind == "installed":
+        return {"spec": src.spec, **installed_fingerprint()}
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in _source_files(src)]
     return stats or src.spec  # stdlib and hub datasets: the specification
 
@@ -1152,7 +1158,7 @@ def _run_stage(ctx: RunContext, st: Stage, upstream: str | None, summary: dict, 
 
 def absolute_spec(spec: str) -> str:  # a source specification
     "The same source with its path made absolute, so that a saved config.json works from any folder."
-    name, rest = (spec.split("=", 1) if re.match(r"^[A-Za-z_][\w.-]*=", spec) else ("", spec))
+    name, rest = spec.split("=", 1) if re.match(r"^[A-Za-z_][\w.-]*=", spec) else ("", spec)
     prefix = f"{name}=" if name else ""
     kind, _, arg = rest.partition(":")
     if kind == "samples":
@@ -1161,7 +1167,7 @@ def absolute_spec(spec: str) -> str:  # a source specification
         dataset, *more = arg.split(":")
         dataset = os.path.abspath(dataset) if Path(dataset).exists() else dataset
         return f"{prefix}hf:" + ":".join([dataset, *more])
-    if kind == "stdlib":
+    if kind in ("stdlib", "installed"):
         return spec
     return prefix + os.path.abspath(rest)
 
@@ -1266,6 +1272,319 @@ def render_report(ctx: RunContext, summary: dict) -> str:
     ]
     return "\n".join(lines)
 
+# %% ../nbs/15_pipeline.ipynb #b2efaf02
+CORPUS_STAGES = ["sources", "clean", "dedup", "tokenizer", "shards"]  # what `llmcourse corpus` runs
+
+
+def _installed_rows(run_dir: Path) -> dict:  # the run folder of a corpus build
+    "Per package: documents read, rejected by cleaning, removed by dedup, kept; bytes and splits."
+    rows = defaultdict(Counter)
+    info, size = {}, {}  # package -> (licence, held out); id -> bytes after cleaning
+    for d in read_jsonl(run_dir / "02_clean" / "kept.jsonl", schema=None):
+        size[d["id"]] = len(d["text"].encode("utf-8"))
+        info[d["package"]] = (d["licence"], d["heldout"])
+        rows[d["package"]]["read"] += 1
+    for r in read_jsonl(run_dir / "02_clean" / "rejected.jsonl", schema=None):
+        package = r.get("package") or installed_package(r.get("id") or "installed:?/")
+        rows[package]["read"] += 1
+        rows[package]["clean_rejected"] += 1
+        info.setdefault(package, (r.get("licence") or "?", None))
+    removed = []
+    for r in read_jsonl(run_dir / "03_dedup" / "removed.jsonl", schema=None):
+        package = installed_package(r["id"])
+        rows[package][r["reason"]] += 1
+        rows[package][r["reason"] + "_bytes"] += size.get(r["id"], 0)
+        removed.append((r["id"], r.get("duplicate_of"), r["reason"]))
+    for d in read_jsonl(run_dir / "03_dedup" / "kept.jsonl", schema=None):
+        split = "heldout" if d["heldout"] else "train"
+        rows[d["package"]][f"{split}_docs"] += 1
+        rows[d["package"]][f"{split}_bytes"] += size[d["id"]]
+    return {"rows": rows, "info": info, "size": size, "removed": removed}
+
+# %% ../nbs/15_pipeline.ipynb #b7f49ca8
+def _shard_tokens(folder: Path) -> dict[str, int]:  # a shard folder
+    "Tokens of every document in a shard folder, by id (an empty dict if the folder holds none)."
+    if not (folder / "index.json").exists():
+        return {}
+    shards = TokenShards(folder)
+    return dict(zip(shards.ids, shards.lengths.tolist()))
+
+
+def _domain_table(run_dir: Path, tokens: dict) -> dict:  # the run folder; id -> tokens
+    "Per domain/language and split: documents, bytes, tokens of the kept documents."
+    table = defaultdict(Counter)
+    for d in read_jsonl(run_dir / "03_dedup" / "kept.jsonl", schema=None):
+        key = f"{d['domain']}/{d['lang']}:{'heldout' if d['heldout'] else 'train'}"
+        table[key]["docs"] += 1
+        table[key]["bytes"] += len(d["text"].encode("utf-8"))
+        table[key]["tokens"] += tokens.get(d["id"], 0)
+    return {k: dict(v) for k, v in sorted(table.items())}
+
+
+def _stage_speeds(run_dir: Path, chars_in: dict) -> dict:  # the run folder; stage -> characters it read
+    "Seconds and millions of characters per second of each stage, from summary.json."
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    out = {}
+    for name, chars in chars_in.items():
+        seconds = summary.get(name, {}).get("seconds")
+        rate = chars / 1e6 / seconds if seconds else None
+        out[name] = {
+            "seconds": seconds,
+            "mchars": round(chars / 1e6, 2),
+            "mchars_per_s": rate and round(rate, 3),
+        }
+    return out
+
+# %% ../nbs/15_pipeline.ipynb #b99ac652
+def corpus_report(run_dir: str | Path) -> dict:  # the run folder of a finished corpus build
+    "What an installed-corpus run holds, per package, domain and licence, with every document accounted for."
+    run_dir = Path(run_dir)
+    stats = {
+        n: json.loads((run_dir / m).read_text(encoding="utf-8"))
+        for n, m in (
+            ("sources", "01_sources/inventory.json"),
+            ("clean", "02_clean/clean_stats.json"),
+            ("dedup", "03_dedup/dedup_stats.json"),
+            ("tokenizer", "04_tokenizer/tokenizer_stats.json"),
+        )
+    }
+    tok_train, tok_held = (
+        _shard_tokens(run_dir / "05_shards"),
+        _shard_tokens(run_dir / "05_shards" / "heldout"),
+    )
+    t = _installed_rows(run_dir)
+    rows, info, tokens = t["rows"], t["info"], tok_train | tok_held
+    for i, n in tokens.items():
+        rows[installed_package(i)]["tokens"] += n
+    packages = {
+        p: dict(rows[p]) | {"licence": info.get(p, ("?", None))[0], "heldout": info.get(p, ("?", None))[1]}
+        for p in sorted(rows, key=lambda p: -sum(rows[p][k] for k in ("train_bytes", "heldout_bytes")))
+    }
+    s, c, d = stats["sources"], stats["clean"], stats["dedup"]
+    totals = {
+        "files_read": s["docs"] + s["rejected"],
+        "source_rejected": s["rejected"],
+        "clean_read": c["read"],
+        "clean_kept": c["kept"],
+        "clean_rejected": c["rejected"],
+        "dedup_read": d["read"],
+        "dedup_kept": d["kept"],
+        "dedup_removed": d["removed"],
+        "train_docs": len(tok_train),
+        "heldout_docs": len(tok_held),
+        "train_tokens": sum(tok_train.values()),
+        "heldout_tokens": sum(tok_held.values()),
+    }
+    accounting = {
+        "every file read is cleaned or rejected": c["read"]
+        == totals["files_read"]
+        == c["kept"] + c["rejected"],
+        "every cleaned document is kept or removed by dedup": d["read"]
+        == c["kept"]
+        == d["kept"] + d["removed"],
+        "every kept document is in the train or held-out shards": d["kept"] == len(tok_train) + len(tok_held),
+    }
+    if not all(accounting.values()):
+        raise RuntimeError(f"{run_dir}: documents unaccounted for: {accounting} {totals}")
+    return {
+        "run_dir": str(run_dir),
+        "totals": totals,
+        "accounting": accounting,
+        "packages": packages,
+        **_dedup_and_licences(packages, t, d),
+        "domains": _domain_table(run_dir, tokens),
+        "speeds": _stage_speeds(
+            run_dir,
+            {
+                "sources": s["chars"],
+                "clean": c["chars_in"],
+                "dedup": c["chars_out"],
+                "tokenizer": stats["tokenizer"]["train_chars"],
+                "shards": sum(p.get("train_bytes", 0) for p in packages.values()),
+            },
+        ),
+    }
+
+# %% ../nbs/15_pipeline.ipynb #47fd24f8
+def _removed_bytes(row: dict) -> int:  # a package's row of `corpus_report`
+    return row.get("exact_duplicate_bytes", 0) + row.get("near_duplicate_bytes", 0)
+
+
+def _dedup_and_licences(packages: dict, t: dict, d: dict) -> dict:  # rows; `_installed_rows`; dedup stats
+    "Dedup's removals (documents, bytes, the packages that lost most, copies across packages); the licences."
+    size, removed = t["size"], {r: {"docs": 0, "bytes": 0} for r in ("exact_duplicate", "near_duplicate")}
+    across = Counter()  # (package of the removed copy, package of the kept one) -> bytes
+    for i, of, reason in t["removed"]:
+        if reason in removed:
+            removed[reason]["docs"] += 1
+            removed[reason]["bytes"] += size.get(i, 0)
+        if of and installed_package(of) != installed_package(i):
+            across[installed_package(i), installed_package(of)] += size.get(i, 0)
+    read_bytes, removed_bytes = sum(size.values()), sum(v["bytes"] for v in removed.values())
+    top = sorted(
+        (p for p in packages if _removed_bytes(packages[p])), key=lambda p: -_removed_bytes(packages[p])
+    )
+    licences = defaultdict(Counter)
+    for row in packages.values():
+        if not row.get("train_docs", 0) + row.get("heldout_docs", 0):
+            continue  # nothing of it kept
+        lic = licences[row["licence"]]
+        lic["packages"] += 1
+        for k in ("train_docs", "heldout_docs", "train_bytes", "heldout_bytes", "tokens"):
+            lic[k] += row.get(k, 0)
+    dedup = {
+        "read_docs": d["read"],
+        "read_bytes": read_bytes,
+        "removed": removed,
+        "duplicate_rate_docs": round(d["removed"] / max(d["read"], 1), 4),
+        "duplicate_rate_bytes": round(removed_bytes / max(read_bytes, 1), 4),
+        "top_packages": [{"package": p, "bytes": _removed_bytes(packages[p])} for p in top[:10]],
+        "across_packages": [{"removed": a, "kept": b, "bytes": n} for (a, b), n in across.most_common(10)],
+    }
+    ranked = sorted(licences.items(), key=lambda kv: -(kv[1]["train_bytes"] + kv[1]["heldout_bytes"]))
+    return {"dedup": dedup, "licences": {k: dict(v) for k, v in ranked}}
+
+# %% ../nbs/15_pipeline.ipynb #f9c55bb5
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.2f}"
+
+
+def corpus_markdown(rep: dict) -> str:  # what `corpus_report` returned
+    "The corpus report as markdown: totals, domains, packages, dedup, licences, stage speeds."
+    t, dd = rep["totals"], rep["dedup"]
+    lines = [
+        "# The installed corpus",
+        "",
+        f"Run folder `{rep['run_dir']}`. Training shards: `05_shards/`; "
+        "held-out shards: `05_shards/heldout/`; "
+        "tokenizer: `04_tokenizer/tokenizer.json`.",
+        "",
+        f"{t['files_read']:,} files read ({t['source_rejected']:,} rejected as read); cleaning kept "
+        f"{t['clean_kept']:,} and rejected {t['clean_rejected']:,}; dedup kept {t['dedup_kept']:,} "
+        f"and removed {t['dedup_removed']:,}; {t['train_docs']:,} training documents "
+        f"({t['train_tokens']:,} tokens) and "
+        f"{t['heldout_docs']:,} held-out documents ({t['heldout_tokens']:,} tokens).",
+        "",
+        *[f"- {k}: {'yes' if ok else 'NO'}" for k, ok in rep["accounting"].items()],
+        "",
+        "## Domains",
+        "",
+        "| domain/lang | split | documents | MB | tokens |",
+        "|---|---|---:|---:|---:|",
+        *[
+            f"| {k.split(':')[0]} | {k.split(':')[1]} | {v['docs']:,} | {_mb(v['bytes'])} | {v['tokens']:,} |"
+            for k, v in rep["domains"].items()
+        ],
+        "",
+        "## Packages (largest 30 by kept bytes)",
+        "",
+        "| package | licence | held out | read | rejected | exact | near | kept | MB | tokens |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p, r in list(rep["packages"].items())[:30]:
+        kept = r.get("train_docs", 0) + r.get("heldout_docs", 0)
+        mb = _mb(r.get("train_bytes", 0) + r.get("heldout_bytes", 0))
+        lines.append(
+            f"| {p} | {str(r['licence'])[:40]} | {'yes' if r['heldout'] else ''} | {r.get('read', 0):,} | "
+            f"{r.get('clean_rejected', 0):,} | {r.get('exact_duplicate', 0):,} | "
+            f"{r.get('near_duplicate', 0):,} | {kept:,} | {mb} | {r.get('tokens', 0):,} |"
+        )
+    held = [p for p, r in rep["packages"].items() if r["heldout"]]
+    lines += ["", f"Held-out packages ({len(held)}): {', '.join(held)}.", ""]
+    return "\n".join(lines + _dedup_markdown(dd) + _licence_markdown(rep) + _speed_markdown(rep))
+
+# %% ../nbs/15_pipeline.ipynb #8d2c46d9
+def _dedup_markdown(dd: dict) -> list[str]:
+    ex, near = dd["removed"]["exact_duplicate"], dd["removed"]["near_duplicate"]
+    return [
+        "## Duplicates",
+        "",
+        f"Of {dd['read_docs']:,} cleaned documents ({_mb(dd['read_bytes'])} MB), dedup removed "
+        f"{ex['docs']:,} exact copies ({_mb(ex['bytes'])} MB) and {near['docs']:,} near copies "
+        f"({_mb(near['bytes'])} MB): a duplicate rate of {dd['duplicate_rate_docs']:.1%} of the "
+        f"documents, {dd['duplicate_rate_bytes']:.1%} of the bytes.",
+        "",
+        "| package | MB removed |",
+        "|---|---:|",
+        *[f"| {r['package']} | {_mb(r['bytes'])} |" for r in dd["top_packages"]],
+        "",
+        "Copies across packages (the removed copy's package, the kept copy's package):",
+        "",
+        "| removed from | kept in | MB |",
+        "|---|---|---:|",
+        *[f"| {r['removed']} | {r['kept']} | {_mb(r['bytes'])} |" for r in dd["across_packages"]],
+        "",
+    ]
+
+
+def _licence_markdown(rep: dict) -> list[str]:
+    rows = [
+        f"| {lic[:60]} | {v['packages']:,} | {v['train_docs'] + v['heldout_docs']:,} | "
+        f"{_mb(v['train_bytes'] + v['heldout_bytes'])} | {v['tokens']:,} |"
+        for lic, v in rep["licences"].items()
+    ]
+    return [
+        "## Licences",
+        "",
+        "As the distributions declare them (kept documents).",
+        "",
+        "| licence | packages | documents | MB | tokens |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+
+def _speed_markdown(rep: dict) -> list[str]:
+    rows = [
+        f"| {k} | {v['mchars']:,} | {v['seconds']} | {v['mchars_per_s']} |" for k, v in rep["speeds"].items()
+    ]
+    return [
+        "## Stage speeds",
+        "",
+        f"With {rep['workers']} worker process(es); text is nearly all ASCII, "
+        "so millions of characters are about MB.",
+        "",
+        "| stage | M characters in | seconds | M characters/s |",
+        "|---|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+
+# %% ../nbs/15_pipeline.ipynb #14767be4
+def build_installed_corpus(
+    out: str | Path,  # the run folder: the stages' folders 01_sources .. 05_shards, corpus.md, corpus.json
+    max_mb: float | None = None,  # read about this many MB of the installed code and docs (None: all)
+    workers: int = 2,  # processes of clean, dedup and shards
+    vocab_size: int = 8192,  # the tokenizer's size: bytes + merges + special tokens
+    seq_len: int = 256,  # tokens per training row (the shards stage checks its loader with it)
+    heldout_share: float = 0.05,  # hold out whole packages, about this share of the bytes
+    dedup_threshold: float = 0.7,  # Jaccard threshold of near-duplicate removal
+    tokenizer_chars: int = 50_000_000,  # train the tokenizer on about this many characters
+) -> dict:  # the corpus report, also in corpus.json (and as markdown in corpus.md)
+    "Run sources, clean, dedup, tokenizer and shards on the installed corpus; report what it holds."
+    spec = f"installed:{'' if max_mb is None else f'{max_mb:g}'}:{heldout_share:g}"
+    cfg = RunConfig(
+        out=str(out),
+        data=[spec],
+        stages=list(CORPUS_STAGES),
+        workers=workers,
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        dedup_threshold=dedup_threshold,
+        tokenizer_chars=tokenizer_chars,
+    )
+    run_dir = run_pipeline(cfg)
+    rep = corpus_report(run_dir) | {"workers": workers, "spec": spec}
+    rep["train_shards"], rep["heldout_shards"] = (
+        str(run_dir / "05_shards"),
+        str(run_dir / "05_shards" / "heldout"),
+    )
+    save_json(rep, run_dir / "corpus.json")
+    with atomic_file(run_dir / "corpus.md") as tmp:
+        tmp.write_text(corpus_markdown(rep), encoding="utf-8")
+    return rep
+
 # %% ../nbs/15_pipeline.ipynb #15c11002
 import argparse, errno, tempfile
 
@@ -1290,7 +1609,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="SOURCE",
         help="what to read, one or more of: samples (generated into the run) or samples:DIR; stdlib or "
-        "stdlib:N; a .jsonl, .jsonl.gz, .parquet or .txt file, a folder or a glob of them; hf:NAME[:CONFIG"
+        "stdlib:N; installed or installed:MB (this Python's packages); a .jsonl, .jsonl.gz, .parquet "
+        "or .txt file, a folder or a glob of them; hf:NAME[:CONFIG"
         "[:SPLIT]] or a save_to_disk folder; NAME=SOURCE names a source (default: samples stdlib)",
     )
     r.add_argument(
@@ -1403,6 +1723,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not write; exit 1 if OUT differs from what the generators make",
     )
+    c = sub.add_parser(
+        "corpus",
+        help="build a corpus from the installed Python packages: clean, dedup, tokenizer, shards, report",
+        description="Run the data stages on the installed corpus (chapter 01) into one run folder and write "
+        "corpus.md and corpus.json. Training shards: OUT/05_shards; held-out shards: OUT/05_shards/heldout.",
+    )
+    c.add_argument("kind", choices=["installed"], help="which corpus (installed: this Python's packages)")
+    c.add_argument("--out", required=True, help="run folder")
+    c.add_argument(
+        "--max-mb", type=float, help="read about this many MB, a slice of every package (default: all)"
+    )
+    c.add_argument("--workers", type=int, default=2, help="processes of clean, dedup and shards (default 2)")
+    c.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size (default 8192)")
+    c.add_argument("--seq-len", type=int, default=256, help="tokens per training row (default 256)")
+    c.add_argument(
+        "--heldout-share",
+        type=float,
+        default=0.05,
+        help="hold out whole packages, this share of bytes (0.05)",
+    )
+    c.add_argument("--dedup-threshold", type=float, default=0.7, help="Jaccard threshold of near dedup (0.7)")
     return p
 
 # %% ../nbs/15_pipeline.ipynb #abaff53a
@@ -1433,6 +1774,21 @@ def _cmd_run(a) -> int:
     t0 = time.perf_counter()
     run_dir = run_pipeline(cfg, rerun=a.rerun)
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _cmd_corpus(a) -> int:
+    t0 = time.perf_counter()
+    rep = build_installed_corpus(
+        a.out, a.max_mb, a.workers, a.vocab_size, a.seq_len, a.heldout_share, a.dedup_threshold
+    )
+    t = rep["totals"]
+    print(
+        f"{t['files_read']:,} files read; {t['train_docs']:,} training documents "
+        f"({t['train_tokens']:,} tokens) in {rep['train_shards']}; {t['heldout_docs']:,} held-out "
+        f"documents ({t['heldout_tokens']:,} tokens) in {rep['heldout_shards']}"
+    )
+    print(f"done in {time.perf_counter() - t0:.1f} s; report: {Path(rep['run_dir']) / 'corpus.md'}")
     return 0
 
 
@@ -1532,7 +1888,8 @@ def describe_os_error(e: OSError) -> str:  # an error from the operating system
 def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[1:])
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
-    commands = {"run": _cmd_run, "train": _cmd_train, "eval": _cmd_eval, "samples": _cmd_samples}
+    commands = {"run": _cmd_run, "corpus": _cmd_corpus, "train": _cmd_train, "eval": _cmd_eval}
+    commands["samples"] = _cmd_samples
     try:
         return commands[a.command](a)
     except (DataError, ValueError, FolderBusyError) as e:

@@ -5,7 +5,8 @@
 # %% ../nbs/01_data_samples.ipynb #4aca8b5b
 from __future__ import annotations
 
-import ast, hashlib, itertools, json, random, re, sysconfig
+import ast, hashlib, importlib.metadata, itertools, json, os, random, re, sys, sysconfig
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from .samples_math_code import make_math_problems, make_code_snippets
 from .samples_long import make_long_documents
 
 # %% auto #0
-__all__ = ['SAMPLE_SEED', 'SAMPLE_FILES', 'TRAIN_FILES', 'EVAL_FILES', 'make_knowledge_and_eval', 'build_samples',
-           'samples_readme', 'generate_samples', 'load_samples', 'stdlib_dir', 'stdlib_code_documents',
-           'stdlib_prose_documents', 'Fields', 'Source', 'parse_source', 'source_record', 'hf_rows', 'source_documents',
-           'source_eval_items']
+__all__ = ['SAMPLE_SEED', 'SAMPLE_FILES', 'TRAIN_FILES', 'EVAL_FILES', 'CODE_LANGS', 'PROSE_TXT', 'LEGAL_NAMES', 'SKIP_PARTS',
+           'GENERATED', 'make_knowledge_and_eval', 'build_samples', 'samples_readme', 'generate_samples',
+           'load_samples', 'stdlib_dir', 'stdlib_code_documents', 'stdlib_prose_documents', 'Fields', 'Source',
+           'parse_source', 'source_record', 'hf_rows', 'source_documents', 'source_eval_items', 'installed_kind',
+           'licence_of', 'stdlib_files', 'site_dirs', 'distribution_files', 'stable_unit', 'sample_files',
+           'heldout_packages', 'read_installed', 'installed_documents', 'installed_fingerprint', 'installed_package']
 
 # %% ../nbs/01_data_samples.ipynb #b6a00f6b
 SAMPLE_SEED = 0  # the seed the committed data_samples/ were made with
@@ -284,11 +287,13 @@ class Source:
 
     spec: str  # as written, e.g. "web=crawl/*.parquet"
     name: str  # the source's name: its documents' default domain, and their `source`
-    kind: str  # "samples", "stdlib", "files" or "hf"
+    kind: str  # "samples", "stdlib", "installed", "files" or "hf"
     location: str | None = None  # folder, file or glob; dataset name or save_to_disk folder
     config: str | None = None  # hf: the dataset's configuration
     split: str = "train"  # hf: the split
     limit: int | None = None  # stdlib: how many files to read (None: all)
+    max_mb: float | None = None  # installed: read about this many MB, a slice of every package (None: all)
+    heldout_share: float = 0.05  # installed: hold out whole packages, about this share of the bytes
 
 # %% ../nbs/01_data_samples.ipynb #eaa4f7bf
 def _is_hf_folder(p: Path) -> bool:
@@ -302,7 +307,7 @@ def _default_name(location: str) -> str:
 
 
 def parse_source(
-    spec: str,  # samples, stdlib:N, hf:NAME[:CONFIG[:SPLIT]], a file, folder or glob; NAME=... names it
+    spec: str,  # samples, stdlib:N, installed[:MB[:SHARE]], hf:NAME[:CONFIG[:SPLIT]], a file, folder or glob
     stdlib_files: int | None = 400,  # files a plain "stdlib" reads
 ) -> Source:
     "What a source specification means; `FileNotFoundError` for a path that names nothing."
@@ -314,6 +319,16 @@ def parse_source(
         return Source(spec, name or "samples", "samples", arg or None)
     if kind == "stdlib":
         return Source(spec, name or "stdlib", "stdlib", limit=int(arg) if arg else stdlib_files)
+    if kind == "installed":
+        mb, _, share = arg.partition(":")
+        try:
+            max_mb, held = float(mb) if mb else None, float(share) if share else 0.05
+        except ValueError:
+            why = "expected installed, installed:MB or installed:MB:SHARE (numbers)"
+            raise ValueError(f"{spec}: {why}") from None
+        if (max_mb is not None and max_mb <= 0) or not 0 <= held < 1:
+            raise ValueError(f"{spec}: MB must be > 0 and the held-out SHARE in [0, 1)")
+        return Source(spec, name or "installed", "installed", max_mb=max_mb, heldout_share=held)
     if kind == "hf":
         dataset, config, split = (arg.split(":") + [None, None])[:3]
         name = name or dataset.rstrip("/").split("/")[-1]
@@ -325,7 +340,7 @@ def parse_source(
         return Source(spec, name or _default_name(rest), "hf", rest)
     if not any(c in rest for c in "*?[") and not p.exists():
         raise FileNotFoundError(
-            f"{rest}: no such file or folder (a source is samples, stdlib, hf:NAME, "
+            f"{rest}: no such file or folder (a source is samples, stdlib, installed, hf:NAME, "
             "or a file, folder or glob of .jsonl, .jsonl.gz, .parquet or .txt files)"
         )
     record_files(rest)  # names at least one corpus file, or says why not
@@ -444,6 +459,11 @@ def source_documents(
         pending.clear()
 
     try:
+        if src.kind == "installed":  # section 9: its reader sends the files it rejects to `pending`
+            for doc in itertools.islice(_installed_source(src, pending), max_docs):
+                flush()
+                yield doc
+            return
         records = _raw_records(src, pending)
         for file, label, row, rec in itertools.islice(records, max_docs):
             flush()
@@ -469,6 +489,244 @@ def source_eval_items(
             path, schema = Path(src.location) / name, {"id": str, "text": str}
             yield from read_jsonl(path, schema=schema, on_error="skip", rejects=rejects)
         return
-    if src.kind == "stdlib":
-        raise ValueError(f"{src.spec}: the standard library holds no evaluation items")
+    if src.kind in ("stdlib", "installed"):
+        raise ValueError(f"{src.spec}: the installed Python code holds no evaluation items")
     yield from source_documents(src, rejects, Fields(domain=None))
+
+# %% ../nbs/01_data_samples.ipynb #1dd64e45
+CODE_LANGS = {  # file suffix -> language of a code document
+    ".py": "python",
+    ".c": "c",
+    ".h": "c",
+    ".cpp": "cpp",
+    ".cc": "cpp",
+    ".hpp": "cpp",
+    ".cuh": "cuda",
+}
+PROSE_TXT = ("README", "CHANGES", "CHANGELOG", "HISTORY", "NEWS", "NOTES")  # .txt files read as prose
+LEGAL_NAMES = ("LICENSE", "LICENCE", "COPYING", "NOTICE", "THIRD-PARTY", "THIRDPARTY", "AUTHORS")
+SKIP_PARTS = {  # folders never read: bytecode, copies of other projects, test suites, nested installs
+    "__pycache__",
+    "_vendor",
+    "_vendored",
+    "vendor",
+    "vendored",
+    "third_party",
+    "thirdparty",
+    "test",
+    "tests",
+    "site-packages",
+    "dist-packages",
+}
+GENERATED = re.compile(r"@generated|\bgenerated by\b|do not edit|auto-?generated", re.I)
+
+
+def installed_kind(
+    rel: str,  # a file's path inside its distribution or the standard library, with "/"
+) -> tuple[str, str] | None:  # (domain, lang), or None: the file is not read
+    "What an installed file is by its path: code or docs and its language; None for everything else."
+    parts = rel.split("/")
+    name = parts[-1]
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if SKIP_PARTS & set(parts) or any(p.endswith((".dist-info", ".egg-info")) for p in parts[:-1]):
+        return None
+    if name.upper().startswith(LEGAL_NAMES):
+        return None  # licence texts: the same legal boilerplate in every package
+    if suffix in CODE_LANGS:
+        return "code", CODE_LANGS[suffix]
+    if suffix in (".md", ".rst") or suffix == ".txt" and name.upper().startswith(PROSE_TXT):
+        return "docs", "en"
+    return None  # data files, binaries, word lists, grammars
+
+# %% ../nbs/01_data_samples.ipynb #77471826
+def licence_of(
+    meta,  # a distribution's metadata (`importlib.metadata.metadata(name)`)
+) -> str:  # e.g. "MIT", "Apache-2.0", "BSD License"; "unknown" when it says nothing
+    "A distribution's licence: its License-Expression, a short License field, or its License classifiers."
+    if expression := (meta.get("License-Expression") or "").strip():
+        return expression
+    field = (meta.get("License") or "").strip()
+    if field.upper() == "UNKNOWN":
+        field = ""
+    if field and "\n" not in field and len(field) <= 60:
+        return field
+    tags = meta.get_all("Classifier") or []
+    classifiers = [c.split("::")[-1].strip() for c in tags if c.startswith("License")]
+    if classifiers:
+        return "; ".join(classifiers)
+    if field:  # the whole licence text pasted into the field: its first line
+        return field.splitlines()[0][:60].strip() + " …"
+    return "unknown"
+
+# %% ../nbs/01_data_samples.ipynb #b5d7ea67
+def _entry(dist: str, package: str, rel: str, file: str, size: int, kind: tuple, licence: str) -> dict:
+    domain, lang = kind
+    return {"id": f"installed:{dist}/{rel}", "package": package, "path": rel, "file": file,
+            "bytes": size, "domain": domain, "lang": lang, "licence": licence}
+
+
+def stdlib_files() -> Iterator[dict]:  # one entry per file (or help topic), text not yet read
+    "The standard library's code, C headers and help topics, as `stdlib/<top-level module>` units (PSF-2.0)."
+    root, include = stdlib_dir(), Path(sysconfig.get_paths()["include"])
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_PARTS)
+        for name in sorted(names):
+            rel = (Path(folder) / name).relative_to(root).as_posix()
+            if (kind := installed_kind(rel)) and rel != "pydoc_data/topics.py":
+                top = rel.split("/")[0].removesuffix(".py")
+                size = (Path(folder) / name).stat().st_size
+                yield _entry("stdlib", f"stdlib/{top}", rel, str(root / rel), size, kind, "PSF-2.0")
+    for p in sorted(include.rglob("*.h")) if include.is_dir() else []:
+        rel = "include/" + p.relative_to(include).as_posix()
+        yield _entry("stdlib", "stdlib/include", rel, str(p), p.stat().st_size, ("code", "c"), "PSF-2.0")
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return  # some distributions split the help topics off
+    for name in sorted(topics):  # the help() pages: English prose about the language
+        text, file = topics[name], str(root / "pydoc_data" / "topics.py")
+        rel, size = f"pydoc_data/topics.py#{name}", len(text.encode("utf-8"))
+        e = _entry("stdlib", "stdlib/pydoc_data", rel, file, size, ("docs", "en"), "PSF-2.0")
+        yield e | {"text": text}
+
+# %% ../nbs/01_data_samples.ipynb #be2f4d4b
+def site_dirs() -> list[Path]:  # folders that hold installed distributions
+    "This interpreter's site-packages folders: sysconfig's purelib and platlib, and `site`'s."
+    import site
+
+    paths = sysconfig.get_paths()
+    found = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    found += [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    return [Path(p).resolve() for p in dict.fromkeys(found) if Path(p).is_dir()]
+
+
+def distribution_files() -> Iterator[dict]:  # one entry per file (or description), text not yet read
+    "Files of the distributions installed in `site_dirs`, found by their RECORD, and their long descriptions."
+    sites, seen = site_dirs(), set()
+    for dist in importlib.metadata.distributions():
+        meta, root = dist.metadata, Path(dist.locate_file("")).resolve()
+        name = meta.get("Name")
+        if not name or name.lower() in seen or root not in sites:
+            continue  # a second copy (the first on sys.path is imported), or not installed in a site folder
+        seen.add(name.lower())
+        licence, files = licence_of(meta), dist.files or []
+        for f in files:
+            rel = f.as_posix()
+            if rel.startswith("/") or ".." in f.parts or not (kind := installed_kind(rel)):
+                continue  # scripts outside the site folder; files of other kinds
+            try:
+                size = f.size if f.size is not None else (root / rel).stat().st_size
+            except OSError:
+                continue  # listed in RECORD, deleted since
+            yield _entry(name, name, rel, str(root / rel), size, kind, licence)
+        text = meta.get_payload() or meta.get("Description") or ""
+        if text.strip() and text.strip() != "UNKNOWN":  # the long description, as shown on its index page
+            where = next((str(root / f.as_posix()) for f in files if f.name in ("METADATA", "PKG-INFO")), "")
+            e = _entry(name, name, "METADATA", where, 0, ("docs", "en"), licence)
+            yield e | {"bytes": len(text.encode("utf-8")), "text": text}
+
+# %% ../nbs/01_data_samples.ipynb #1185a9e3
+def stable_unit(key: str) -> float:  # any string
+    "A number in [0, 1) that depends only on `key`: the same on every machine and run."
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def sample_files(
+    entries: list[dict],  # files (with id and bytes)
+    max_bytes: float | None,  # stop once this many bytes are taken (None: take every file)
+    max_file_bytes: int,  # files above this are rejected unread, so they cost nothing
+) -> list[dict]:  # the chosen files, in the input order
+    "A slice of the files, taken in the order of a hash of their id: every package in proportion to its size."
+    if max_bytes is None:
+        return entries
+    chosen, total = set(), 0
+    for e in sorted(entries, key=lambda e: stable_unit("sample:" + e["id"])):
+        if total >= max_bytes:
+            break
+        chosen.add(e["id"])
+        total += e["bytes"] if e["bytes"] <= max_file_bytes else 0
+    return [e for e in entries if e["id"] in chosen]
+
+
+def heldout_packages(
+    bytes_by_package: dict[str, int],  # package -> its bytes in the corpus
+    share: float = 0.05,  # aim at holding out about this share of the bytes
+    max_package_share: float = 0.03,  # never hold out a package that alone is more than this share
+) -> set[str]:  # the held-out packages
+    "Whole packages to hold out, chosen in the order of a hash of their name until `share` of the bytes."
+    total = sum(bytes_by_package.values())
+    target, held, got = share * total, set(), 0
+    for p in sorted(bytes_by_package, key=lambda p: stable_unit("heldout:" + p)):
+        b = bytes_by_package[p]
+        if got >= target:
+            break
+        if b <= max_package_share * total and got + b <= 1.2 * target:
+            held.add(p)
+            got += b
+    return held
+
+# %% ../nbs/01_data_samples.ipynb #6db646c5
+def read_installed(
+    entry: dict,  # a file of `stdlib_files` or `distribution_files`
+    max_file_bytes: int,  # larger files are rejected without being read
+) -> tuple[str | None, str | None]:  # (text, None), or (None, "reason: details")
+    "The text of one installed file; a reject reason if it is too large, not UTF-8, blank or generated."
+    if entry["bytes"] > max_file_bytes:
+        return None, f"too_large: {entry['bytes']:,} bytes > max_file_bytes {max_file_bytes:,}"
+    text = entry.get("text")
+    if text is None:
+        try:
+            text = Path(entry["file"]).read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            return None, f"invalid_unicode: not UTF-8 at byte {e.start:,} ({e.reason})"
+        except OSError as e:
+            return None, f"unreadable_file: {e.strerror or e}"
+    if not text.strip():
+        return None, "empty: the file is blank"
+    if m := GENERATED.search(text[:600]):
+        return None, f"generated: {m.group()!r} near the top (it teaches the generator, not the language)"
+    return text, None
+
+
+def installed_documents(
+    max_mb: float | None = None,  # read about this many MB, a slice spread over every package (None: all)
+    max_file_bytes: int = 300_000,  # larger files are rejected unread
+    heldout_share: float = 0.05,  # hold out whole packages, about this share of the bytes
+    max_package_share: float = 0.03,  # never hold out a package that alone is more than this share
+    rejects: list | None = None,  # files read that are no document go here, as `reject_record`s
+) -> Iterator[dict]:  # documents: id, text, domain, lang, package, path, licence, bytes, heldout
+    "Stream this interpreter's standard library and installed packages as documents, package by package."
+    entries = sample_files([*stdlib_files(), *distribution_files()], max_mb and max_mb * 1e6, max_file_bytes)
+    sizes = Counter()
+    for e in entries:
+        sizes[e["package"]] += e["bytes"] if e["bytes"] <= max_file_bytes else 0
+    held = heldout_packages(sizes, heldout_share, max_package_share)
+    for e in sorted(entries, key=lambda e: (e["package"].lower(), e["path"])):
+        text, why = read_installed(e, max_file_bytes)
+        if why:
+            if rejects is not None:
+                where = {k: e[k] for k in ("id", "package", "licence")}
+                rejects.append(reject_record(e["file"], None, why) | where)
+            continue
+        doc = {k: e[k] for k in ("id", "domain", "lang", "package", "path", "licence", "bytes")}
+        yield doc | {"text": text, "heldout": e["package"] in held}
+
+# %% ../nbs/01_data_samples.ipynb #a25d760b
+def _installed_source(src: Source, rejects: list) -> Iterator[dict]:
+    "An installed source's documents; each names its package as its `_file`, numbered within it."
+    line = Counter()
+    for d in installed_documents(src.max_mb, heldout_share=src.heldout_share, rejects=rejects):
+        line[d["package"]] += 1
+        yield d | {"_source": src.name, "_file": f"<installed {d['package']}>", "_line": line[d["package"]]}
+
+
+def installed_fingerprint() -> dict:  # what a run's cache compares
+    "What the installed corpus depends on: the Python version and every distribution's name and version."
+    dists = {d.metadata.get("Name") or "?": d.version for d in importlib.metadata.distributions()}
+    return {"python": sys.version, "distributions": dict(sorted(dists.items()))}
+
+
+def installed_package(doc_id: str) -> str:  # a document id, e.g. installed:stdlib/json/decoder.py
+    "The package an installed document belongs to, read from its id: its distribution, or stdlib/<module>."
+    dist, _, rel = doc_id.removeprefix("installed:").partition("/")
+    return f"stdlib/{rel.split('/')[0].removesuffix('.py')}" if dist == "stdlib" else dist

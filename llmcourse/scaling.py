@@ -5,7 +5,8 @@
 # %% ../nbs/12_scaling_laws.ipynb #2b6349c4
 from __future__ import annotations
 
-import json, math, time
+import json, math, multiprocessing, time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -13,16 +14,19 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
+import torch
 
-from .core import save_json, progress
+from .core import pick_device, progress, read_jsonl, save_json
+from .data import TokenShards
 from .model import ModelConfig, matmul_parameters, training_flops
 from .training import TrainConfig, train, read_metrics, model_config
 
 # %% auto #0
-__all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber', 'check_points',
-           'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima', 'fit_isoflop', 'bootstrap',
-           'sweep_shape', 'isoflop_grid', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss',
-           'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture']
+__all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber',
+           'check_points', 'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima',
+           'fit_isoflop', 'bootstrap', 'sweep_shape', 'batch_lr_rule', 'isoflop_grid', 'run_name', 'sweep_config',
+           'train_point', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss', 'dcpt_loss',
+           'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'sweep_base', 'sweep_points', 'prediction_point']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -301,6 +305,16 @@ def sweep_shape(dim: int, n_layers: int, head_dim: int = 32) -> dict:  # width; 
     }
 
 
+def batch_lr_rule(
+    C: float,  # the run's compute budget (FLOPs)
+    seq_len: int,  # tokens per row
+) -> tuple[int, float]:  # rows per optimizer step (a power of two, at least 8); peak learning rate
+    "Rows and peak lr by DeepSeek-AI's (2024) fits: B = 0.292·C^0.3271 tokens, η = 0.3118·C^-0.125."
+    tokens = 0.2920 * C**0.3271
+    rows = 2 ** max(3, round(math.log2(tokens / seq_len)))
+    return rows, 0.3118 * C**-0.1250
+
+
 def isoflop_grid(
     budgets: list[float],  # compute budgets C (FLOPs, by 6ND)
     shapes: list[dict],  # ModelConfig overrides, e.g. from sweep_shape
@@ -311,11 +325,13 @@ def isoflop_grid(
     tokens_per_param: float = 20.0,  # the guess that centres each budget's sizes: D ≈ 20·N (Chinchilla)
     min_steps: int = 30,  # leave out runs shorter than this
     max_epochs: float = 4.0,  # leave out runs that would repeat the data more often than this
-) -> list[dict]:  # one point per run: budget, shape, N, D, steps, C (actual)
+    rule: Callable | None = None,  # C, seq_len -> (rows per step, peak lr); None: base's batch_size and lr
+) -> list[dict]:  # one point per run: budget, shape, N, D, steps, C (actual), batch_size, lr
     "The runs of an IsoFLOP sweep: at each budget, the shapes near the expected optimum that give a real run."
-    tokens_per_step = base.seq_len * base.batch_size * base.grad_accum
     points = []
     for c in budgets:
+        rows, lr = rule(c, base.seq_len) if rule else (base.batch_size, base.lr)
+        tokens_per_step = base.seq_len * rows * base.grad_accum
         guess, runs = math.sqrt(c / (6 * tokens_per_param)), []
         for s in shapes:
             N = matmul_parameters(
@@ -325,7 +341,8 @@ def isoflop_grid(
             if steps < min_steps or steps * tokens_per_step > max_epochs * train_tokens:
                 continue
             D = steps * tokens_per_step
-            runs.append({"budget": c, "shape": s, "N": N, "D": D, "steps": steps, "C": compute_6nd(N, D)})
+            run = {"budget": c, "shape": s, "N": N, "D": D, "steps": steps, "C": compute_6nd(N, D)}
+            runs.append(run | {"batch_size": rows, "lr": lr})
         if per_budget:
             runs = sorted(
                 sorted(runs, key=lambda p: abs(math.log(p["N"] / guess)))[:per_budget], key=lambda p: p["N"]
@@ -333,35 +350,109 @@ def isoflop_grid(
         points += runs
     return points
 
+# %% ../nbs/12_scaling_laws.ipynb #5a1e0c01
+def run_name(p: dict) -> str:  # a sweep point
+    "A run's folder name: its budget, shape and peak learning rate."
+    s = p["shape"]
+    return f"C{p['budget']:.0e}_d{s['dim']}_l{s['n_layers']}_lr{p.get('lr', 0):.2e}".replace("+", "")
+
+
+def sweep_config(
+    p: dict,  # a sweep point (budget, shape, steps; batch_size, lr and ckpt_every if it has its own)
+    base: TrainConfig,  # shared settings; out is the parent folder of the runs
+    warmup_share: float = 0.1,  # warmup steps as a share of the run
+    eval_rows: int | None = None,  # held-out rows every run scores (None: base.eval_batches batches)
+) -> TrainConfig:  # the run's settings, its folder named by `run_name`
+    "The TrainConfig of one run of a sweep: shape, batch, peak lr, and a schedule ending at its last step."
+    rows = p.get("batch_size", base.batch_size)
+    return TrainConfig(
+        **{
+            **asdict(base),
+            "out": str(Path(base.out) / run_name(p)),
+            "model_overrides": {**base.model_overrides, **p["shape"]},
+            "batch_size": rows,
+            "lr": p.get("lr", base.lr),
+            "max_steps": p["steps"],
+            "warmup_steps": max(1, int(warmup_share * p["steps"])),
+            "eval_every": p["steps"],
+            "eval_batches": -(-eval_rows // rows) if eval_rows else base.eval_batches,
+            "ckpt_every": p.get("ckpt_every", 0),  # a long run may resume from its checkpoints
+        }
+    )
+
+
+def train_point(
+    p: dict,  # a sweep point
+    base: TrainConfig,  # shared settings; out is the parent folder of the runs
+    loss_key: str = "eval_loss",  # what to record from the last metrics line; "ppl/…" is turned into a loss
+    warmup_share: float = 0.1,  # warmup steps as a share of the run
+    eval_rows: int | None = None,  # held-out rows every run scores (None: base.eval_batches batches)
+    deadline: float | None = None,  # a time.time(): past it, start nothing and return None
+) -> dict | None:  # the point with loss, seconds, run, tokens_per_s, device and its loss curve
+    "Train one run of a sweep (a finished one is read back from its folder) and record its held-out loss."
+    if deadline is not None and time.time() > deadline:
+        return None
+    cfg = sweep_config(p, base, warmup_share, eval_rows)
+    run = Path(cfg.out)
+    t0 = time.perf_counter()
+    train(cfg)
+    sec, metrics = time.perf_counter() - t0, read_metrics(run)
+    last = [r for r in metrics if loss_key in r][-1]
+    loss = math.log(last[loss_key]) if loss_key.startswith("ppl/") else last[loss_key]
+    losses = [(r["step"], r["loss"]) for r in metrics if "loss" in r]
+    curve = losses[:: max(1, len(losses) // 100)] + losses[-1:]  # about 100 points, the last one kept
+    speeds = [r["tokens_per_s"] for r in metrics if r.get("tokens_per_s")]
+    device = str(pick_device(cfg.device))
+    if device.startswith("cuda"):
+        device = torch.cuda.get_device_name()
+    return p | {
+        "loss": loss,
+        "seconds": sec,
+        "run": str(run),
+        "tokens_per_s": float(np.median(speeds)) if speeds else None,
+        "device": device,
+        "curve": curve,
+    }
+
 
 def run_sweep(
     points: list[dict],  # from isoflop_grid (or any list with "shape" and "steps")
     base: TrainConfig,  # shared settings; out is the parent folder of the runs
     loss_key: str = "eval_loss",  # what to record from the last metrics line; "ppl/…" is turned into a loss
     warmup_share: float = 0.1,  # warmup steps as a share of each run
-) -> list[dict]:  # the points with "loss", "seconds" and "run"
-    "Train every run of a sweep (finished ones resume from their folders) and record its final held-out loss."
-    out = []
-    for i, p in enumerate(progress(points, desc="sweep")):
-        run = Path(base.out) / f"run{i:03d}_C{p['budget']:.0e}_d{p['shape']['dim']}_l{p['shape']['n_layers']}"
-        cfg = TrainConfig(
-            **{
-                **asdict(base),
-                "out": str(run),
-                "model_overrides": {**base.model_overrides, **p["shape"]},
-                "max_steps": p["steps"],
-                "warmup_steps": max(1, int(warmup_share * p["steps"])),
-                "eval_every": p["steps"],
-                "ckpt_every": 0,
-            }
-        )
-        t0 = time.perf_counter()
-        train(cfg)
-        sec = time.perf_counter() - t0
-        last = [r for r in read_metrics(run) if loss_key in r][-1]
-        loss = math.log(last[loss_key]) if loss_key.startswith("ppl/") else last[loss_key]
-        out.append({**p, "loss": loss, "seconds": sec, "run": str(run)})
-    return out
+    workers: int = 1,  # runs trained at once, each in its own process (small models leave a GPU idle)
+    results: str | Path | None = None,  # JSONL: each finished run is appended; runs already in it are kept
+    eval_rows: int | None = None,  # held-out rows every run scores, whatever its batch (None: eval_batches)
+    deadline_s: float | None = None,  # start no run after this many seconds (the rest: call again)
+) -> list[dict]:  # the finished points, with "loss", "seconds", "run", …, in the order given
+    "Train the runs of a sweep, several at once if asked, and record each one's final held-out loss."
+    done = (
+        {run_name(r): r for r in read_jsonl(results, schema=None)}
+        if results and Path(results).exists()
+        else {}
+    )
+    todo = [p for p in points if run_name(p) not in done]
+    deadline = time.time() + deadline_s if deadline_s else None
+    kw = dict(base=base, loss_key=loss_key, warmup_share=warmup_share, eval_rows=eval_rows, deadline=deadline)
+
+    def record(r: dict | None):
+        if r is None:  # started after the deadline: not trained
+            return
+        done[run_name(r)] = r
+        if results:
+            with open(results, "a", encoding="utf-8") as f:
+                f.write(json.dumps(r) + "\n")
+
+    if workers <= 1:
+        for p in progress(todo, desc="sweep"):
+            record(train_point(p, **kw))
+    else:
+        todo = sorted(todo, key=lambda p: -p["steps"])  # the longest first, so the workers finish together
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(train_point, p, **kw) for p in todo]
+            for f in progress(as_completed(futures), desc="sweep", total=len(futures)):
+                record(f.result())
+    return [done[run_name(p)] for p in points if run_name(p) in done]
 
 
 def save_sweep(
@@ -369,6 +460,7 @@ def save_sweep(
 ) -> Path:  # sweep results; the JSON to write; device, command, …
     "Write a sweep's records with what produced them, so a fit can be redone without the runs."
     keep = ("budget", "shape", "N", "D", "steps", "C", "loss", "domain_loss", "seconds")
+    keep += ("batch_size", "lr", "lr_factor", "tokens_per_s", "device", "curve")
     return save_json({"meta": meta, "runs": [{k: r[k] for k in keep if k in r} for r in records]}, path)
 
 
@@ -533,3 +625,95 @@ def optimal_mixture(
         "general_curve": Lg,
         "feasible": ok,
     }
+
+# %% ../nbs/12_scaling_laws.ipynb #5a1e0c02
+GPU_SWEEP = dict(  # the sweep of section 9, as run on one GPU
+    seq_len=256,  # tokens per row
+    budgets=[3e13, 1e14, 3e14, 1e15],  # FLOPs by 6ND: 1.5 decades
+    family=[  # (width, depth): depth grows with width; head dimension 32
+        (48, 2),
+        (64, 2),
+        (80, 3),
+        (96, 3),
+        (128, 3),
+        (128, 4),
+        (160, 4),
+        (192, 4),
+        (224, 5),
+        (256, 5),
+        (320, 6),
+        (384, 6),
+        (448, 7),
+        (512, 8),
+    ],
+    per_budget=6,  # sizes per budget, centred on D = 20·N
+    lr_check=dict(budget=3e14, factors=[0.5, 2.0, 4.0]),  # the rule's lr × these, at one size
+    predict_budget=4e15,  # the run predicted from the fit: 4× the largest budget
+    eval_rows=4096,  # held-out rows (4096 × 256 tokens) every run scores
+    precision="bf16",
+    workers=8,  # runs at once on the one GPU
+)
+
+
+def sweep_base(
+    plan: dict,  # e.g. GPU_SWEEP
+    corpus: str | Path,  # a run folder of `llmcourse corpus installed`
+    out: str | Path,  # the parent folder of the runs
+    device: str | None = None,  # None: the best available
+) -> TrainConfig:  # the settings every run of the plan shares
+    "The shared settings of a planned sweep: the corpus's shards, cosine to 10% per run, no spike rollback."
+    shards = Path(corpus) / "05_shards"
+    return TrainConfig(
+        shards=str(shards),
+        heldout_shards=str(shards / "heldout"),
+        out=str(out),
+        seq_len=plan["seq_len"],
+        schedule="cosine",
+        min_lr_ratio=0.1,
+        log_every=50,
+        tensorboard=False,
+        keep_checkpoints=1,
+        precision=plan["precision"],
+        threads=2,
+        device=device,
+        model_overrides={"max_seq_len": plan["seq_len"]},
+        spike_z=1e6,
+    )
+
+
+def sweep_points(
+    plan: dict,  # e.g. GPU_SWEEP
+    base: TrainConfig,  # from sweep_base
+) -> list[dict]:  # the IsoFLOP grid (lr_factor 1), then the learning-rate check
+    "Every run of a planned sweep: the grid by `batch_lr_rule`, and one size of one budget at other rates."
+    shards = TokenShards(base.shards)
+    train_tokens = shards.index["n_tokens"]
+    family = [sweep_shape(d, n) for d, n in plan["family"]]
+    grid = isoflop_grid(
+        plan["budgets"],
+        family,
+        base,
+        shards.index["vocab_size"],
+        train_tokens,
+        plan["per_budget"],
+        rule=batch_lr_rule,
+    )
+    grid = [p | {"lr_factor": 1.0} for p in grid]
+    check = plan["lr_check"]
+    same = [p for p in grid if p["budget"] == check["budget"]]
+    mid = min(same, key=lambda p: abs(math.log(p["N"] / math.sqrt(check["budget"] / 120))))
+    return grid + [mid | {"lr": mid["lr"] * f, "lr_factor": f} for f in check["factors"]]
+
+
+def prediction_point(
+    fit: ChinchillaFit,  # Approach 3 fitted to the sweep
+    plan: dict,  # e.g. GPU_SWEEP; its predict_budget is the run's compute
+    base: TrainConfig,  # from sweep_base
+    vocab_size: int,  # the tokenizer's size
+) -> dict:  # a sweep point, batch and lr by the rule
+    "The run that checks a fit: the family's shape nearest the fitted N* at the plan's prediction budget."
+    family = [sweep_shape(d, n) for d, n in plan["family"]]
+    C = plan["predict_budget"]
+    points = isoflop_grid([C], family, base, vocab_size, 1, None, max_epochs=math.inf, rule=batch_lr_rule)
+    n_star = fit.optimal(C)[0]
+    return min(points, key=lambda p: abs(math.log(p["N"] / n_star))) | {"lr_factor": 1.0}
