@@ -651,7 +651,7 @@ GPU_SWEEP = dict(  # the sweep of section 9, as run on one GPU
     predict_budget=4e15,  # the run predicted from the fit: 4× the largest budget
     eval_rows=4096,  # held-out rows (4096 × 256 tokens) every run scores
     precision="bf16",
-    workers=8,  # runs at once on the one GPU
+    workers=12,  # runs at once on the one GPU
 )
 
 
@@ -674,7 +674,7 @@ def sweep_base(
         tensorboard=False,
         keep_checkpoints=1,
         precision=plan["precision"],
-        threads=2,
+        threads=1,
         device=device,
         model_overrides={"max_seq_len": plan["seq_len"]},
         spike_z=1e6,

@@ -1,5 +1,5 @@
 "Damaged run folders: corrupt checkpoints, a torn metrics line, changed settings, bad settings, a busy folder."
-import json, os, shutil, warnings
+import json, os, random, shutil, warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,7 +69,8 @@ def test_sidecars_written_and_pruned(reference):
 
 def _truncated(run): p = _ckpt(run, 6); p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 def _empty(run): _ckpt(run, 6).write_bytes(b"")
-def _random(run): _ckpt(run, 6).write_bytes(os.urandom(_ckpt(run, 6).stat().st_size))  # same size: the hash notices
+def _random(run):  # noise of the same size (the hash notices), seeded: its first byte is no pickle opcode
+    _ckpt(run, 6).write_bytes(random.Random(6).randbytes(_ckpt(run, 6).stat().st_size))
 def _random_no_sidecar(run):                                                               # an older run: torch.load notices
     _random(run)
     (run / "ckpt_0000006.pt.json").unlink()
@@ -110,7 +111,7 @@ def test_empty_latest_uses_newest_intact(shards, reference, run):
 def test_all_checkpoints_damaged_is_a_clear_error(shards, run):
     _random(run)                                                        # 6: the hash notices
     _ckpt(run, 4).write_bytes(b"")                                      # 4: the size
-    _ckpt(run, 2).write_bytes(os.urandom(300))                          # 2, without a sidecar: torch.load's own error
+    _ckpt(run, 2).write_bytes(random.Random(2).randbytes(300))         # 2, without a sidecar: torch.load's own error
     (run / "ckpt_0000002.pt.json").unlink()
     metrics = (run / "metrics.jsonl").read_bytes()
     with pytest.raises(CheckpointError) as e: Trainer(_cfg(shards, run))
