@@ -17,7 +17,7 @@ readme = here / "README.md"
 # Optional parts: [notebooks] to step through the course in JupyterLab, [eval] for
 # lm-evaluation-harness, [hf] for Hugging Face datasets as sources, [scale] for the data stages on Ray,
 # [dev] for everything the tests need (all of the others included).
-extras = {name: cfg[f"{name}_requirements"].split() for name in ("notebooks", "eval", "hf", "scale")}
+extras = {name: cfg[f"{name}_requirements"].split() for name in ("notebooks", "eval", "hf", "scale", "docs")}
 extras["dev"] = sorted(set(sum(extras.values(), []) + cfg["dev_requirements"].split()))
 
 setuptools.setup(

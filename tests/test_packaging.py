@@ -70,7 +70,7 @@ def test_torch_range_keeps_the_gpu_machines_torch_and_admits_cis(dists):
 
 def test_requirements_are_ranges_and_extras_exist(dists):
     meta = _wheel_metadata(dists["wheel"])
-    assert set(meta.get_all("Provides-Extra")) == {"notebooks", "eval", "hf", "scale", "dev"}
+    assert set(meta.get_all("Provides-Extra")) == {"notebooks", "eval", "hf", "scale", "docs", "dev"}
     base = [r for r in _requirements(dists["wheel"]) if r.marker is None]
     assert not [str(r) for r in base if any(s.operator == "==" for s in r.specifier)], "exact pins"
     heavy = {"jupyterlab", "nbdev", "transformers", "lm-eval", "pytest", "triton", "datasets"}
