@@ -10,7 +10,7 @@ The site is MkDocs with the Material theme; mkdocs-jupyter renders the notebooks
 `#| hide` cells are left out, directive lines are dropped from the code shown, and a cell flagged `#| cuda`,
 `#| multigpu` or `#| slow` gets a note saying that CI skips it and which GPU recorded its outputs.
 Every script, style, font and formula is served by the site itself: KaTeX comes from the npm registry at
-build time (the slides' package.json), and a build whose pages would load anything from the network fails.
+build time (docs/package.json), and a build whose pages would load anything from the network fails.
 """
 
 from __future__ import annotations
@@ -257,6 +257,7 @@ def mkdocs_config(src: Path, site: Path, pages: list[dict], modules: list[str], 
                 "mkdocs-jupyter": {
                     "include": ["*.ipynb"],
                     "include_requirejs": False,
+                    "no_prompt": True,  # no "In [ ]:" beside each cell (nbdev_clean drops the counts)
                     "cache": False,
                     "toc_depth": 3,
                     "highlight_extra_classes": "highlight",
