@@ -5,7 +5,7 @@
 # %% ../nbs/09_training.ipynb #e773600b
 from __future__ import annotations
 
-import hashlib, json, math, os, random, re, resource, statistics, time, warnings
+import hashlib, inspect, json, math, os, random, re, resource, statistics, sys, time, warnings
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -31,12 +31,12 @@ from .attention import register_attention_backends
 from .tokenizer import padded_vocab_size
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PRECISIONS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS', 'SHAPE_FIELDS', 'PEAK_FLOPS', 'KEPT_EVENTS',
-           'lr_multiplier', 'TrainConfig', 'config_problems', 'model_config', 'param_groups', 'enable_recompute',
-           'autocast_context', 'CheckpointError', 'save_checkpoint', 'rng_state', 'set_rng_state', 'read_checkpoint',
-           'load_checkpoint', 'ConfigMismatchError', 'absolute_paths', 'config_changes', 'shape_changes',
-           'SpikeDetector', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train',
-           'read_metrics']
+__all__ = ['SCHEDULES', 'PRECISIONS', 'HEALTH_SETTINGS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS', 'SHAPE_FIELDS', 'LAYER_PREFIXES',
+           'PEAK_FLOPS', 'KEPT_EVENTS', 'lr_multiplier', 'TrainConfig', 'config_problems', 'model_config',
+           'param_groups', 'enable_recompute', 'autocast_context', 'CheckpointError', 'save_checkpoint', 'rng_state',
+           'set_rng_state', 'read_checkpoint', 'load_checkpoint', 'ConfigMismatchError', 'absolute_paths',
+           'config_changes', 'shape_changes', 'SpikeDetector', 'layer_of', 'HealthMonitor', 'chunked_cross_entropy',
+           'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train', 'read_metrics']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -104,9 +104,10 @@ class TrainConfig:
     spike_window: int = 32  # losses the spike detector remembers
     spike_z: float = 6.0  # robust z-score above which a loss is a spike
     spike_warmup: int = 20  # steps before the detector is armed
+    health: dict | None = field(default_factory=dict)  # HealthMonitor settings to change (None: no checks)
     mixture: dict | None = None  # group -> share of tokens (chapter 05); None: every document once per epoch
     tensorboard: bool = True
-    inject: dict = field(default_factory=dict)  # tests only: {"corrupt": [batch numbers], "nan": [...]}
+    inject: dict = field(default_factory=dict)  # faults: {"corrupt"/"nan": [batches], "freeze": [layers]}
 
     def validate(self):
         "Raise ValueError naming every setting of the wrong type or out of range (`config_problems`)."
@@ -117,6 +118,14 @@ class TrainConfig:
 # %% ../nbs/09_training.ipynb #f244f840
 SCHEDULES = ("wsd", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+HEALTH_SETTINGS = (
+    "low_loss",
+    "smooth",
+    "stall_window",
+    "stall_z",
+    "collapse",
+    "update_range",
+)  # HealthMonitor's
 _TYPES = {
     "int": int,
     "float": (int, float),
@@ -150,6 +159,7 @@ _RULES = {  # field: (test of its value, what the value must be)
     "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
     "spike_window": (lambda v: v >= 1, ">= 1"),
     "spike_warmup": (lambda v: v >= 0, ">= 0"),
+    "health": (lambda v: v is None or set(v) <= set(HEALTH_SETTINGS), f"None or a dict of {HEALTH_SETTINGS}"),
 }
 
 
@@ -350,7 +360,7 @@ class ConfigMismatchError(ValueError):
 
 
 PATH_FIELDS = ("shards", "heldout_shards", "init_from", "out")  # saved absolute in config.json
-OPERATIONAL_FIELDS = ("out", "device", "threads", "tensorboard")  # free to change when a run resumes
+OPERATIONAL_FIELDS = ("out", "device", "threads", "tensorboard", "health")  # free to change on a resume
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings")
 
 
@@ -395,6 +405,103 @@ class SpikeDetector:
 
     def add(self, loss: float):
         self.losses.append(loss)
+
+# %% ../nbs/09_training.ipynb #fd45fe58
+LAYER_PREFIXES = (
+    "layers.",
+)  # parameters under these are grouped per block: "layers.3.attn.q_proj.weight" -> layers.3
+
+
+def layer_of(name: str) -> str:  # a parameter's name in model.named_parameters()
+    "A parameter's layer: its block for 'layers.N.…', else its first component ('embed', 'norm', 'lm_head')."
+    parts = name.split(".")
+    return ".".join(parts[:2]) if name.startswith(LAYER_PREFIXES) else parts[0]
+
+
+class HealthMonitor:
+    "Checks for failures a spike detector cannot see; each returns alerts, fired when a condition starts."
+
+    def __init__(
+        self,
+        low_loss: float = 0.05,  # nats/token: a domain's loss below this is copied, not learned
+        smooth: int = 8,  # steps whose median is a domain's loss (one batch's share of a domain is noisy)
+        stall_window: int = 50,  # steps per window of the stall test (it needs two)
+        stall_z: float = 2.0,  # stalled: the loss improved by less than this many standard errors
+        collapse: float = 1e-3,  # a layer's grad norm below this × its own median so far (or 0) has vanished
+        update_range: tuple = (1e-7, 1.0),  # ‖Δw‖/‖w‖ of a layer outside this, while the lr is above 0
+    ):
+        self.low_loss, self.smooth, self.stall_window, self.stall_z = low_loss, smooth, stall_window, stall_z
+        self.collapse, self.update_range = collapse, tuple(update_range)
+        self.losses, self.channels, self.grads, self.active = deque(maxlen=2 * stall_window), {}, {}, set()
+
+    def _fire(self, alerts: list, on: bool, step: int, check: str, where: str, value: float, message: str):
+        "Record an alert when (check, where) turns on; forget it when it turns off."
+        key = f"{check}|{where}"
+        if on and key not in self.active:
+            alerts.append(
+                {
+                    "step": step,
+                    "event": "alert",
+                    "check": check,
+                    "where": where,
+                    "value": value,
+                    "message": message,
+                }
+            )
+        (self.active.add if on else self.active.discard)(key)
+
+    def on_step(self, step: int, loss: float, channels: dict) -> list[dict]:  # channels: domain -> loss
+        "The loss checks, every step: a domain's loss too low, the loss no longer falling."
+        alerts = []
+        for g, v in channels.items():
+            recent = self.channels.setdefault(g, deque(maxlen=self.smooth))
+            recent.append(v)
+            med = statistics.median(recent)
+            low = len(recent) == self.smooth and med < self.low_loss
+            msg = f"training loss on {g} is {med:.4f} nats/token, below {self.low_loss}: copied, not learnt?"
+            self._fire(alerts, low, step, "loss_too_low", g, med, msg)
+        if math.isfinite(loss):
+            self.losses.append(loss)
+        if len(self.losses) == 2 * self.stall_window:
+            a, b = list(self.losses)[: self.stall_window], list(self.losses)[self.stall_window :]
+            gain = statistics.fmean(a) - statistics.fmean(b)
+            se = math.sqrt((statistics.variance(a) + statistics.variance(b)) / self.stall_window)
+            msg = (
+                f"the loss fell by {gain:.4f} over the last {self.stall_window} steps, within "
+                f"{self.stall_z} standard errors ({se:.4f}) of no change: learning rate zero? data repeating?"
+            )
+            self._fire(alerts, gain < self.stall_z * se, step, "loss_stalled", "loss", gain, msg)
+        return alerts
+
+    def on_log(self, step: int, grad_norms: dict, update_ratios: dict, lr: float) -> list[dict]:
+        "The per-layer checks, at logging steps: a gradient that vanished, an update out of range."
+        alerts = []
+        for layer, g in grad_norms.items():
+            past = self.grads.setdefault(layer, deque(maxlen=16))
+            gone = g == 0.0 or (len(past) >= 3 and g < self.collapse * statistics.median(past))
+            msg = f"the gradient of {layer} has vanished (norm {g:.2e}): frozen or dead?"
+            self._fire(alerts, gone, step, "grad_vanished", layer, g, msg)
+            past.append(g)
+        lo, hi = self.update_range
+        for layer, r in update_ratios.items():
+            out = lr > 0 and not lo <= r <= hi
+            msg = f"a step changed {layer} by {r:.2e} of its size, outside [{lo:g}, {hi:g}] at lr {lr:.2e}"
+            self._fire(alerts, out, step, "update_ratio", layer, r, msg)
+        return alerts
+
+    def state_dict(self) -> dict:
+        return {
+            "losses": list(self.losses),
+            "channels": {g: list(v) for g, v in self.channels.items()},
+            "grads": {k: list(v) for k, v in self.grads.items()},
+            "active": sorted(self.active),
+        }
+
+    def load_state_dict(self, s: dict):
+        self.losses = deque(s["losses"], maxlen=2 * self.stall_window)
+        self.channels = {g: deque(v, maxlen=self.smooth) for g, v in s["channels"].items()}
+        self.grads = {k: deque(v, maxlen=16) for k, v in s["grads"].items()}
+        self.active = set(s["active"])
 
 # %% ../nbs/09_training.ipynb #5b3573ab
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -529,14 +636,17 @@ class _Metrics:
     def log(self, rec: dict):
         self.f.write(json.dumps(rec) + "\n")
         self.f.flush()
-        if self.tb:
+        if self.tb and rec.get("event") == "alert":
+            self.tb.add_text(f"alert/{rec['check']}", f"step {rec['step']}: {rec['message']}", rec["step"])
+        elif self.tb:
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
                     self.tb.add_scalar(k, v, rec["step"])
 
     def truncate(self, step: int):
         self.f.close()
-        self._rewrite(lambda r: r.get("step", -1) <= step or "event" in r)
+        # events stay (the run's history), but alerts past the step: the replay raises them again if they hold
+        self._rewrite(lambda r: r.get("step", -1) <= step or r.get("event") not in (None, "alert"))
         self.f = open(self.path, "a", encoding="utf-8")
 
     def close(self):
@@ -575,6 +685,11 @@ class Trainer:
         changes = self._check_config(override)
         register_attention_backends()  # attn_backend may name chapter 08's kernels
         self.model = Llama(self.mcfg).to(self.device)
+        for name, p in self.model.named_parameters():  # a fault for the health checks: a frozen layer
+            if layer_of(name) in cfg.inject.get("freeze", []):
+                p.requires_grad_(False)
+        self.layers = [layer_of(name) for name, _ in self.model.named_parameters()]
+        self.health = HealthMonitor(**cfg.health) if cfg.health is not None else None
         if cfg.recompute:
             enable_recompute(self.model)
         self.loss_fn = (
@@ -649,6 +764,7 @@ class Trainer:
                 "tokens": self.tokens,
                 "skip": sorted(self.skip),
                 "detector": list(self.detector.losses),
+                "health": self.health.state_dict() if self.health else None,
                 "rollbacks": self.rollbacks,
             },
         }
@@ -674,6 +790,8 @@ class Trainer:
         )
         self.detector.losses.clear()
         self.detector.losses.extend(t["detector"])
+        if self.health and t.get("health"):
+            self.health.load_state_dict(t["health"])
 
     def _save(self):
         save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
@@ -769,10 +887,15 @@ def _train_step(self: Trainer) -> dict | None:
         return None
     if self.scaler:
         self.scaler.unscale_(self.opt)
+    logging = (self.step + 1) % cfg.log_every == 0
+    if logging:  # each weight's squared gradient norm before clipping (0 for a weight with no gradient)
+        zero = torch.zeros((), device=dev)
+        grad_sq = [
+            zero if p.grad is None else p.grad.detach().float().pow(2).sum() for p in self.model.parameters()
+        ]
     gnorm = torch.nn.utils.clip_grad_norm_(
         self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     )
-    logging = (self.step + 1) % cfg.log_every == 0
     if logging:
         before = [p.detach().clone() for p in self.model.parameters()]
     if self.scaler:
@@ -790,13 +913,17 @@ def _train_step(self: Trainer) -> dict | None:
             g: round(v, 5) for g, v in zip(self.groups, (ch_sum / ch_cnt).tolist()) if not math.isnan(v)
         },
     }
-    if logging:  # ‖Δw‖ / ‖w‖ over all weights, summed on the device, read once
-        upd = torch.stack(
-            [(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]
-        ).sum()
-        rec["update_ratio"] = (
-            (upd / torch.stack([q.float().pow(2).sum() for q in before]).sum()).sqrt().item()
-        )
+    if logging:  # per layer: gradient norm and ‖Δw‖ / ‖w‖, summed on the device, read once
+        upd = [(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]
+        size = [q.float().pow(2).sum() for q in before]
+        names = list(dict.fromkeys(self.layers))
+        index = torch.tensor([names.index(layer) for layer in self.layers], device=dev)
+        per = torch.stack([torch.stack(grad_sq), torch.stack(upd), torch.stack(size)])
+        g2, u2, w2 = torch.zeros(3, len(names), device=dev).index_add_(1, index, per).tolist()
+        rec["update_ratio"] = math.sqrt(sum(u2) / sum(w2))  # over all weights
+        for name, g, u, w in zip(names, g2, u2, w2):
+            rec[f"grad_norm/{name}"] = math.sqrt(g)
+            rec[f"update_ratio/{name}"] = math.sqrt(u / w) if w > 0 else 0.0
     self.detector.add(loss_sum)
     self.step += 1
     self.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
@@ -834,6 +961,22 @@ def _evaluate(self: Trainer) -> dict:
     return {"eval_loss": (s.sum() / c.sum()).item()} | {
         f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()
     }
+
+
+def _health_checks(self: Trainer, rec: dict) -> list[dict]:  # a step's record, before it is logged
+    "The HealthMonitor's alerts for a step: the loss checks every step, the per-layer ones at logging steps."
+    if not self.health:
+        return []
+    alerts = self.health.on_step(rec["step"], rec["loss"], rec["channel"])
+    if "update_ratio" in rec:  # a logging step
+
+        def per_layer(kind: str) -> dict:
+            return {k.split("/", 1)[1]: v for k, v in rec.items() if k.startswith(kind + "/")}
+
+        alerts += self.health.on_log(
+            rec["step"], per_layer("grad_norm"), per_layer("update_ratio"), rec["lr"]
+        )
+    return alerts
 
 
 def _run(self: Trainer) -> dict:
@@ -877,10 +1020,14 @@ def _loop(self: Trainer) -> dict:
             and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps)
         ):
             rec |= self._evaluate()
+        alerts = self._health_checks(rec)
         self.metrics.log(
             {k: v for k, v in rec.items() if k != "channel"}
             | {f"loss/{g}": v for g, v in rec["channel"].items()}
         )
+        for a in alerts:  # after the step's record: to the metrics file, TensorBoard and the console
+            self.metrics.log(a)
+            print(f"alert at step {a['step']} ({a['check']}): {a['message']}", file=sys.stderr, flush=True)
         if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps:
             self._save()
     self.metrics.close()
@@ -888,6 +1035,7 @@ def _loop(self: Trainer) -> dict:
 
 
 Trainer._train_step, Trainer._evaluate, Trainer._loop, Trainer.run = _train_step, _evaluate, _loop, _run
+Trainer._health_checks = _health_checks
 
 
 def train(

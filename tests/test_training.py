@@ -7,7 +7,7 @@ import pytest
 from llmcourse.core import save_config
 from llmcourse.data import tokenize_to_shards
 from llmcourse.tokenizer import Tokenizer, tokenizer_corpus, train_bpe
-from llmcourse.training import TrainConfig, read_metrics
+from llmcourse.training import TrainConfig, read_metrics, train
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,24 @@ def test_chunked_and_compiled_loss_train_like_eager(shards, tmp_path):
         # a visible share of one step (lr = 3e-3); a wrong gradient would move the losses above by far more
         assert max((w[k] - ref_w[k]).abs().max().item() for k in ref_w) < 1e-3, name
     assert ref_loss[-1] < ref_loss[0] - 0.05                            # the runs moved: the equalities are not of idle models
+
+
+def test_health_alerts_fire_on_faults_and_survive_a_resume(shards, tmp_path):
+    "A frozen block is reported at the first logging step; a zero-lr run stopped and resumed raises the alerts of a run straight through."
+    frozen = _config(shards, tmp_path / "frozen", max_steps=20, inject={"freeze": ["layers.1"]})
+    train(frozen)
+    alerts = [r for r in read_metrics(tmp_path / "frozen") if r.get("event") == "alert"]
+    assert {(a["step"], a["check"], a["where"]) for a in alerts} == {(10, "grad_vanished", "layers.1"), (10, "update_ratio", "layers.1")}
+    clean = _config(shards, tmp_path / "clean", max_steps=20)
+    train(clean)
+    assert not [r for r in read_metrics(tmp_path / "clean") if r.get("event") == "alert"]
+    kw = dict(lr=0.0, health={"stall_window": 8}, ckpt_every=5)
+    train(_config(shards, tmp_path / "straight", max_steps=40, **kw))
+    train(_config(shards, tmp_path / "resumed", max_steps=25, **kw))
+    train(_config(shards, tmp_path / "resumed", max_steps=40, **kw), override=True)  # max_steps changed: said so
+
+    def found(out):
+        return [(r["step"], r["check"], r["where"], r["value"]) for r in read_metrics(out) if r.get("event") == "alert"]
+
+    assert found(tmp_path / "straight") and any(a[1] == "loss_stalled" for a in found(tmp_path / "straight"))
+    assert found(tmp_path / "resumed") == found(tmp_path / "straight")
