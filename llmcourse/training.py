@@ -121,6 +121,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 HEALTH_SETTINGS = (
     "low_loss",
     "smooth",
+    "stall_tol",
     "stall_window",
     "stall_z",
     "collapse",
@@ -407,9 +408,7 @@ class SpikeDetector:
         self.losses.append(loss)
 
 # %% ../nbs/09_training.ipynb #fd45fe58
-LAYER_PREFIXES = (
-    "layers.",
-)  # parameters under these are grouped per block: "layers.3.attn.q_proj.weight" -> layers.3
+LAYER_PREFIXES = ("layers.",)  # parameters grouped per block: "layers.3.attn.q_proj.weight" -> layers.3
 
 
 def layer_of(name: str) -> str:  # a parameter's name in model.named_parameters()
@@ -425,14 +424,17 @@ class HealthMonitor:
         self,
         low_loss: float = 0.05,  # nats/token: a domain's loss below this is copied, not learned
         smooth: int = 8,  # steps whose median is a domain's loss (one batch's share of a domain is noisy)
-        stall_window: int = 50,  # steps per window of the stall test (it needs two)
-        stall_z: float = 2.0,  # stalled: the loss improved by less than this many standard errors
+        stall_tol: float = 1e-4,  # stalled: the held-out loss moved less than this share since the last eval
+        stall_window: int = 200,  # without held-out data: steps per window of the training-loss test (two)
+        stall_z: float = 3.0,  # ... stalled when it improved by less than this many standard errors
         collapse: float = 1e-3,  # a layer's grad norm below this × its own median so far (or 0) has vanished
         update_range: tuple = (1e-7, 1.0),  # ‖Δw‖/‖w‖ of a layer outside this, while the lr is above 0
     ):
-        self.low_loss, self.smooth, self.stall_window, self.stall_z = low_loss, smooth, stall_window, stall_z
+        self.low_loss, self.smooth, self.stall_tol = low_loss, smooth, stall_tol
+        self.stall_window, self.stall_z = stall_window, stall_z
         self.collapse, self.update_range = collapse, tuple(update_range)
         self.losses, self.channels, self.grads, self.active = deque(maxlen=2 * stall_window), {}, {}, set()
+        self.last_eval = None
 
     def _fire(self, alerts: list, on: bool, step: int, check: str, where: str, value: float, message: str):
         "Record an alert when (check, where) turns on; forget it when it turns off."
@@ -450,8 +452,14 @@ class HealthMonitor:
             )
         (self.active.add if on else self.active.discard)(key)
 
-    def on_step(self, step: int, loss: float, channels: dict) -> list[dict]:  # channels: domain -> loss
-        "The loss checks, every step: a domain's loss too low, the loss no longer falling."
+    def on_step(
+        self,
+        step: int,
+        loss: float,  # the step's training loss
+        channels: dict,  # domain -> its training loss this step
+        windows: bool = True,  # test the training loss for a stall (False: the run has held-out evals for it)
+    ) -> list[dict]:
+        "The loss checks, every step: a domain's loss too low; with `windows`, the training loss stalled."
         alerts = []
         for g, v in channels.items():
             recent = self.channels.setdefault(g, deque(maxlen=self.smooth))
@@ -462,7 +470,7 @@ class HealthMonitor:
             self._fire(alerts, low, step, "loss_too_low", g, med, msg)
         if math.isfinite(loss):
             self.losses.append(loss)
-        if len(self.losses) == 2 * self.stall_window:
+        if windows and len(self.losses) == 2 * self.stall_window and step % self.stall_window == 0:
             a, b = list(self.losses)[: self.stall_window], list(self.losses)[self.stall_window :]
             gain = statistics.fmean(a) - statistics.fmean(b)
             se = math.sqrt((statistics.variance(a) + statistics.variance(b)) / self.stall_window)
@@ -470,7 +478,20 @@ class HealthMonitor:
                 f"the loss fell by {gain:.4f} over the last {self.stall_window} steps, within "
                 f"{self.stall_z} standard errors ({se:.4f}) of no change: learning rate zero? data repeating?"
             )
-            self._fire(alerts, gain < self.stall_z * se, step, "loss_stalled", "loss", gain, msg)
+            self._fire(alerts, gain < self.stall_z * se, step, "loss_stalled", "training", gain, msg)
+        return alerts
+
+    def on_eval(self, step: int, eval_loss: float) -> list[dict]:  # the held-out loss, on fixed batches
+        "The held-out loss no longer moving (its batches are fixed: no noise can hide a stall)."
+        alerts = []
+        if self.last_eval is not None and math.isfinite(eval_loss):
+            change = abs(eval_loss - self.last_eval) / max(abs(self.last_eval), 1e-8)
+            msg = (
+                f"the held-out loss moved by {change:.1e} of itself since the last evaluation, "
+                f"below {self.stall_tol:g}: are the weights changing (learning rate zero)?"
+            )
+            self._fire(alerts, change < self.stall_tol, step, "loss_stalled", "held-out", change, msg)
+        self.last_eval = eval_loss
         return alerts
 
     def on_log(self, step: int, grad_norms: dict, update_ratios: dict, lr: float) -> list[dict]:
@@ -495,6 +516,7 @@ class HealthMonitor:
             "channels": {g: list(v) for g, v in self.channels.items()},
             "grads": {k: list(v) for k, v in self.grads.items()},
             "active": sorted(self.active),
+            "last_eval": self.last_eval,
         }
 
     def load_state_dict(self, s: dict):
@@ -502,6 +524,7 @@ class HealthMonitor:
         self.channels = {g: deque(v, maxlen=self.smooth) for g, v in s["channels"].items()}
         self.grads = {k: deque(v, maxlen=16) for k, v in s["grads"].items()}
         self.active = set(s["active"])
+        self.last_eval = s.get("last_eval")
 
 # %% ../nbs/09_training.ipynb #5b3573ab
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -967,7 +990,10 @@ def _health_checks(self: Trainer, rec: dict) -> list[dict]:  # a step's record, 
     "The HealthMonitor's alerts for a step: the loss checks every step, the per-layer ones at logging steps."
     if not self.health:
         return []
-    alerts = self.health.on_step(rec["step"], rec["loss"], rec["channel"])
+    evaluates = bool(self.heldout and self.cfg.eval_every)  # then the held-out loss is the stall test
+    alerts = self.health.on_step(rec["step"], rec["loss"], rec["channel"], windows=not evaluates)
+    if "eval_loss" in rec:
+        alerts += self.health.on_eval(rec["step"], rec["eval_loss"])
     if "update_ratio" in rec:  # a logging step
 
         def per_layer(kind: str) -> dict:
