@@ -125,7 +125,7 @@ def site_links(md: str) -> str:
     )
 
 
-def stage_notebook(path: Path, out: Path, decks: set[str], modules: dict[str, str]) -> dict:
+def stage_notebook(path: Path, out: Path, decks: set[str], modules: set[str]) -> dict:
     "Copy one notebook into the site's sources with nbdev's conventions applied; returns what the page shows."
     nb = json.loads(path.read_text(encoding="utf-8"))
     names = {}  # NAME = Path("data/….json") anywhere in the notebook: what a flagged cell may mean by NAME
@@ -159,7 +159,7 @@ def stage_notebook(path: Path, out: Path, decks: set[str], modules: dict[str, st
     return {"name": path.stem, "title": title or path.stem, "module": module, "flagged": flagged}
 
 
-def chapter_links(stem: str, module: str | None, decks: set[str], modules: dict[str, str]) -> str:
+def chapter_links(stem: str, module: str | None, decks: set[str], modules: set[str]) -> str:
     "The line under a chapter's title: its deck and its module's API page (a notebook page links to .html)."
     links = []
     if stem in decks:
@@ -327,10 +327,7 @@ def build(out: Path, only: list[str] | None = None) -> dict:
     slides = _slides_build()
     (src / "assets" / "katex-init.js").write_text(KATEX_INIT, encoding="utf-8")
     (src / "assets" / "course.css").write_text(COURSE_CSS, encoding="utf-8")
-    deck_only = [o for o in only] if only else None
-    r = slides.main(
-        ["--no-pdf", "--out", str(src / "slides")] + (["--only", *deck_only] if deck_only else [])
-    )
+    r = slides.main(["--no-pdf", "--out", str(src / "slides")] + (["--only", *only] if only else []))
     if r:
         sys.exit("the slide decks did not build")
     if only:  # the deck index lists what was built
@@ -354,7 +351,7 @@ def build(out: Path, only: list[str] | None = None) -> dict:
         m = re.search(r'"#\| default_exp (\w+)', p.read_text(encoding="utf-8"))
         if m:
             module_of[m.group(1)] = p
-    pages = [stage_notebook(p, src, decks, {m: "" for m in all_modules}) for p in notebooks]
+    pages = [stage_notebook(p, src, decks, set(all_modules)) for p in notebooks]
     by_name = {p["name"]: p for p in pages}
     api_rows = []
     for m in all_modules:

@@ -5,7 +5,7 @@
 # %% ../nbs/09_training.ipynb #e773600b
 from __future__ import annotations
 
-import hashlib, inspect, json, math, os, random, re, resource, statistics, sys, time, warnings
+import hashlib, json, math, os, random, re, resource, statistics, sys, time, warnings
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -711,7 +711,9 @@ class Trainer:
         for name, p in self.model.named_parameters():  # a fault for the health checks: a frozen layer
             if layer_of(name) in cfg.inject.get("freeze", []):
                 p.requires_grad_(False)
-        self.layers = [layer_of(name) for name, _ in self.model.named_parameters()]
+        layers = [layer_of(name) for name, _ in self.model.named_parameters()]
+        self.layer_names = list(dict.fromkeys(layers))  # in model order; each weight's layer as an index
+        self.layer_index = torch.tensor([self.layer_names.index(x) for x in layers], device=self.device)
         self.health = HealthMonitor(**cfg.health) if cfg.health is not None else None
         if cfg.recompute:
             enable_recompute(self.model)
@@ -939,10 +941,9 @@ def _train_step(self: Trainer) -> dict | None:
     if logging:  # per layer: gradient norm and ‖Δw‖ / ‖w‖, summed on the device, read once
         upd = [(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]
         size = [q.float().pow(2).sum() for q in before]
-        names = list(dict.fromkeys(self.layers))
-        index = torch.tensor([names.index(layer) for layer in self.layers], device=dev)
+        names = self.layer_names
         per = torch.stack([torch.stack(grad_sq), torch.stack(upd), torch.stack(size)])
-        g2, u2, w2 = torch.zeros(3, len(names), device=dev).index_add_(1, index, per).tolist()
+        g2, u2, w2 = torch.zeros(3, len(names), device=dev).index_add_(1, self.layer_index, per).tolist()
         rec["update_ratio"] = math.sqrt(sum(u2) / sum(w2))  # over all weights
         for name, g, u, w in zip(names, g2, u2, w2):
             rec[f"grad_norm/{name}"] = math.sqrt(g)
