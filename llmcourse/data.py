@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .core import DataError, chunked, check_engine, ray_map
-from .mixing import MixtureSampler
+from .mixing import Curriculum, MixtureSampler
 from .tokenizer import Tokenizer
 
 # %% auto #0
@@ -343,6 +343,7 @@ class PackedLoader:
         world_size: int = 1,  # this process's share of the rows
         shuffle: bool = True,  # False: documents in shard order
         mixture: MixtureSampler | None = None,  # draw documents from it instead (see `shard_mixture`)
+        curriculum: Curriculum | None = None,  # stages of shares for the mixture, by tokens of all ranks
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
@@ -351,10 +352,18 @@ class PackedLoader:
             raise ValueError(f"{self.shards.folder}: no documents")
         self.seq_len, self.batch_size, self.eos_id, self.seed = seq_len, batch_size, eos_id, seed
         self.rank, self.world_size, self.shuffle, self.mixture = rank, world_size, shuffle, mixture
+        self.curriculum = curriculum
+        if curriculum is not None and mixture is None:
+            raise ValueError("a curriculum changes a mixture's shares: give a mixture too (`shard_mixture`)")
         self.group_names = sorted(set(self.shards.groups))  # group_ids in batches index this list
         self._group_of = np.array([self.group_names.index(g) for g in self.shards.groups])
         if mixture is not None and (unknown := set(mixture.names) - set(self.group_names)):
             raise ValueError(f"mixture domains {sorted(unknown)} are not groups of {self.shards.folder}")
+        for stage in curriculum.stages if curriculum else []:
+            if unknown := set(stage.shares) - set(self.group_names):
+                raise ValueError(
+                    f"stage {stage.name!r}: {sorted(unknown)} are not groups of {self.shards.folder}"
+                )
         self.state = {
             "epoch": 0,
             "doc": 0,
@@ -363,6 +372,7 @@ class PackedLoader:
             "carry_groups": [],
             "row": 0,
             "mixture": None,
+            "stage": None,  # with a curriculum: the number of the stage whose shares the sampler has
         }
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -375,6 +385,7 @@ class PackedLoader:
         return json.loads(json.dumps(self.state))
 
     def load_state_dict(self, state: dict):
+        state = {"stage": None} | state  # a state saved before loaders knew curricula
         if set(state) != set(self.state):
             raise ValueError(f"not a PackedLoader state: keys {sorted(state)}")
         if (state["mixture"] is None) != (self.mixture is None):
@@ -428,6 +439,13 @@ class PackedLoader:
         "Rows of a mixture: one packing stream per group; the sampler picks each row's group by tokens."
         st, need, mix = self.state, self.seq_len + 1, self.mixture
         while True:
+            if (
+                self.curriculum is not None
+            ):  # the stage in force for this row, by the targets of all rows so far
+                k = self.curriculum.index_at(st["row"] * self.seq_len)
+                if k != st["stage"]:
+                    mix.set_shares(self.curriculum.stages[k].shares)
+                    st["stage"] = k
             g = mix.next_domain()
             toks = st["carry"].setdefault(g, [])
             starts = st["carry_starts"].setdefault(g, [])

@@ -151,11 +151,13 @@ class Curriculum:
     def total_tokens(self) -> float:
         return float(self.bounds[-1])
 
+    def index_at(self, tokens_seen: float) -> int:  # tokens trained on so far
+        "The number of the stage in force after `tokens_seen` tokens (the last one after the end)."
+        return min(int(np.searchsorted(self.bounds, tokens_seen, side="right")), len(self.stages) - 1)
+
     def stage_at(self, tokens_seen: float) -> CurriculumStage:  # tokens trained on so far
-        "The stage in force after `tokens_seen` tokens (the last one after the end)."
-        return self.stages[
-            min(int(np.searchsorted(self.bounds, tokens_seen, side="right")), len(self.stages) - 1)
-        ]
+        "The stage in force after `tokens_seen` tokens."
+        return self.stages[self.index_at(tokens_seen)]
 
     def shares_at(self, tokens_seen: float) -> dict[str, float]:  # tokens trained on so far
         "The token shares in force after `tokens_seen` tokens."
@@ -196,6 +198,14 @@ class OnlineReweighter:
         k = len(p)
         self.weights = {d: (1 - self.smoothing) * p[d] + self.smoothing / k for d in p}
         return self.weights
+
+    def state_dict(self) -> dict:  # what a checkpoint keeps: the weights follow from the logits
+        return {"logits": dict(self.logits), "weights": dict(self.weights)}
+
+    def load_state_dict(self, state: dict):
+        if set(state["logits"]) != set(self.reference):
+            raise ValueError(f"state is for domains {sorted(state['logits'])}, not {sorted(self.reference)}")
+        self.logits, self.weights = dict(state["logits"]), dict(state["weights"])
 
 # %% ../nbs/05_mixing.ipynb #fe53807e
 def hashed_tfidf(texts: list[str], dim: int = 4096) -> np.ndarray:  # documents; hashed vocabulary size

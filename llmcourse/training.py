@@ -5,7 +5,7 @@
 # %% ../nbs/09_training.ipynb #e773600b
 from __future__ import annotations
 
-import hashlib, json, math, os, random, re, resource, statistics, sys, time, warnings
+import hashlib, json, math, os, random, re, resource, shutil, statistics, sys, time, warnings
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,17 +26,19 @@ from llmcourse.core import (
     to_jsonable,
 )
 from .data import PackedLoader, TokenShards, shard_mixture
+from .mixing import Curriculum, OnlineReweighter
 from .model import Llama, flops_per_token, preset
 from .attention import register_attention_backends
 from .tokenizer import padded_vocab_size
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'PRECISIONS', 'HEALTH_SETTINGS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS', 'SHAPE_FIELDS', 'LAYER_PREFIXES',
-           'PEAK_FLOPS', 'KEPT_EVENTS', 'lr_multiplier', 'TrainConfig', 'config_problems', 'model_config',
-           'param_groups', 'enable_recompute', 'autocast_context', 'CheckpointError', 'save_checkpoint', 'rng_state',
-           'set_rng_state', 'read_checkpoint', 'load_checkpoint', 'ConfigMismatchError', 'absolute_paths',
-           'config_changes', 'shape_changes', 'SpikeDetector', 'layer_of', 'HealthMonitor', 'chunked_cross_entropy',
-           'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train', 'read_metrics']
+__all__ = ['SCHEDULES', 'PRECISIONS', 'HEALTH_SETTINGS', 'REWEIGHT_SETTINGS', 'STAGE_KEYS', 'PATH_FIELDS', 'OPERATIONAL_FIELDS',
+           'SHAPE_FIELDS', 'LAYER_PREFIXES', 'PEAK_FLOPS', 'KEPT_EVENTS', 'REPLAYED_EVENTS', 'lr_multiplier',
+           'TrainConfig', 'config_problems', 'model_config', 'param_groups', 'enable_recompute', 'autocast_context',
+           'CheckpointError', 'save_checkpoint', 'rng_state', 'set_rng_state', 'read_checkpoint', 'load_checkpoint',
+           'ConfigMismatchError', 'absolute_paths', 'config_changes', 'shape_changes', 'SpikeDetector', 'layer_of',
+           'HealthMonitor', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train',
+           'read_metrics', 'branch_run']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -106,6 +108,8 @@ class TrainConfig:
     spike_warmup: int = 20  # steps before the detector is armed
     health: dict | None = field(default_factory=dict)  # HealthMonitor settings to change (None: no checks)
     mixture: dict | None = None  # group -> share of tokens (chapter 05); None: every document once per epoch
+    curriculum: list | None = None  # stages [{"name", "tokens", "shares"}] (chapter 05); tokens of the run
+    reweight: dict | None = None  # online re-weighting from channel losses (chapter 05): REWEIGHT_SETTINGS
     tensorboard: bool = True
     inject: dict = field(default_factory=dict)  # faults: {"corrupt"/"nan": [batches], "freeze": [layers]}
 
@@ -127,6 +131,13 @@ HEALTH_SETTINGS = (
     "collapse",
     "update_range",
 )  # HealthMonitor's
+REWEIGHT_SETTINGS = (
+    "reference",  # group -> its reference loss (required)
+    "every",  # steps between updates of the weights (default 10)
+    "step_size",  # OnlineReweighter's (default 1.0)
+    "smoothing",  # OnlineReweighter's (default 0.1)
+)
+STAGE_KEYS = {"name", "tokens", "shares"}
 _TYPES = {
     "int": int,
     "float": (int, float),
@@ -161,6 +172,22 @@ _RULES = {  # field: (test of its value, what the value must be)
     "spike_window": (lambda v: v >= 1, ">= 1"),
     "spike_warmup": (lambda v: v >= 0, ">= 0"),
     "health": (lambda v: v is None or set(v) <= set(HEALTH_SETTINGS), f"None or a dict of {HEALTH_SETTINGS}"),
+    "curriculum": (
+        lambda v: v is None or (len(v) > 0 and all(isinstance(s, dict) and set(s) == STAGE_KEYS for s in v)),
+        "None or a list of stages, each a dict of name, tokens and shares",
+    ),
+    "reweight": (
+        lambda v: (
+            v is None
+            or (
+                isinstance(v.get("reference"), dict)
+                and set(v) <= set(REWEIGHT_SETTINGS)
+                and isinstance(v.get("every", 10), int)
+                and v.get("every", 10) >= 1
+            )
+        ),
+        f"None or a dict with 'reference' (group -> loss) and any of {REWEIGHT_SETTINGS[1:]}; every >= 1",
+    ),
 }
 
 
@@ -175,6 +202,8 @@ def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
             problems.append(f"{f.name} must be {f.type}, got {type(value).__name__} {value!r}")
         elif f.name in _RULES and not _RULES[f.name][0](value):
             problems.append(f"{f.name} must be {_RULES[f.name][1]}, got {value!r}")
+    if cfg.curriculum and (cfg.mixture or cfg.reweight):
+        problems.append("curriculum sets the shares of every stage: leave mixture and reweight None with it")
     return problems
 
 # %% ../nbs/09_training.ipynb #3607f95c
@@ -611,6 +640,8 @@ def channel_losses(
 
 
 KEPT_EVENTS = ("config_change", "checkpoint_skipped")  # the run's history: kept when a resume replays steps
+# dropped past a rollback's step: the replay raises them again
+REPLAYED_EVENTS = ("alert", "curriculum_stage")
 
 
 def _read_records(path: Path) -> tuple[list[dict], list[int], int]:  # a metrics.jsonl
@@ -668,8 +699,8 @@ class _Metrics:
 
     def truncate(self, step: int):
         self.f.close()
-        # events stay (the run's history), but alerts past the step: the replay raises them again if they hold
-        self._rewrite(lambda r: r.get("step", -1) <= step or r.get("event") not in (None, "alert"))
+        # events stay (the run's history), except those the replay raises again if they still hold
+        self._rewrite(lambda r: r.get("step", -1) <= step or r.get("event") not in (None, *REPLAYED_EVENTS))
         self.f = open(self.path, "a", encoding="utf-8")
 
     def close(self):
@@ -728,9 +759,23 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         self.eos = self.shards.index["specials"]["<|endoftext|>"]
-        mixture = shard_mixture(self.shards, cfg.mixture, seed=cfg.seed) if cfg.mixture else None
+        self.curriculum = Curriculum.from_config(cfg.curriculum) if cfg.curriculum else None
+        self.reweighter = self._reweighter()
+        self.window = {}  # group -> [loss sum, steps, last mean] since the last re-weighting
+        shares = cfg.mixture  # the sampler's first shares
+        if self.curriculum:
+            shares = self.curriculum.stages[0].shares
+        elif self.reweighter:
+            shares = self.reweighter.weights
+        mixture = shard_mixture(self.shards, shares, seed=cfg.seed) if shares else None
         self.loader = PackedLoader(
-            self.shards, cfg.seq_len, cfg.batch_size, self.eos, seed=cfg.seed, mixture=mixture
+            self.shards,
+            cfg.seq_len,
+            cfg.batch_size,
+            self.eos,
+            seed=cfg.seed,
+            mixture=mixture,
+            curriculum=self.curriculum,
         )
         self.groups = self.loader.group_names
         self.detector = SpikeDetector(cfg.spike_window, cfg.spike_z, cfg.spike_warmup)
@@ -751,6 +796,18 @@ class Trainer:
             if ck is None:
                 self._save()  # step 0: something to roll back to
         self._it = iter(self.loader)
+        self.stage = self.loader.state["stage"]  # the curriculum stage of the last batch drawn
+
+    def _reweighter(self) -> OnlineReweighter | None:
+        "Chapter 05's OnlineReweighter for `cfg.reweight`, starting from `cfg.mixture` (default: uniform)."
+        rw = self.cfg.reweight
+        if rw is None:
+            return None
+        groups = set(self.shards.groups)
+        if unknown := set(rw["reference"]) - groups:
+            raise ValueError(f"reweight reference names {sorted(unknown)}, not groups of {self.cfg.shards}")
+        init = {g: self.cfg.mixture.get(g, 0.0) for g in rw["reference"]} if self.cfg.mixture else None
+        return OnlineReweighter(rw["reference"], rw.get("step_size", 1.0), rw.get("smoothing", 0.1), init)
 
     def _check_config(self, override: bool) -> dict:
         "Compare with the folder's saved settings: refuse a new shape, and other changes unless overridden."
@@ -790,6 +847,8 @@ class Trainer:
                 "skip": sorted(self.skip),
                 "detector": list(self.detector.losses),
                 "health": self.health.state_dict() if self.health else None,
+                "reweighter": self.reweighter.state_dict() if self.reweighter else None,
+                "window": self.window,
                 "rollbacks": self.rollbacks,
             },
         }
@@ -817,6 +876,10 @@ class Trainer:
         self.detector.losses.extend(t["detector"])
         if self.health and t.get("health"):
             self.health.load_state_dict(t["health"])
+        if self.reweighter and t.get("reweighter"):
+            self.reweighter.load_state_dict(t["reweighter"])
+        self.window = {g: list(v) for g, v in t.get("window", {}).items()}
+        self.stage = self.loader.state["stage"]
 
     def _save(self):
         save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
@@ -1006,6 +1069,32 @@ def _health_checks(self: Trainer, rec: dict) -> list[dict]:  # a step's record, 
     return alerts
 
 
+def _reweight(self: Trainer, rec: dict) -> dict:  # a step's record
+    "Every `every` steps: new shares from each group's mean channel loss since the last update (chapter 05)."
+    for g, v in rec["channel"].items():
+        s = self.window.setdefault(g, [0.0, 0, v])  # loss sum, steps, the last mean (a group missing later)
+        s[0], s[1] = s[0] + v, s[1] + 1
+    if self.step % self.cfg.reweight.get("every", 10):
+        return {}
+    ref = self.reweighter.reference
+    for s in self.window.values():
+        if s[1]:
+            s[:] = [0.0, 0, s[0] / s[1]]
+    losses = {g: self.window[g][2] if g in self.window else ref[g] for g in ref}  # unseen: at its reference
+    weights = self.reweighter.update(losses)
+    self.loader.mixture.set_shares(weights)
+    return {f"weight/{g}": round(w, 5) for g, w in weights.items()}
+
+
+def _stage_event(self: Trainer) -> dict | None:
+    "A `curriculum_stage` record when the batches of this step began a new stage."
+    k = self.loader.state["stage"]
+    if k == self.stage:
+        return None
+    self.stage = k
+    return {"step": self.step, "event": "curriculum_stage", "stage": self.curriculum.stages[k].name}
+
+
 def _run(self: Trainer) -> dict:
     "Train to max_steps (from where the folder's checkpoint left off), owning the folder; returns a summary."
     with lock_folder(self.out, "training run"):
@@ -1041,6 +1130,8 @@ def _loop(self: Trainer) -> dict:
                 )
                 / 2**30,
             }
+        if self.reweighter:
+            rec |= self._reweight(rec)
         if (
             self.heldout
             and cfg.eval_every
@@ -1052,6 +1143,8 @@ def _loop(self: Trainer) -> dict:
             {k: v for k, v in rec.items() if k != "channel"}
             | {f"loss/{g}": v for g, v in rec["channel"].items()}
         )
+        if self.curriculum and (stage := self._stage_event()):
+            self.metrics.log(stage)
         for a in alerts:  # after the step's record: to the metrics file, TensorBoard and the console
             self.metrics.log(a)
             print(f"alert at step {a['step']} ({a['check']}): {a['message']}", file=sys.stderr, flush=True)
@@ -1062,7 +1155,7 @@ def _loop(self: Trainer) -> dict:
 
 
 Trainer._train_step, Trainer._evaluate, Trainer._loop, Trainer.run = _train_step, _evaluate, _loop, _run
-Trainer._health_checks = _health_checks
+Trainer._health_checks, Trainer._reweight, Trainer._stage_event = _health_checks, _reweight, _stage_event
 
 
 def train(
@@ -1084,3 +1177,22 @@ def read_metrics(out: str | Path) -> list[dict]:  # a run folder
     if bad and bad != [n_lines]:
         raise DataError(path, bad[0], "not a complete JSON record")
     return records
+
+# %% ../nbs/09_training.ipynb #426969a4
+def branch_run(
+    run: str | Path,  # a run folder
+    to: str | Path,  # the branch's run folder (new)
+    step: int,  # the checkpoint of `run` the branch starts from
+) -> Path:
+    "A new run folder holding `run` up to the checkpoint of `step`; training with `out=to` resumes there."
+    run, to, name = Path(run), Path(to), f"ckpt_{step:07d}.pt"
+    if not (run / name).exists():
+        kept = sorted(p.name for p in run.glob("ckpt_*.pt"))
+        raise FileNotFoundError(f"{run} has no checkpoint of step {step}; it keeps {kept}")
+    if to.exists() and any(to.iterdir()):
+        raise FileExistsError(f"{to} is not empty: a branch starts in a new folder")
+    to.mkdir(parents=True, exist_ok=True)
+    for f in ("config.json", "metrics.jsonl", name, f"{name}.json"):  # later records are dropped on resume
+        shutil.copy2(run / f, to / f)
+    _write_atomic(to / "latest", name)
+    return to

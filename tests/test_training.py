@@ -136,3 +136,59 @@ def test_health_alerts_fire_on_faults_and_survive_a_resume(shards, tmp_path):
 
     assert found(tmp_path / "straight") and any(a[1] == "loss_stalled" for a in found(tmp_path / "straight"))
     assert found(tmp_path / "resumed") == found(tmp_path / "straight")
+
+
+def _kill_at(llmcourse_exe, cfg_path, out, targets):
+    "Run `llmcourse train` and kill -9 it once its metrics reach each target step in turn; then let a run finish."
+    kills = 0
+    for target in targets:
+        p = subprocess.Popen(_train_cmd(llmcourse_exe, cfg_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 300
+        while time.time() < deadline and p.poll() is None:
+            done = [r["step"] for r in read_metrics(out) if "event" not in r] if (out / "metrics.jsonl").exists() else []
+            if done and done[-1] >= target: break
+            time.sleep(0.02)
+        if p.poll() is not None: break
+        os.kill(p.pid, signal.SIGKILL); p.wait(); kills += 1
+    r = subprocess.run(_train_cmd(llmcourse_exe, cfg_path), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return kills
+
+
+STAGES = [{"name": "web", "tokens": 30 * 4 * 64, "shares": {"web/en": 1, "web/zh": 1}},
+          {"name": "facts", "tokens": 30 * 4 * 64, "shares": {"knowledge/en": 1, "math/en": 1}}]
+GROUPS = ["code/python", "knowledge/en", "knowledge/zh", "math/en", "math/zh", "web/en", "web/zh"]   # the fixture's
+
+
+@pytest.mark.parametrize("kind", ["curriculum", "reweight"])
+def test_kill9_in_a_changing_mixture_resumes_exactly(shards, tmp_path, llmcourse_exe, kind):
+    "kill -9 just after a curriculum boundary (resumed from the checkpoint before it) and inside stage 2, or during a re-weighted run: the same steps, stages and weights as a run never stopped."
+    kw = ({"curriculum": STAGES} if kind == "curriculum" else
+          {"reweight": {"reference": {g: 20.0 if g == "web/zh" else 3.0 for g in GROUPS}, "every": 5, "step_size": 0.5}})
+    runs = {}
+    for name in ("straight", "killed"):
+        cfg_path = tmp_path / f"{name}.json"
+        save_config(_config(shards, tmp_path / name, log_every=1, **kw), cfg_path)
+        runs[name] = tmp_path / name
+        kills = _kill_at(llmcourse_exe, cfg_path, tmp_path / name, [] if name == "straight" else [33, 46])
+    assert kills == 2
+
+    def history(out):   # per step: loss, the groups in its batch, the weights; and the stage events
+        recs = read_metrics(out)
+        steps = [(r["step"], r["loss"], sorted(k[5:] for k in r if k.startswith("loss/")),
+                  {k: v for k, v in r.items() if k.startswith("weight/")}) for r in recs if "event" not in r]
+        return steps, [(r["step"], r["stage"]) for r in recs if r.get("event") == "curriculum_stage"]
+
+    straight, killed = history(runs["straight"]), history(runs["killed"])
+    assert [s for s, *_ in straight[0]] == list(range(1, 61))
+    assert killed == straight                                       # float for float, stage for stage
+    if kind == "curriculum":
+        assert straight[1] == [(1, "web"), (31, "facts")]
+        assert {g for _, _, gs, _ in straight[0][:30] for g in gs} == {"web/en", "web/zh"}
+        assert {g for _, _, gs, _ in straight[0][30:] for g in gs} == {"knowledge/en", "math/en"}
+    else:
+        weights = [w for *_, w in straight[0] if w]
+        assert len(weights) == 12 and weights[0] != weights[-1]    # updated every 5 steps, and moving
+        assert all(abs(sum(w.values()) - 1) < 1e-4 for w in weights)
+        # web/zh's loss never exceeds its reference of 20 nats: no excess, so it sinks towards the smoothing floor
+        assert min(weights[-1], key=weights[-1].get) == "weight/web/zh" and weights[-1]["weight/web/zh"] < 1 / len(GROUPS)
