@@ -1688,6 +1688,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume a run whose settings changed (recorded in its metrics.jsonl); "
         "without it a change is refused",
     )
+    t.add_argument(
+        "--dp",
+        type=int,
+        help="data-parallel size on a device mesh (chapter 10; start with torchrun): "
+        "default the number of processes / cp",
+    )
+    t.add_argument(
+        "--cp", type=int, help="context-parallel size: each row's sequence split over this many processes"
+    )
     e = sub.add_parser(
         "eval",
         help="evaluate a trained model: perplexity, probes, multiple choice, needles, generations",
@@ -1798,6 +1807,13 @@ def _cmd_train(a) -> int:
         cfg.out = a.out
     if a.max_steps is not None:
         cfg.max_steps = a.max_steps
+    if a.dp or a.cp or "WORLD_SIZE" in os.environ:  # a job of several processes (torchrun): a device mesh
+        from llmcourse.distributed import train_on_mesh
+
+        summary = train_on_mesh(cfg, a.dp, a.cp or 1, override=a.override)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(json.dumps(summary))
+        return 0
     print(json.dumps(train(cfg, override=a.override)))
     return 0
 

@@ -5,7 +5,7 @@
 # %% ../nbs/09_training.ipynb #e773600b
 from __future__ import annotations
 
-import hashlib, json, math, os, random, re, resource, shutil, statistics, sys, time, warnings
+import contextlib, hashlib, json, math, os, random, re, resource, shutil, statistics, sys, time, warnings
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -37,8 +37,8 @@ __all__ = ['SCHEDULES', 'PRECISIONS', 'HEALTH_SETTINGS', 'REWEIGHT_SETTINGS', 'S
            'TrainConfig', 'config_problems', 'model_config', 'param_groups', 'enable_recompute', 'autocast_context',
            'CheckpointError', 'save_checkpoint', 'rng_state', 'set_rng_state', 'read_checkpoint', 'load_checkpoint',
            'ConfigMismatchError', 'absolute_paths', 'config_changes', 'shape_changes', 'SpikeDetector', 'layer_of',
-           'HealthMonitor', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Trainer', 'train',
-           'read_metrics', 'branch_run']
+           'HealthMonitor', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Parallel',
+           'Trainer', 'train', 'read_metrics', 'branch_run']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -708,6 +708,59 @@ class _Metrics:
         if self.tb:
             self.tb.close()
 
+
+class _NoMetrics:  # on the processes that do not write the run's files
+    def log(self, rec: dict):
+        pass
+
+    def truncate(self, step: int):
+        pass
+
+    def close(self):
+        pass
+
+# %% ../nbs/09_training.ipynb #6d775168
+class Parallel:
+    "How a run is spread over processes: here, one process. Chapter 10's MeshParallel spreads it over a mesh."
+
+    rank, world = 0, 1  # this process; all processes
+    dp_rank, dp_size = 0, 1  # this process's data-parallel rank (its share of the rows); how many shares
+    cp = 1  # processes that split each row's sequence (context parallelism)
+
+    @property
+    def is_main(self) -> bool:  # the process that writes the run's files and prints
+        return self.rank == 0
+
+    def check(self, cfg: TrainConfig):  # the run's settings
+        "Raise ValueError for settings this layout of processes cannot run (one process runs them all)."
+
+    def wrap(self, model: Llama) -> torch.nn.Module:  # the model, built on this process
+        "The model as this process trains it (sharded, split over the sequence, ...)."
+        return model
+
+    def batch(self, b: dict) -> dict:  # a batch of this process's rows (`collate`)
+        "The part of a batch this process computes."
+        return b
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:  # changed in place
+        "The tensor summed over all processes."
+        return t
+
+    def local(self, t: torch.Tensor) -> torch.Tensor:  # a weight or gradient, possibly sharded
+        "This process's part of a tensor (the sums of `all_sum` over these parts give the whole)."
+        return t
+
+    def load_full_weights(self, model: torch.nn.Module, weights: dict):  # ordinary full tensors
+        model.load_state_dict(weights)
+
+    def save(self, trainer: "Trainer"):
+        "Write the trainer's checkpoint for its current step."
+        save_checkpoint(trainer.out, trainer.step, trainer._state(), trainer.cfg.keep_checkpoints)
+
+    def load(self, trainer: "Trainer", folder: Path, skipped: list) -> dict | None:
+        "The newest intact checkpoint of `folder` (None if it has none), as `Trainer._restore` takes it."
+        return load_checkpoint(folder, skipped)
+
 # %% ../nbs/09_training.ipynb #b30b9587
 def _mismatch(e: RuntimeError) -> str:  # load_state_dict's error: its first complaint
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
@@ -721,13 +774,16 @@ class Trainer:
         self,
         cfg: TrainConfig,  # the run's settings
         override: bool = False,  # resume a run whose config.json differs from cfg (the change is recorded)
+        parallel: Parallel | None = None,  # how the run is spread over processes (default: one process)
     ):
         cfg.validate()
         for name in ("shards", "heldout_shards"):
             folder = getattr(cfg, name)
             if folder and not Path(folder).is_dir():
                 raise FileNotFoundError(f"{name}={folder!r}: no such folder (token shards, chapter 06)")
-        self.cfg, self.out = cfg, Path(cfg.out)
+        self.cfg, self.out, self.parallel = cfg, Path(cfg.out), parallel or Parallel()
+        P = self.parallel
+        P.check(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -748,6 +804,7 @@ class Trainer:
         self.health = HealthMonitor(**cfg.health) if cfg.health is not None else None
         if cfg.recompute:
             enable_recompute(self.model)
+        self.model = P.wrap(self.model)
         self.loss_fn = (
             torch.compile(token_losses) if cfg.compile else token_losses
         )  # model + loss: one graph when compiled
@@ -771,28 +828,32 @@ class Trainer:
         self.loader = PackedLoader(
             self.shards,
             cfg.seq_len,
-            cfg.batch_size,
+            cfg.batch_size // P.dp_size,
             self.eos,
             seed=cfg.seed,
+            rank=P.dp_rank,
+            world_size=P.dp_size,
             mixture=mixture,
             curriculum=self.curriculum,
         )
         self.groups = self.loader.group_names
         self.detector = SpikeDetector(cfg.spike_window, cfg.spike_z, cfg.spike_warmup)
         self.step, self.batches_drawn, self.tokens, self.skip, self.rollbacks = 0, 0, 0, set(), 0
-        with lock_folder(self.out, "training run"):  # another trainer on this folder fails here
+        with self._owning():  # another trainer on this folder fails here
             skipped = []
-            ck = load_checkpoint(self.out, skipped)
+            ck = P.load(self, self.out, skipped)
             if ck is not None:
                 self._restore(ck)  # resuming: the run's own checkpoint wins
             elif cfg.init_from:
                 self._init_weights(Path(cfg.init_from), skipped)
-            self.metrics = _Metrics(self.out, cfg.tensorboard, self.step if ck is not None else None)
+            resumed = self.step if ck is not None else None
+            self.metrics = _Metrics(self.out, cfg.tensorboard, resumed) if P.is_main else _NoMetrics()
             for s in skipped:
                 self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
             if changes:
                 self.metrics.log({"step": self.step, "event": "config_change", "changes": changes})
-            save_config(absolute_paths(cfg), self.out / "config.json")
+            if P.is_main:
+                save_config(absolute_paths(cfg), self.out / "config.json")
             if ck is None:
                 self._save()  # step 0: something to roll back to
         self._it = iter(self.loader)
@@ -808,6 +869,10 @@ class Trainer:
             raise ValueError(f"reweight reference names {sorted(unknown)}, not groups of {self.cfg.shards}")
         init = {g: self.cfg.mixture.get(g, 0.0) for g in rw["reference"]} if self.cfg.mixture else None
         return OnlineReweighter(rw["reference"], rw.get("step_size", 1.0), rw.get("smoothing", 0.1), init)
+
+    def _owning(self):
+        "Hold the run folder (the main process; the others write nothing but their checkpoint shards)."
+        return lock_folder(self.out, "training run") if self.parallel.is_main else contextlib.nullcontext()
 
     def _check_config(self, override: bool) -> dict:
         "Compare with the folder's saved settings: refuse a new shape, and other changes unless overridden."
@@ -834,10 +899,13 @@ class Trainer:
         return changes
 
     def _state(self) -> dict:
+        "Everything a checkpoint holds."
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), **self._run_state()}
+
+    def _run_state(self) -> dict:
+        "The state of the run besides the weights and the optimizer."
         return {
             "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
             "loader": self.loader.state_dict(),
             "rng": rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler else {},
@@ -853,13 +921,15 @@ class Trainer:
             },
         }
 
-    def _restore(self, ck: dict):
+    def _restore(self, ck: dict):  # `_state()`'s dict, less what `Parallel.load` loaded already
         try:
-            self.model.load_state_dict(ck["model"])
+            if "model" in ck:
+                self.model.load_state_dict(ck["model"])
         except RuntimeError as e:
             msg = f"{self.out}: its checkpoint's weights do not fit this model ({_mismatch(e)})"
             raise ConfigMismatchError(msg) from None
-        self.opt.load_state_dict(ck["optimizer"])
+        if "optimizer" in ck:
+            self.opt.load_state_dict(ck["optimizer"])
         self.loader.load_state_dict(ck["loader"])
         set_rng_state(ck["rng"])
         if self.scaler and ck["scaler"]:
@@ -882,7 +952,7 @@ class Trainer:
         self.stage = self.loader.state["stage"]
 
     def _save(self):
-        save_checkpoint(self.out, self.step, self._state(), self.cfg.keep_checkpoints)
+        self.parallel.save(self)
 
     def _init_weights(self, run: Path, skipped: list):  # another run's weights (fresh optimizer and schedule)
         ck = load_checkpoint(run, skipped)
@@ -891,15 +961,20 @@ class Trainer:
                 f"init_from={str(run)!r} has no checkpoint (expected a chapter-09 run folder with ckpt_*.pt)"
             )
         try:
-            self.model.load_state_dict(ck["model"])
+            self.parallel.load_full_weights(self.model, ck["model"])
         except RuntimeError as e:
             msg = f"init_from={str(run)!r}: its weights do not fit this model ({_mismatch(e)})"
             raise ValueError(msg) from None
 
     def _packing(self, b: dict) -> dict:  # the model's document-boundary inputs for this batch
-        if not self.cfg.doc_mask:
-            return {}
-        return {"position_ids": b["position_ids"].to(self.device), "doc_ids": b["doc_ids"].to(self.device)}
+        if self.cfg.doc_mask:
+            return {
+                "position_ids": b["position_ids"].to(self.device),
+                "doc_ids": b["doc_ids"].to(self.device),
+            }
+        if self.parallel.cp > 1:  # a part of each row: its tokens' places in the whole row
+            return {"position_ids": b["position_ids"].to(self.device)}
+        return {}
 
     def _next_batch(self) -> tuple[int, dict]:
         while True:
@@ -913,7 +988,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         at, skip, n = self.step + 1, self.skip | set(bad), self.rollbacks
         skipped = []
-        ck = load_checkpoint(self.out, skipped)
+        ck = self.parallel.load(self, self.out, skipped)
         self._restore(ck)
         self.skip, self.rollbacks = skip, n + 1  # keep what the restored state does not know
         self._it = iter(self.loader)  # restart the stream from the restored state
@@ -934,7 +1009,7 @@ class Trainer:
 # %% ../nbs/09_training.ipynb #8bc56513
 def _train_step(self: Trainer) -> dict | None:
     "One optimizer step; None when a spike sent the run back to the last checkpoint."
-    cfg, dev = self.cfg, self.device
+    cfg, dev, P = self.cfg, self.device, self.parallel
     lr = cfg.lr * lr_multiplier(
         self.step,
         cfg.max_steps,
@@ -948,7 +1023,7 @@ def _train_step(self: Trainer) -> dict | None:
         g["lr"] = lr
     self.model.train()
     loss_sum, ch_sum, ch_cnt, used = (
-        0.0,
+        torch.zeros((), dtype=torch.float64, device=dev),  # float64: the sum Python's floats would give
         torch.zeros(len(self.groups), device=dev),
         torch.zeros(len(self.groups), device=dev),
         [],
@@ -956,6 +1031,7 @@ def _train_step(self: Trainer) -> dict | None:
     for _ in range(cfg.grad_accum):
         i, b = self._next_batch()
         used.append(i)
+        b = P.batch(b)
         x, y, gid = b["input_ids"].to(dev), b["labels"].to(dev), b["group_ids"].to(dev)
         if i in cfg.inject.get("corrupt", []):  # tests: a batch of garbage
             gen = torch.Generator().manual_seed(i)
@@ -969,7 +1045,11 @@ def _train_step(self: Trainer) -> dict | None:
         ch_sum.index_add_(0, gid.flatten(), tl.detach())
         ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
         (self.scaler.scale(loss / cfg.grad_accum) if self.scaler else loss / cfg.grad_accum).backward()
-        loss_sum += loss.item() / cfg.grad_accum
+        loss_sum += loss.detach().double() / cfg.grad_accum
+    # every process computes the same number of tokens: the mean of their means is the mean over all tokens
+    loss_sum = P.all_sum(loss_sum).item() / P.world
+    P.all_sum(ch_sum)
+    P.all_sum(ch_cnt)
     if self.detector.is_spike(loss_sum):
         self._rollback(used, loss_sum)
         return None
@@ -979,13 +1059,15 @@ def _train_step(self: Trainer) -> dict | None:
     if logging:  # each weight's squared gradient norm before clipping (0 for a weight with no gradient)
         zero = torch.zeros((), device=dev)
         grad_sq = [
-            zero if p.grad is None else p.grad.detach().float().pow(2).sum() for p in self.model.parameters()
+            zero if p.grad is None else P.local(p.grad).detach().float().pow(2).sum()
+            for p in self.model.parameters()
         ]
     gnorm = torch.nn.utils.clip_grad_norm_(
         self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
     )
+    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # sharded weights: the whole norm
     if logging:
-        before = [p.detach().clone() for p in self.model.parameters()]
+        before = [P.local(p).detach().clone() for p in self.model.parameters()]
     if self.scaler:
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -1002,11 +1084,14 @@ def _train_step(self: Trainer) -> dict | None:
         },
     }
     if logging:  # per layer: gradient norm and ‖Δw‖ / ‖w‖, summed on the device, read once
-        upd = [(p.detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)]
+        upd = [
+            (P.local(p).detach() - q).float().pow(2).sum() for p, q in zip(self.model.parameters(), before)
+        ]
         size = [q.float().pow(2).sum() for q in before]
         names = self.layer_names
         per = torch.stack([torch.stack(grad_sq), torch.stack(upd), torch.stack(size)])
-        g2, u2, w2 = torch.zeros(3, len(names), device=dev).index_add_(1, self.layer_index, per).tolist()
+        per_layer = torch.zeros(3, len(names), device=dev).index_add_(1, self.layer_index, per)
+        g2, u2, w2 = P.all_sum(per_layer).tolist()
         rec["update_ratio"] = math.sqrt(sum(u2) / sum(w2))  # over all weights
         for name, g, u, w in zip(names, g2, u2, w2):
             rec[f"grad_norm/{name}"] = math.sqrt(g)
@@ -1020,23 +1105,25 @@ def _train_step(self: Trainer) -> dict | None:
 @torch.no_grad()
 def _evaluate(self: Trainer) -> dict:
     "Held-out loss and perplexity per group, on `eval_batches` fixed batches, equal token shares per group."
-    cfg, dev = self.cfg, self.device
+    cfg, dev, P = self.cfg, self.device, self.parallel
     self.model.eval()
     groups = sorted(set(self.heldout.groups))  # sorted: the same order, so the same batches, in every process
     uniform = {g: 1.0 for g in groups}  # every held-out group the same share of tokens
     ev = PackedLoader(
         self.heldout,
         cfg.seq_len,
-        cfg.batch_size,
+        cfg.batch_size // P.dp_size,
         self.eos,
         seed=1234,
+        rank=P.dp_rank,
+        world_size=P.dp_size,
         mixture=shard_mixture(self.heldout, uniform, seed=1234),
     )
     names = ev.group_names
     s, c = torch.zeros(len(names), device=dev), torch.zeros(len(names), device=dev)
     it = iter(ev)
     for _ in range(cfg.eval_batches):
-        b = next(it)
+        b = P.batch(next(it))
         with autocast_context(dev, cfg.precision):
             tl = self.loss_fn(
                 self.model, b["input_ids"].to(dev), b["labels"].to(dev), cfg.loss_chunk, **self._packing(b)
@@ -1044,6 +1131,8 @@ def _evaluate(self: Trainer) -> dict:
         gid = b["group_ids"].to(dev).flatten()
         s.index_add_(0, gid, tl)
         c.index_add_(0, gid, torch.ones_like(tl))
+    P.all_sum(s)
+    P.all_sum(c)
     per = {g: (s[k] / c[k]).item() for k, g in enumerate(names) if c[k] > 0}
     return {"eval_loss": (s.sum() / c.sum()).item()} | {
         f"ppl/{g}": round(math.exp(v), 3) for g, v in per.items()
@@ -1097,7 +1186,7 @@ def _stage_event(self: Trainer) -> dict | None:
 
 def _run(self: Trainer) -> dict:
     "Train to max_steps (from where the folder's checkpoint left off), owning the folder; returns a summary."
-    with lock_folder(self.out, "training run"):
+    with self._owning():
         return self._loop()
 
 
@@ -1122,7 +1211,9 @@ def _loop(self: Trainer) -> dict:
             rec |= {
                 "tokens": self.tokens,
                 "tokens_per_s": round(tps, 1),
-                "mfu": flops_per_token(self.mcfg, cfg.seq_len) * tps / peak if peak else None,
+                "mfu": flops_per_token(self.mcfg, cfg.seq_len) * tps / (peak * self.parallel.world)
+                if peak
+                else None,
                 "peak_mem_gb": (
                     torch.cuda.max_memory_allocated(self.device)
                     if self.device.type == "cuda"
@@ -1147,7 +1238,10 @@ def _loop(self: Trainer) -> dict:
             self.metrics.log(stage)
         for a in alerts:  # after the step's record: to the metrics file, TensorBoard and the console
             self.metrics.log(a)
-            print(f"alert at step {a['step']} ({a['check']}): {a['message']}", file=sys.stderr, flush=True)
+            if self.parallel.is_main:
+                print(
+                    f"alert at step {a['step']} ({a['check']}): {a['message']}", file=sys.stderr, flush=True
+                )
         if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.max_steps:
             self._save()
     self.metrics.close()
@@ -1161,11 +1255,12 @@ Trainer._health_checks, Trainer._reweight, Trainer._stage_event = _health_checks
 def train(
     cfg: TrainConfig,  # the run's settings
     override: bool = False,  # resume a run with settings that differ from its config.json (recorded)
+    parallel: Parallel | None = None,  # how the run is spread over processes (default: one process)
 ) -> dict:
     "Run (or resume) training as configured; returns steps, tokens, rollbacks and the run folder."
     threads = torch.get_num_threads()
     try:
-        return Trainer(cfg, override).run()
+        return Trainer(cfg, override, parallel).run()
     finally:
         torch.set_num_threads(threads)  # `cfg.threads` holds for this run only, not for the caller after it
 
@@ -1185,14 +1280,17 @@ def branch_run(
     step: int,  # the checkpoint of `run` the branch starts from
 ) -> Path:
     "A new run folder holding `run` up to the checkpoint of `step`; training with `out=to` resumes there."
-    run, to, name = Path(run), Path(to), f"ckpt_{step:07d}.pt"
-    if not (run / name).exists():
-        kept = sorted(p.name for p in run.glob("ckpt_*.pt"))
+    run, to = Path(run), Path(to)
+    name = f"ckpt_{step:07d}" if (run / f"ckpt_{step:07d}").is_dir() else f"ckpt_{step:07d}.pt"
+    if not (run / name).exists():  # a file, or a folder of shards (chapter 10)
+        kept = sorted(p.name for p in run.glob("ckpt_*") if not p.name.endswith(".json"))
         raise FileNotFoundError(f"{run} has no checkpoint of step {step}; it keeps {kept}")
     if to.exists() and any(to.iterdir()):
         raise FileExistsError(f"{to} is not empty: a branch starts in a new folder")
     to.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "metrics.jsonl", name, f"{name}.json"):  # later records are dropped on resume
-        shutil.copy2(run / f, to / f)
+    for f in ("config.json", "metrics.jsonl", f"{name}.json"):  # later records are dropped on resume
+        if (run / f).exists():
+            shutil.copy2(run / f, to / f)
+    (shutil.copytree if (run / name).is_dir() else shutil.copy2)(run / name, to / name)
     _write_atomic(to / "latest", name)
     return to

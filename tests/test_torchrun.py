@@ -1,0 +1,145 @@
+"""`llmcourse train` under torchrun on CPU processes (gloo), as a user starts it: a (dp, cp) mesh trains the
+one-process curve; kill -9 of one rank stops the job and the rerun resumes; sharded checkpoints resume on another
+mesh and consolidate into one file; a mesh that does not fit is a clear error on every rank."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+from llmcourse.core import save_config
+from llmcourse.data import tokenize_to_shards
+from llmcourse.tokenizer import Tokenizer, tokenizer_corpus, train_bpe
+from llmcourse.training import TrainConfig, branch_run, load_checkpoint, read_metrics, train
+
+TORCHRUN, LLMCOURSE = (str(Path(sys.executable).parent / name) for name in ("torchrun", "llmcourse"))
+# float32 sums taken in another order (FSDP's reduce-scatter, the ring's merges) differ in the last bits;
+# over 20 AdamW steps the losses measured here stay within 2e-6 of one process: 1e-5 leaves room, and a real
+# difference (a wrong gradient, a skipped row) moves them by 1e-3 or more from the second step on
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, repo_root):
+    "A run config on a small shard set, with held-out shards: 20 steps of 4 rows x 64 tokens."
+    work = tmp_path_factory.mktemp("mesh")
+    docs = tokenizer_corpus(repo_root / "data_samples", 0)
+    train_docs, held = [d for d in docs if not d["heldout"]][::4], [d for d in docs if d["heldout"]][::4]
+    tok = Tokenizer(*train_bpe([d["text"] for d in train_docs], 1024, ["<|endoftext|>"]), ["<|endoftext|>"])
+    path = tok.save(work / "tokenizer.json")
+    tokenize_to_shards(train_docs, path, work / "train", workers=1)
+    tokenize_to_shards(held, path, work / "heldout", workers=1)
+    cfg = TrainConfig(shards=str(work / "train"), heldout_shards=str(work / "heldout"), out=str(work / "one"),
+                      model="tiny", model_overrides={"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2},
+                      seq_len=64, batch_size=4, max_steps=20, lr=3e-3, warmup_steps=5, ckpt_every=5, keep_checkpoints=4,
+                      log_every=5, eval_every=10, eval_batches=2, threads=1, tensorboard=False, device="cpu",
+                      mixture={"web/en": 1, "knowledge/en": 1, "math/en": 1, "code/python": 1})
+    save_config(cfg, work / "run.json")
+    train(cfg)                                                         # the one-process reference, in this process
+    return work
+
+
+def _torchrun(work, n, out, *flags, wait=True):
+    cmd = [TORCHRUN, "--nproc_per_node", str(n), "--no-python", LLMCOURSE, "train", "--config", str(work / "run.json"),
+           "--out", str(out), *flags]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def _steps(out):
+    return [r for r in read_metrics(out) if "event" not in r]
+
+
+def _close(run, reference, tol=TOL):
+    a, b = _steps(run), _steps(reference)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 21))
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < tol
+    evals = [(x["eval_loss"], y["eval_loss"]) for x, y in zip(a, b) if "eval_loss" in y]
+    assert len(evals) == 2 and max(abs(x - y) for x, y in evals) < tol
+    assert a[-1]["loss"] < a[0]["loss"] - 0.5                          # the runs learn: the equality is not of idle models
+
+
+@pytest.fixture(scope="module")
+def mesh_run(config):
+    "The same config on a dp2 x cp2 mesh of 4 processes."
+    r = _torchrun(config, 4, config / "mesh", "--dp", "2", "--cp", "2")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 20   # one summary line: rank 0's
+    return config / "mesh"
+
+
+def test_mesh_trains_the_one_process_curve(config, mesh_run):
+    _close(mesh_run, config / "one")
+    latest = (mesh_run / "latest").read_text()
+    assert latest == "ckpt_0000020" and (mesh_run / latest / "run.pt").exists()
+    assert len(list((mesh_run / latest).glob("*.distcp"))) == 4         # one shard file per process
+
+
+def _workers(pid):
+    "The pids of torchrun's worker processes (its children that run llmcourse)."
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == pid and b"llmcourse" in cmdline:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def test_kill9_of_one_rank_stops_the_job_and_the_rerun_resumes(config, mesh_run):
+    out = config / "killed"
+    p = _torchrun(config, 4, out, "--dp", "2", "--cp", "2", wait=False)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        done = [r["step"] for r in _steps(out)] if (out / "metrics.jsonl").exists() else []
+        if done and done[-1] >= 8:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, p.stderr.read().decode()
+    workers = _workers(p.pid)
+    assert len(workers) == 4
+    os.kill(workers[-1], signal.SIGKILL)                                # one rank dies; the others are mid-step
+    p.wait(timeout=120)                                                 # torchrun stops the rest: no hang
+    assert p.returncode != 0
+    r = _torchrun(config, 4, out, "--dp", "2", "--cp", "2")
+    assert r.returncode == 0, r.stderr
+    assert [x["loss"] for x in _steps(out)] == [x["loss"] for x in _steps(mesh_run)]   # the same curve, bit for bit
+    assert not list(out.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("n,flags", [(4, ["--dp", "4"]), (1, [])])
+def test_a_sharded_checkpoint_resumes_on_another_mesh(config, mesh_run, n, flags):
+    "Saved by dp2 x cp2 at step 10; resumed by dp4, and by one process: the one-process curve goes on."
+    out = branch_run(mesh_run, config / f"reshard_{n}", 10)
+    r = _torchrun(config, n, out, *flags)
+    assert r.returncode == 0, r.stderr
+    _close(out, config / "one")
+
+
+def test_consolidate_gives_one_file_that_one_process_resumes(config, mesh_run, tmp_path):
+    from llmcourse.distributed import consolidate
+    out = consolidate(mesh_run, tmp_path / "one_file")
+    ck, ref = load_checkpoint(out), load_checkpoint(config / "one")
+    assert ck["step"] == ref["step"] == 20
+    assert max((ck["model"][k] - ref["model"][k]).abs().max().item() for k in ref["model"]) < 1e-4
+    assert set(ck["optimizer"]["state"]) == set(ref["optimizer"]["state"])   # the optimizer too, in one-process form
+    cfg = TrainConfig(**(json.loads((out / "config.json").read_text()) | {"max_steps": 22}))
+    assert train(cfg, override=True)["steps"] == 22
+
+
+@pytest.mark.parametrize("n,flags,says", [
+    (4, ["--dp", "3"], "a mesh of dp=3 x cp=1 needs 3 processes; this job has 4"),
+    (2, ["--cp", "2", "--dp", "1"], "is not a multiple of 2·cp = 4"),
+])
+def test_a_mesh_that_does_not_fit_is_a_clear_error_on_every_rank(config, tmp_path, n, flags, says):
+    if "--cp" in flags:                                                 # 62 tokens a row: not a multiple of 4
+        cfg = json.loads((config / "run.json").read_text()) | {"seq_len": 62}
+        (tmp_path / "run.json").write_text(json.dumps(cfg))
+        config = tmp_path
+    r = _torchrun(config, n, tmp_path / "bad", *flags)
+    assert r.returncode != 0
+    assert r.stderr.count(says) == n, r.stderr                          # every rank says why, none hangs
