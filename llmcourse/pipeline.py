@@ -1692,10 +1692,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dp",
         type=int,
         help="data-parallel size on a device mesh (chapter 10; start with torchrun): "
-        "default the number of processes / cp",
+        "default the number of processes / (cp · tp)",
     )
     t.add_argument(
         "--cp", type=int, help="context-parallel size: each row's sequence split over this many processes"
+    )
+    t.add_argument(
+        "--tp", type=int, help="tensor-parallel size: each layer's weights split over this many processes"
     )
     e = sub.add_parser(
         "eval",
@@ -1807,10 +1810,10 @@ def _cmd_train(a) -> int:
         cfg.out = a.out
     if a.max_steps is not None:
         cfg.max_steps = a.max_steps
-    if a.dp or a.cp or "WORLD_SIZE" in os.environ:  # a job of several processes (torchrun): a device mesh
+    if a.dp or a.cp or a.tp or "WORLD_SIZE" in os.environ:  # a job of several processes (torchrun): a mesh
         from llmcourse.distributed import train_on_mesh
 
-        summary = train_on_mesh(cfg, a.dp, a.cp or 1, override=a.override)
+        summary = train_on_mesh(cfg, a.dp, a.cp or 1, a.tp or 1, override=a.override)
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(summary))
         return 0

@@ -750,6 +750,10 @@ class Parallel:
         "This process's part of a tensor (the sums of `all_sum` over these parts give the whole)."
         return t
 
+    def clip_grads(self, model: torch.nn.Module, max_norm: float) -> torch.Tensor:  # inf: measure only
+        "The norm of all gradients together (before clipping), and the gradients scaled to at most max_norm."
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
     def load_full_weights(self, model: torch.nn.Module, weights: dict):  # ordinary full tensors
         model.load_state_dict(weights)
 
@@ -1062,10 +1066,7 @@ def _train_step(self: Trainer) -> dict | None:
             zero if p.grad is None else P.local(p.grad).detach().float().pow(2).sum()
             for p in self.model.parameters()
         ]
-    gnorm = torch.nn.utils.clip_grad_norm_(
-        self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-    )
-    gnorm = gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm  # sharded weights: the whole norm
+    gnorm = P.clip_grads(self.model, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     if logging:
         before = [P.local(p).detach().clone() for p in self.model.parameters()]
     if self.scaler:

@@ -1,5 +1,5 @@
-"""`llmcourse train` under torchrun on CPU processes (gloo), as a user starts it: a (dp, cp) mesh trains the
-one-process curve; kill -9 of one rank stops the job and the rerun resumes; sharded checkpoints resume on another
+"""`llmcourse train` under torchrun on CPU processes (gloo), as a user starts it: (dp, cp), (dp, tp) and (cp, tp)
+meshes train the one-process curve; kill -9 of one rank stops the job and the rerun resumes; sharded checkpoints resume on another
 mesh and consolidate into one file; a mesh that does not fit is a clear error on every rank."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
@@ -76,6 +76,17 @@ def test_mesh_trains_the_one_process_curve(config, mesh_run):
     assert len(list((mesh_run / latest).glob("*.distcp"))) == 4         # one shard file per process
 
 
+@pytest.mark.parametrize("flags", [["--dp", "2", "--tp", "2"], ["--dp", "1", "--cp", "2", "--tp", "2"]])
+def test_tensor_parallel_meshes_train_the_one_process_curve(config, flags):
+    "Tensor (and sequence) parallelism over 2 processes, with FSDP2 over dp or with ring attention over cp."
+    out = config / "_".join(flags).replace("--", "")
+    r = _torchrun(config, 4, out, *flags)
+    assert r.returncode == 0, r.stderr
+    _close(out, config / "one")
+    a, b = _steps(out), _steps(config / "one")                         # per-layer norms: each weight counted once
+    assert max(abs(x["grad_norm/norm"] - y["grad_norm/norm"]) for x, y in zip(a, b) if "grad_norm/norm" in y) < 1e-5
+
+
 def _workers(pid):
     "The pids of torchrun's worker processes (its children that run llmcourse)."
     kids = []
@@ -111,10 +122,10 @@ def test_kill9_of_one_rank_stops_the_job_and_the_rerun_resumes(config, mesh_run)
     assert not list(out.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("n,flags", [(4, ["--dp", "4"]), (1, [])])
+@pytest.mark.parametrize("n,flags", [(4, ["--dp", "4"]), (4, ["--dp", "2", "--tp", "2"]), (1, [])])
 def test_a_sharded_checkpoint_resumes_on_another_mesh(config, mesh_run, n, flags):
-    "Saved by dp2 x cp2 at step 10; resumed by dp4, and by one process: the one-process curve goes on."
-    out = branch_run(mesh_run, config / f"reshard_{n}", 10)
+    "Saved by dp2 x cp2 at step 10; resumed by dp4, by dp2 x tp2 and by one process: the one-process curve goes on."
+    out = branch_run(mesh_run, config / f"reshard_{n}{'_'.join(flags)}", 10)
     r = _torchrun(config, n, out, *flags)
     assert r.returncode == 0, r.stderr
     _close(out, config / "one")
@@ -132,8 +143,9 @@ def test_consolidate_gives_one_file_that_one_process_resumes(config, mesh_run, t
 
 
 @pytest.mark.parametrize("n,flags,says", [
-    (4, ["--dp", "3"], "a mesh of dp=3 x cp=1 needs 3 processes; this job has 4"),
+    (4, ["--dp", "3"], "a mesh of dp=3 x cp=1 x tp=1 needs 3 processes; this job has 4"),
     (2, ["--cp", "2", "--dp", "1"], "is not a multiple of 2·cp = 4"),
+    (4, ["--tp", "4", "--dp", "1"], "n_kv_heads=2 is not a multiple of tp=4"),
 ])
 def test_a_mesh_that_does_not_fit_is_a_clear_error_on_every_rank(config, tmp_path, n, flags, says):
     if "--cp" in flags:                                                 # 62 tokens a row: not a multiple of 4
