@@ -507,7 +507,7 @@ class MeshParallel(Parallel):
 def _loader_state(P: MeshParallel, loader) -> dict:
     "The stream's state after a step's last row (the last dp rank's): any process can resume from it."
     state = [loader.state_dict()]
-    dist.broadcast_object_list(state, src=(P.dp_size - 1) * P.cp)  # the global rank of mesh (dp - 1, 0)
+    dist.broadcast_object_list(state, src=int(P.mesh.mesh[-1, 0, 0]))  # the global rank at (dp - 1, 0, 0)
     return state[0]
 
 
@@ -525,7 +525,7 @@ def _save(self: MeshParallel, trainer: Trainer):
         trainer.opt.state.clear()
     run = trainer._run_state() | {
         "loader": _loader_state(self, trainer.loader),
-        "mesh": [self.dp_size, self.cp],
+        "mesh": [self.dp_size, self.cp, self.tp],
     }
     if self.is_main:
         torch.save(run, tmp / "run.pt")

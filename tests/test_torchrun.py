@@ -85,6 +85,11 @@ def test_tensor_parallel_meshes_train_the_one_process_curve(config, flags):
     _close(out, config / "one")
     a, b = _steps(out), _steps(config / "one")                         # per-layer norms: each weight counted once
     assert max(abs(x["grad_norm/norm"] - y["grad_norm/norm"]) for x, y in zip(a, b) if "grad_norm/norm" in y) < 1e-5
+    if flags[1] == "2":                                                 # dp2 x tp2's own checkpoint resumes it exactly
+        again = branch_run(out, config / f"{out.name}_again", 10)
+        r = _torchrun(config, 4, again, *flags)
+        assert r.returncode == 0, r.stderr
+        assert [x["loss"] for x in _steps(again)] == [x["loss"] for x in a]
 
 
 def _workers(pid):
