@@ -469,14 +469,8 @@ class MeshParallel(Parallel):
         "With cp > 1, this process's zig-zag part of every row, with its tokens' true positions."
         if self.cp == 1:
             return b
-        pos = torch.arange(b["input_ids"].shape[1]).expand_as(b["input_ids"])
-        parts = {
-            "input_ids": b["input_ids"],
-            "labels": b["labels"],
-            "group_ids": b["group_ids"],
-            "position_ids": pos,
-        }
-        return {k: zigzag_shard(t, self.cp_rank, self.cp, dim=1) for k, t in parts.items()}
+        part = cp_batch(b["input_ids"], b["labels"], self.cp_rank, self.cp)  # with the true positions
+        return part | {"group_ids": zigzag_shard(b["group_ids"], self.cp_rank, self.cp, dim=1)}
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
