@@ -24,9 +24,10 @@ from .training import TrainConfig, train, read_metrics, model_config
 # %% auto #0
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber',
            'check_points', 'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima',
-           'fit_isoflop', 'bootstrap', 'sweep_shape', 'batch_lr_rule', 'isoflop_grid', 'run_name', 'sweep_config',
-           'train_point', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces', 'predict_loss', 'dcpt_loss',
-           'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'sweep_base', 'sweep_points', 'prediction_point']
+           'fit_isoflop', 'bootstrap', 'sweep_shape', 'batch_lr_rule', 'critical_batch_rule', 'isoflop_grid',
+           'run_name', 'sweep_config', 'train_point', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces',
+           'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'sweep_base', 'sweep_points',
+           'prediction_point']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -313,6 +314,21 @@ def batch_lr_rule(
     tokens = 0.2920 * C**0.3271
     rows = 2 ** max(3, round(math.log2(tokens / seq_len)))
     return rows, 0.3118 * C**-0.1250
+
+
+def critical_batch_rule(
+    critical: Callable,  # loss -> B_crit in tokens, e.g. chapter 09's fit_critical_batch(...)
+    loss_at: Callable,  # C -> the loss a run of C FLOPs is expected to reach (a first estimate)
+    fraction: float = 0.5,  # the batch as a share of B_crit
+) -> Callable:  # C, seq_len -> (rows, peak lr): a `rule` for isoflop_grid
+    "Rows per step: a share of the critical batch at the budget's expected loss (a power of two rows, >= 8)."
+
+    def rule(C: float, seq_len: int) -> tuple[int, float]:
+        tokens = fraction * float(critical(loss_at(C)))
+        rows = 2 ** max(3, math.floor(math.log2(tokens / seq_len)))
+        return rows, batch_lr_rule(C, seq_len)[1]  # the peak lr of batch_lr_rule (DeepSeek-AI, 2024)
+
+    return rule
 
 
 def isoflop_grid(
@@ -684,8 +700,9 @@ def sweep_base(
 def sweep_points(
     plan: dict,  # e.g. GPU_SWEEP
     base: TrainConfig,  # from sweep_base
+    rule: Callable = batch_lr_rule,  # C, seq_len -> (rows, peak lr), e.g. critical_batch_rule(...)
 ) -> list[dict]:  # the IsoFLOP grid (lr_factor 1), then the learning-rate check
-    "Every run of a planned sweep: the grid by `batch_lr_rule`, and one size of one budget at other rates."
+    "Every run of a planned sweep: the grid by the rule, and one size of one budget at other rates."
     shards = TokenShards(base.shards)
     train_tokens = shards.index["n_tokens"]
     family = [sweep_shape(d, n) for d, n in plan["family"]]
@@ -696,7 +713,7 @@ def sweep_points(
         shards.index["vocab_size"],
         train_tokens,
         plan["per_budget"],
-        rule=batch_lr_rule,
+        rule=rule,
     )
     grid = [p | {"lr_factor": 1.0} for p in grid]
     check = plan["lr_check"]
@@ -710,10 +727,11 @@ def prediction_point(
     plan: dict,  # e.g. GPU_SWEEP; its predict_budget is the run's compute
     base: TrainConfig,  # from sweep_base
     vocab_size: int,  # the tokenizer's size
+    rule: Callable = batch_lr_rule,  # C, seq_len -> (rows, peak lr), as the sweep's
 ) -> dict:  # a sweep point, batch and lr by the rule
     "The run that checks a fit: the family's shape nearest the fitted N* at the plan's prediction budget."
     family = [sweep_shape(d, n) for d, n in plan["family"]]
     C = plan["predict_budget"]
-    points = isoflop_grid([C], family, base, vocab_size, 1, None, max_epochs=math.inf, rule=batch_lr_rule)
+    points = isoflop_grid([C], family, base, vocab_size, 1, None, max_epochs=math.inf, rule=rule)
     n_star = fit.optimal(C)[0]
     return min(points, key=lambda p: abs(math.log(p["N"] / n_star))) | {"lr_factor": 1.0}

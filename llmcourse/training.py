@@ -38,7 +38,8 @@ __all__ = ['SCHEDULES', 'PRECISIONS', 'HEALTH_SETTINGS', 'REWEIGHT_SETTINGS', 'S
            'CheckpointError', 'save_checkpoint', 'rng_state', 'set_rng_state', 'read_checkpoint', 'load_checkpoint',
            'ConfigMismatchError', 'absolute_paths', 'config_changes', 'shape_changes', 'SpikeDetector', 'layer_of',
            'HealthMonitor', 'chunked_cross_entropy', 'token_losses', 'peak_flops', 'channel_losses', 'Parallel',
-           'Trainer', 'train', 'read_metrics', 'branch_run']
+           'Trainer', 'train', 'read_metrics', 'branch_run', 'noise_estimates', 'noise_scale', 'CriticalBatch',
+           'fit_critical_batch', 'steps_to_loss', 'fit_batch_tradeoff']
 
 # %% ../nbs/09_training.ipynb #b77342ad
 def lr_multiplier(
@@ -111,6 +112,7 @@ class TrainConfig:
     curriculum: list | None = None  # stages [{"name", "tokens", "shares"}] (chapter 05); tokens of the run
     reweight: dict | None = None  # online re-weighting from channel losses (chapter 05): REWEIGHT_SETTINGS
     tensorboard: bool = True
+    noise_scale: bool = False  # estimate the gradient noise scale from the micro-batches (grad_accum >= 2)
     inject: dict = field(default_factory=dict)  # faults: {"corrupt"/"nan": [batches], "freeze": [layers]}
 
     def validate(self):
@@ -204,6 +206,10 @@ def config_problems(cfg: TrainConfig) -> list[str]:  # the settings to check
             problems.append(f"{f.name} must be {_RULES[f.name][1]}, got {value!r}")
     if cfg.curriculum and (cfg.mixture or cfg.reweight):
         problems.append("curriculum sets the shares of every stage: leave mixture and reweight None with it")
+    if cfg.noise_scale is True and isinstance(cfg.grad_accum, int) and cfg.grad_accum < 2:
+        problems.append(
+            "noise_scale compares each micro-batch's gradient with their mean: it needs grad_accum >= 2"
+        )
     return problems
 
 # %% ../nbs/09_training.ipynb #3607f95c
@@ -1011,6 +1017,18 @@ class Trainer:
             self.metrics.log({"step": self.step, "event": "checkpoint_skipped", **s})
 
 # %% ../nbs/09_training.ipynb #8bc56513
+def _grad_added(self: Trainer, before: list | None) -> tuple[torch.Tensor, list]:
+    "‖g‖² of the gradient the last micro-batch added (this process's shards), and the gradients so far."
+    now = [
+        self.parallel.local(p.grad).detach().float() for p in self.model.parameters() if p.grad is not None
+    ]
+    if before is None:  # the first micro-batch: everything is its own
+        return torch.stack(torch._foreach_norm(now)).pow(2).sum(), [t.clone() for t in now]
+    added = torch._foreach_sub(now, before)  # _foreach_*: one call for all tensors, as torch's optimizers do
+    torch._foreach_copy_(before, now)
+    return torch.stack(torch._foreach_norm(added)).pow(2).sum(), before
+
+
 def _train_step(self: Trainer) -> dict | None:
     "One optimizer step; None when a spike sent the run back to the last checkpoint."
     cfg, dev, P = self.cfg, self.device, self.parallel
@@ -1032,6 +1050,7 @@ def _train_step(self: Trainer) -> dict | None:
         torch.zeros(len(self.groups), device=dev),
         [],
     )
+    micro_sq, before = torch.zeros((), device=dev), None  # the micro-batches' squared gradient norms
     for _ in range(cfg.grad_accum):
         i, b = self._next_batch()
         used.append(i)
@@ -1050,6 +1069,11 @@ def _train_step(self: Trainer) -> dict | None:
         ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
         (self.scaler.scale(loss / cfg.grad_accum) if self.scaler else loss / cfg.grad_accum).backward()
         loss_sum += loss.detach().double() / cfg.grad_accum
+        if cfg.noise_scale:
+            added, before = _grad_added(self, before)
+            micro_sq += added
+    if cfg.noise_scale and self.scaler:  # fp16: the micro-batches' gradients were scaled
+        micro_sq /= self.scaler.get_scale() ** 2
     # every process computes the same number of tokens: the mean of their means is the mean over all tokens
     loss_sum = P.all_sum(loss_sum).item() / P.world
     P.all_sum(ch_sum)
@@ -1097,6 +1121,9 @@ def _train_step(self: Trainer) -> dict | None:
         for name, g, u, w in zip(names, g2, u2, w2):
             rec[f"grad_norm/{name}"] = math.sqrt(g)
             rec[f"update_ratio/{name}"] = math.sqrt(u / w) if w > 0 else 0.0
+    if cfg.noise_scale:
+        k, b = cfg.grad_accum, cfg.batch_size * cfg.seq_len  # micro-batches; tokens in each (all processes)
+        rec.update(noise_estimates(P.all_sum(micro_sq).item() * k, gnorm.item() ** 2, k, b))  # g_i / k added
     self.detector.add(loss_sum)
     self.step += 1
     self.tokens += cfg.grad_accum * cfg.batch_size * cfg.seq_len
@@ -1295,3 +1322,91 @@ def branch_run(
     (shutil.copytree if (run / name).is_dir() else shutil.copy2)(run / name, to / name)
     _write_atomic(to / "latest", name)
     return to
+
+# %% ../nbs/09_training.ipynb #d7f208c2
+def noise_estimates(
+    small_sq: float,  # the mean over the micro-batches of ‖g_i‖² (each the mean gradient of b tokens)
+    big_sq: float,  # ‖ḡ‖²: the squared norm of their mean, the gradient of k·b tokens
+    k: int,  # micro-batches (at least 2)
+    b: int,  # tokens in each micro-batch
+) -> dict:  # gns_grad_sq: |G|²; gns_trace: tr Σ per token
+    "Unbiased estimates of |G|² and tr Σ from two batch sizes (McCandlish et al., 2018, appendix A)."
+    return {
+        "gns_grad_sq": (k * big_sq - small_sq) / (k - 1),
+        "gns_trace": b * k * (small_sq - big_sq) / (k - 1),
+    }
+
+
+def noise_scale(
+    records: list[dict],  # a run's metrics (read_metrics) with gns_grad_sq and gns_trace
+    window: int = 50,  # consecutive steps averaged together
+) -> (
+    dict
+):  # per window: step (its last), tokens (seen by then), loss (mean), b_simple (tokens; nan if |G|² <= 0)
+    "B_simple = tr Σ / |G|² per window of steps: each estimate averaged over the window first, then divided."
+    steps = [r for r in records if "gns_trace" in r and "event" not in r]
+    out = {"step": [], "loss": [], "b_simple": []}
+    for i in range(0, len(steps) - window + 1, window):
+        w = steps[i : i + window]
+        grad_sq = np.mean([r["gns_grad_sq"] for r in w])
+        trace = np.mean([r["gns_trace"] for r in w])
+        out["step"].append(w[-1]["step"])
+        out["loss"].append(np.mean([r["loss"] for r in w]))
+        out["b_simple"].append(trace / grad_sq if grad_sq > 0 else np.nan)
+    return {k: np.array(v, dtype=float) for k, v in out.items()}
+
+# %% ../nbs/09_training.ipynb #a4e22e13
+from scipy.optimize import nnls
+
+
+@dataclass
+class CriticalBatch:
+    "B_crit(L) = B* / L^(1/α_B) tokens (Kaplan et al., 2020): the critical batch grows as the loss L falls."
+
+    b_star: float  # tokens at L = 1 nat
+    alpha_b: float
+
+    def __call__(self, loss: float | np.ndarray) -> float | np.ndarray:  # nats per token
+        return self.b_star / np.asarray(loss, dtype=float) ** (1 / self.alpha_b)
+
+
+def fit_critical_batch(
+    loss: np.ndarray,  # nats per token, e.g. noise_scale(...)["loss"]
+    b_noise: np.ndarray,  # tokens, e.g. noise_scale(...)["b_simple"]; nan or <= 0 are left out
+) -> CriticalBatch:
+    "Least squares of log B on log L."
+    L, B = np.asarray(loss, dtype=float), np.asarray(b_noise, dtype=float)
+    ok = np.isfinite(B) & (B > 0)
+    slope, intercept = np.polyfit(np.log(L[ok]), np.log(B[ok]), 1)
+    return CriticalBatch(float(np.exp(intercept)), float(-1 / slope))
+
+
+def steps_to_loss(
+    losses: list[float],  # a run's training loss, one per step (step 1 first)
+    target: float,  # nats per token
+    window: int = 9,  # steps in the centred mean that smooths the noise (odd)
+) -> int | None:  # the first step at or below target; None if the run never gets there
+    "The first step whose loss, averaged over a window of steps centred on it, is at most target."
+    x = np.asarray(losses, dtype=float)
+    if len(x) < window:
+        return None
+    smooth = np.convolve(
+        x, np.ones(window) / window, mode="valid"
+    )  # smooth[i] is centred on step i + window//2 + 1
+    hit = np.flatnonzero(smooth <= target)
+    return int(hit[0] + window // 2 + 1) if len(hit) else None
+
+
+def fit_batch_tradeoff(
+    batch: np.ndarray,  # tokens per step of each run
+    steps: np.ndarray,  # steps each needed to reach the same loss
+) -> dict:  # s_min, e_min (tokens), b_crit = e_min / s_min (tokens)
+    "S = S_min + E_min / B, by least squares on relative errors: McCandlish et al.'s (2018) trade-off."
+    B, S = np.asarray(batch, dtype=float), np.asarray(steps, dtype=float)
+    A = np.stack([np.ones_like(B), 1 / B], axis=1) / S[:, None]  # rows divided by S: relative errors
+    (s_min, e_min), _ = nnls(A, np.ones_like(S))  # both at least 0
+    return {
+        "s_min": float(s_min),
+        "e_min": float(e_min),
+        "b_crit": float(e_min / s_min) if s_min > 0 else math.inf,
+    }

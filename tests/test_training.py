@@ -192,3 +192,28 @@ def test_kill9_in_a_changing_mixture_resumes_exactly(shards, tmp_path, llmcourse
         assert all(abs(sum(w.values()) - 1) < 1e-4 for w in weights)
         # web/zh's loss never exceeds its reference of 20 nats: no excess, so it sinks towards the smoothing floor
         assert min(weights[-1], key=weights[-1].get) == "weight/web/zh" and weights[-1]["weight/web/zh"] < 1 / len(GROUPS)
+
+
+def test_noise_scale_estimates_equal_the_micro_batch_gradients(shards, tmp_path):
+    "The logged |G|² and tr(Σ) equal the same statistics computed from each micro-batch's own gradient."
+    import torch
+    from llmcourse.training import Trainer
+    k, rows = 3, 2
+    cfg = _config(shards, tmp_path / "run", batch_size=rows, grad_accum=k, max_steps=1, noise_scale=True, ckpt_every=0)
+    train(cfg)
+    logged = [r for r in read_metrics(tmp_path / "run") if "event" not in r][0]
+    t = Trainer(_config(shards, tmp_path / "ref", batch_size=rows, grad_accum=k, max_steps=1, ckpt_every=0))
+    grads = []
+    for _ in range(k):  # the same k batches, each its own backward pass
+        _, b = t._next_batch()
+        t.model.zero_grad()
+        t.loss_fn(t.model, b["input_ids"], b["labels"], 0).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in t.model.parameters()]).double())
+    g = torch.stack(grads)
+    cross = (g @ g.T).sum() - (g * g).sum()  # Σ over i ≠ j of g_i · g_j
+    spread = ((g - g.mean(0)) ** 2).sum() / (k - 1)  # the sample variance of a micro-batch's gradient (trace)
+    assert math.isclose(logged["gns_grad_sq"], (cross / (k * (k - 1))).item(), rel_tol=1e-4)
+    assert math.isclose(logged["gns_trace"], (spread * rows * 64).item(), rel_tol=1e-4)
+    assert logged["gns_grad_sq"] > 0 and logged["gns_trace"] > 0
+    with pytest.raises(ValueError, match="grad_accum >= 2"):
+        _config(shards, tmp_path / "bad", noise_scale=True).validate()
