@@ -160,3 +160,18 @@ def test_a_mesh_that_does_not_fit_is_a_clear_error_on_every_rank(config, tmp_pat
     r = _torchrun(config, n, tmp_path / "bad", *flags)
     assert r.returncode != 0
     assert r.stderr.count(says) == n, r.stderr                          # every rank says why, none hangs
+
+
+def test_the_noise_scale_on_a_mesh_equals_one_process(config, tmp_path):
+    "noise_scale=True on dp2 x tp2: each micro-batch's gradient is summed from every process's shards."
+    cfg = json.loads((config / "run.json").read_text()) | {"grad_accum": 2, "noise_scale": True, "max_steps": 5,
+                                                           "eval_every": 0, "out": str(tmp_path / "one")}
+    (tmp_path / "run.json").write_text(json.dumps(cfg))
+    train(TrainConfig(**cfg))
+    r = _torchrun(tmp_path, 4, tmp_path / "mesh", "--dp", "2", "--tp", "2")
+    assert r.returncode == 0, r.stderr
+    a, b = _steps(tmp_path / "mesh"), _steps(tmp_path / "one")
+    assert len(a) == len(b) == 5
+    for x, y in zip(a, b):                                               # differences of near sums: relative 1e-4
+        for k in ("gns_grad_sq", "gns_trace"):
+            assert abs(x[k] - y[k]) <= 1e-4 * abs(y[k]), (k, x[k], y[k])
