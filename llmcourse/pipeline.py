@@ -1692,13 +1692,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dp",
         type=int,
         help="data-parallel size on a device mesh (chapter 10; start with torchrun): "
-        "default the number of processes / (cp · tp)",
+        "default the number of processes / (pp · cp · tp)",
     )
     t.add_argument(
         "--cp", type=int, help="context-parallel size: each row's sequence split over this many processes"
     )
     t.add_argument(
         "--tp", type=int, help="tensor-parallel size: each layer's weights split over this many processes"
+    )
+    t.add_argument(
+        "--pp", type=int, help="pipeline-parallel size: the blocks cut into this many stages, one a process"
+    )
+    t.add_argument(
+        "--pp-schedule",
+        choices=["1f1b", "gpipe"],
+        default="1f1b",
+        help="the pipeline's schedule (default 1f1b: at most pp micro-batches' activations held per stage)",
     )
     e = sub.add_parser(
         "eval",
@@ -1810,10 +1819,11 @@ def _cmd_train(a) -> int:
         cfg.out = a.out
     if a.max_steps is not None:
         cfg.max_steps = a.max_steps
-    if a.dp or a.cp or a.tp or "WORLD_SIZE" in os.environ:  # a job of several processes (torchrun): a mesh
+    if a.dp or a.cp or a.tp or a.pp or "WORLD_SIZE" in os.environ:  # several processes (torchrun): a mesh
         from llmcourse.distributed import train_on_mesh
 
-        summary = train_on_mesh(cfg, a.dp, a.cp or 1, a.tp or 1, override=a.override)
+        sizes = {"cp": a.cp or 1, "tp": a.tp or 1, "pp": a.pp or 1, "pp_schedule": a.pp_schedule}
+        summary = train_on_mesh(cfg, a.dp, override=a.override, **sizes)
         if int(os.environ.get("RANK", "0")) == 0:
             print(json.dumps(summary))
         return 0

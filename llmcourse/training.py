@@ -748,6 +748,23 @@ class Parallel:
         "The part of a batch this process computes."
         return b
 
+    def forward_backward(
+        self,
+        trainer: "Trainer",  # the run: its model, loss function and settings
+        x: torch.Tensor,  # (B, T) this process's input ids
+        y: torch.Tensor,  # (B, T) their targets
+        packing: dict,  # position_ids / doc_ids for the model (`Trainer._packing`)
+        grad_accum: int | None = None,  # micro-batches in the step; None: no backward pass (evaluation)
+    ) -> torch.Tensor:  # (B·T,) the loss per token, detached
+        "A micro-batch's loss per token; with `grad_accum`, after the backward pass of its mean / grad_accum."
+        cfg = trainer.cfg
+        with autocast_context(trainer.device, cfg.precision):
+            tl = trainer.loss_fn(trainer.model, x, y, cfg.loss_chunk, **packing)
+        if grad_accum is not None:
+            loss = tl.mean() / grad_accum
+            (trainer.scaler.scale(loss) if trainer.scaler else loss).backward()
+        return tl.detach()
+
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:  # changed in place
         "The tensor summed over all processes."
         return t
@@ -809,12 +826,13 @@ class Trainer:
             if layer_of(name) in cfg.inject.get("freeze", []):
                 p.requires_grad_(False)
         layers = [layer_of(name) for name, _ in self.model.named_parameters()]
-        self.layer_names = list(dict.fromkeys(layers))  # in model order; each weight's layer as an index
-        self.layer_index = torch.tensor([self.layer_names.index(x) for x in layers], device=self.device)
+        self.layer_names = list(dict.fromkeys(layers))  # in model order: the whole model's, on every process
         self.health = HealthMonitor(**cfg.health) if cfg.health is not None else None
         if cfg.recompute:
             enable_recompute(self.model)
         self.model = P.wrap(self.model)
+        mine = [layer_of(name) for name, _ in self.model.named_parameters()]  # a pipeline stage has some
+        self.layer_index = torch.tensor([self.layer_names.index(x) for x in mine], device=self.device)
         self.loss_fn = (
             torch.compile(token_losses) if cfg.compile else token_losses
         )  # model + loss: one graph when compiled
@@ -1060,15 +1078,12 @@ def _train_step(self: Trainer) -> dict | None:
             gen = torch.Generator().manual_seed(i)
             x = torch.randint(0, self.mcfg.vocab_size, x.shape, generator=gen).to(dev)
             y = torch.randint(0, self.mcfg.vocab_size, y.shape, generator=gen).to(dev)
-        with autocast_context(dev, cfg.precision):
-            tl = self.loss_fn(self.model, x, y, cfg.loss_chunk, **self._packing(b))
+        tl = P.forward_backward(self, x, y, self._packing(b), cfg.grad_accum)  # forward and backward
         if i in cfg.inject.get("nan", []):
-            tl = tl * float("nan")  # tests: a NaN
-        loss = tl.mean()
-        ch_sum.index_add_(0, gid.flatten(), tl.detach())
+            tl = tl * float("nan")  # tests: a NaN loss (the spike detector rolls the step back)
+        ch_sum.index_add_(0, gid.flatten(), tl)
         ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
-        (self.scaler.scale(loss / cfg.grad_accum) if self.scaler else loss / cfg.grad_accum).backward()
-        loss_sum += loss.detach().double() / cfg.grad_accum
+        loss_sum += tl.mean().double() / cfg.grad_accum
         if cfg.noise_scale:
             added, before = _grad_added(self, before)
             micro_sq += added
@@ -1152,10 +1167,7 @@ def _evaluate(self: Trainer) -> dict:
     it = iter(ev)
     for _ in range(cfg.eval_batches):
         b = P.batch(next(it))
-        with autocast_context(dev, cfg.precision):
-            tl = self.loss_fn(
-                self.model, b["input_ids"].to(dev), b["labels"].to(dev), cfg.loss_chunk, **self._packing(b)
-            )
+        tl = P.forward_backward(self, b["input_ids"].to(dev), b["labels"].to(dev), self._packing(b))
         gid = b["group_ids"].to(dev).flatten()
         s.index_add_(0, gid, tl)
         c.index_add_(0, gid, torch.ones_like(tl))

@@ -1,6 +1,7 @@
 """`llmcourse train` under torchrun on CPU processes (gloo), as a user starts it: (dp, cp), (dp, tp) and (cp, tp)
-meshes train the one-process curve; kill -9 of one rank stops the job and the rerun resumes; sharded checkpoints resume on another
-mesh and consolidate into one file; a mesh that does not fit is a clear error on every rank."""
+meshes, and pipelines of 2 stages (1F1B and GPipe, with dp or tp), train the one-process curve; kill -9 of one rank stops the job
+and the rerun resumes; sharded checkpoints resume on another mesh and consolidate into one file; a mesh that does not fit is a
+clear error on every rank."""
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
@@ -127,9 +128,10 @@ def test_kill9_of_one_rank_stops_the_job_and_the_rerun_resumes(config, mesh_run)
     assert not list(out.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("n,flags", [(4, ["--dp", "4"]), (4, ["--dp", "2", "--tp", "2"]), (1, [])])
+@pytest.mark.parametrize("n,flags", [(4, ["--dp", "4"]), (4, ["--dp", "2", "--tp", "2"]), (1, []),
+                                     (4, ["--pp", "2", "--dp", "2"])])
 def test_a_sharded_checkpoint_resumes_on_another_mesh(config, mesh_run, n, flags):
-    "Saved by dp2 x cp2 at step 10; resumed by dp4, by dp2 x tp2 and by one process: the one-process curve goes on."
+    "Saved by dp2 x cp2 at step 10; resumed by dp4, dp2 x tp2, one process and pp2 x dp2: the one-process curve goes on."
     out = branch_run(mesh_run, config / f"reshard_{n}{'_'.join(flags)}", 10)
     r = _torchrun(config, n, out, *flags)
     assert r.returncode == 0, r.stderr
@@ -151,6 +153,8 @@ def test_consolidate_gives_one_file_that_one_process_resumes(config, mesh_run, t
     (4, ["--dp", "3"], "a mesh of dp=3 x cp=1 x tp=1 needs 3 processes; this job has 4"),
     (2, ["--cp", "2", "--dp", "1"], "is not a multiple of 2·cp = 4"),
     (4, ["--tp", "4", "--dp", "1"], "n_kv_heads=2 is not a multiple of tp=4"),
+    (4, ["--pp", "3", "--dp", "1"], "a mesh of pp=3 x dp=1 x cp=1 x tp=1 needs 3 processes; this job has 4"),
+    (4, ["--pp", "4", "--dp", "1"], "n_layers=2 is not a multiple of pp=4"),
 ])
 def test_a_mesh_that_does_not_fit_is_a_clear_error_on_every_rank(config, tmp_path, n, flags, says):
     if "--cp" in flags:                                                 # 62 tokens a row: not a multiple of 4
@@ -175,3 +179,50 @@ def test_the_noise_scale_on_a_mesh_equals_one_process(config, tmp_path):
     for x, y in zip(a, b):                                               # differences of near sums: relative 1e-4
         for k in ("gns_grad_sq", "gns_trace"):
             assert abs(x[k] - y[k]) <= 1e-4 * abs(y[k]), (k, x[k], y[k])
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(config):
+    "The same config on 2 pipeline stages x dp2 (1F1B, the default schedule): 4 processes."
+    r = _torchrun(config, 4, config / "pp2_dp2", "--pp", "2", "--dp", "2")
+    assert r.returncode == 0, r.stderr
+    return config / "pp2_dp2"
+
+
+def _layer_norms_close(run, reference):
+    "Every layer's gradient norm: each stage logs its own layers; the sums over processes join them."
+    a, b = _steps(run), _steps(reference)
+    keys = [k for k in b[4] if k.startswith("grad_norm/")]
+    assert len(keys) == 5                                               # embed, 2 blocks, norm, lm_head
+    assert max(abs(x[k] - y[k]) for x, y in zip(a, b) if "grad_norm/norm" in y for k in keys) < 1e-5
+
+
+def test_a_pipeline_trains_the_one_process_curve(config, pipeline_run):
+    _close(pipeline_run, config / "one")
+    _layer_norms_close(pipeline_run, config / "one")
+    assert len(list((pipeline_run / "ckpt_0000020").glob("*.distcp"))) == 4   # each stage's shards, by its dp ranks
+
+
+@pytest.mark.parametrize("flags", [["--dp", "2", "--pp-schedule", "gpipe"], ["--dp", "1", "--tp", "2"]])
+def test_gpipe_and_a_pipeline_of_tensor_parallel_stages_train_the_one_process_curve(config, flags):
+    "GPipe over dp2; 1F1B with tp2 in each stage (no FSDP: the norms' partial gradients are summed over tp)."
+    out = config / "_".join(["pp2", *flags]).replace("--", "")
+    r = _torchrun(config, 4, out, "--pp", "2", *flags)
+    assert r.returncode == 0, r.stderr
+    _close(out, config / "one")
+    _layer_norms_close(out, config / "one")
+
+
+def test_a_pipeline_checkpoint_resumes_exactly_and_consolidates(config, pipeline_run, tmp_path):
+    from llmcourse.distributed import consolidate
+    again = branch_run(pipeline_run, config / "pp2_dp2_again", 10)
+    r = _torchrun(config, 4, again, "--pp", "2", "--dp", "2")
+    assert r.returncode == 0, r.stderr
+    assert [x["loss"] for x in _steps(again)] == [x["loss"] for x in _steps(pipeline_run)]   # bit for bit
+    out = consolidate(pipeline_run, tmp_path / "one_file")              # both stages' weights, by their names
+    ck, ref = load_checkpoint(out), load_checkpoint(config / "one")
+    assert ck["step"] == ref["step"] == 20
+    assert max((ck["model"][k] - ref["model"][k]).abs().max().item() for k in ref["model"]) < 1e-4
+    assert set(ck["optimizer"]["state"]) == set(ref["optimizer"]["state"])
+    cfg = TrainConfig(**(json.loads((out / "config.json").read_text()) | {"max_steps": 22}))
+    assert train(cfg, override=True)["steps"] == 22
