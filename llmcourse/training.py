@@ -1068,7 +1068,7 @@ def _train_step(self: Trainer) -> dict | None:
         torch.zeros(len(self.groups), device=dev),
         [],
     )
-    micro_sq, before = torch.zeros((), device=dev), None  # the micro-batches' squared gradient norms
+    micro_sq, grads_so_far = torch.zeros((), device=dev), None  # the micro-batches' squared gradient norms
     for _ in range(cfg.grad_accum):
         i, b = self._next_batch()
         used.append(i)
@@ -1085,7 +1085,7 @@ def _train_step(self: Trainer) -> dict | None:
         ch_cnt.index_add_(0, gid.flatten(), torch.ones_like(tl))
         loss_sum += tl.mean().double() / cfg.grad_accum
         if cfg.noise_scale:
-            added, before = _grad_added(self, before)
+            added, grads_so_far = _grad_added(self, grads_so_far)
             micro_sq += added
     if cfg.noise_scale and self.scaler:  # fp16: the micro-batches' gradients were scaled
         micro_sq /= self.scaler.get_scale() ** 2
@@ -1394,19 +1394,19 @@ def fit_critical_batch(
 
 
 def steps_to_loss(
-    losses: list[float],  # a run's training loss, one per step (step 1 first)
+    losses: list[float],  # a run's loss, in step order
     target: float,  # nats per token
-    window: int = 9,  # steps in the centred mean that smooths the noise (odd)
+    window: int = 9,  # losses in the centred mean that smooths the noise (odd; 1: none)
+    at: list[int] | None = None,  # the step of each loss (None: 1, 2, 3, …), e.g. of held-out evaluations
 ) -> int | None:  # the first step at or below target; None if the run never gets there
-    "The first step whose loss, averaged over a window of steps centred on it, is at most target."
+    "The first step whose loss, averaged over a window centred on it, is at most target."
     x = np.asarray(losses, dtype=float)
+    steps = np.arange(1, len(x) + 1) if at is None else np.asarray(at)
     if len(x) < window:
         return None
-    smooth = np.convolve(
-        x, np.ones(window) / window, mode="valid"
-    )  # smooth[i] is centred on step i + window//2 + 1
+    smooth = np.convolve(x, np.ones(window) / window, mode="valid")  # smooth[i]: centred on x[i + window//2]
     hit = np.flatnonzero(smooth <= target)
-    return int(hit[0] + window // 2 + 1) if len(hit) else None
+    return int(steps[hit[0] + window // 2]) if len(hit) else None
 
 
 def fit_batch_tradeoff(
