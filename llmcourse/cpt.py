@@ -11,14 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import load_config, reject_record
+import torch
+
+from .core import load_config, reject_record, save_config
 from .data import TokenShards
-from .training import TrainConfig, read_metrics
+from .tokenizer import Tokenizer
+from .training import TrainConfig, model_config, read_metrics, save_checkpoint
 from .evaluation import ProbeSuite, load_trained_model
 
 # %% auto #0
-__all__ = ['RELATION_WORDS', 'replay_shares', 'ratio_shares', 'instruction_documents', 'cpt_config', 'continuation_probes',
-           'measure_run', 'tradeoff_table', 'stability_gap', 'dcpt_points']
+__all__ = ['RELATION_WORDS', 'VOCAB_INITS', 'replay_shares', 'ratio_shares', 'instruction_documents', 'cpt_config',
+           'continuation_probes', 'measure_run', 'tradeoff_table', 'stability_gap', 'dcpt_points', 'extend_vocabulary']
 
 # %% ../nbs/14_continued_pretraining.ipynb #198b025f
 def replay_shares(
@@ -272,3 +275,50 @@ def dcpt_points(
         for m in read_metrics(run)
         if f"ppl/{domain}" in m and f"ppl/{general}" in m
     ]
+
+# %% ../nbs/14_continued_pretraining.ipynb #f2d5b8c3
+VOCAB_INITS = (
+    "random",
+    "mean",
+    "pieces",
+)  # new rows: N(0, std²); the mean of all rows; of the token's pieces
+
+
+def extend_vocabulary(
+    base: str | Path,  # the base model's run folder (chapter 09)
+    old_tok: Tokenizer,  # the tokenizer the base was trained with
+    new_tok: Tokenizer,  # its extension (chapter 02's `extend_bpe`): the old ids unchanged
+    shards: str | Path,  # training shards tokenized with `new_tok`
+    out: str | Path,  # the new run folder
+    init: str = "pieces",  # one of VOCAB_INITS
+    seed: int = 0,  # for "random" rows (and the padding rows of the larger table)
+) -> Path:  # `out`: config.json (the base's settings, the new shards) and a step-0 checkpoint
+    "The base model with embedding and output rows for the new tokens: a run folder `cpt_config` starts from."
+    if init not in VOCAB_INITS:
+        raise ValueError(f"init must be one of {VOCAB_INITS}, got {init!r}")
+    if any(new_tok.vocab.get(i) != b for i, b in old_tok.vocab.items()):
+        raise ValueError("new_tok does not keep old_tok's ids: extend it with chapter 02's extend_bpe")
+    if (n := TokenShards(shards).index["vocab_size"]) != len(new_tok):
+        raise ValueError(f"{shards} has vocabulary size {n}, the extended tokenizer {len(new_tok)}")
+    model, cfg = load_trained_model(base)
+    if cfg.model_overrides.get("tie_embeddings"):
+        raise ValueError("tied embeddings: this function gives the input and output rows separately")
+    cfg = replace(cfg, shards=str(shards), heldout_shards=None, out=str(out), init_from=None)
+    rows = model_config(cfg, len(new_tok)).vocab_size  # padded, as the trainer pads it
+    g = torch.Generator().manual_seed(seed)
+    state = model.state_dict()
+    new_ids = sorted(set(new_tok.vocab) - set(old_tok.vocab))
+    for name in ("embed.weight", "lm_head.weight"):
+        old = state[name]
+        table = torch.randn(rows, old.shape[1], generator=g) * model.cfg.init_std
+        table[: old.shape[0]] = old
+        for i in new_ids:
+            if init == "mean":
+                table[i] = old[: len(old_tok)].mean(0)
+            elif init == "pieces":
+                table[i] = old[old_tok._bpe(new_tok.vocab[i])].mean(0)
+        state[name] = table
+    out = Path(out)
+    save_config(cfg, out / "config.json")
+    save_checkpoint(out, 0, {"model": state})
+    return out

@@ -32,7 +32,13 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-from .attention import naive_attention
+import llmcourse.attention as _kernels
+from llmcourse.attention import (
+    flash_attention,
+    flash_attention_backward,
+    flash_attention_forward,
+    naive_attention,
+)
 from .core import load_config, save_config
 from .data import TokenShards
 from .model import ATTENTION_BACKENDS, Attention, Llama, ModelConfig, rope_cos_sin
@@ -50,10 +56,12 @@ from llmcourse.training import (
 )
 
 # %% auto #0
-__all__ = ['PIPELINE_SCHEDULES', 'run_ranks', 'fsdp2', 'full_state', 'zigzag_chunks', 'zigzag_shard', 'zigzag_unshard',
-           'merge_partials', 'ring_attention', 'allgather_attention', 'register_cp_backends', 'context_parallel',
-           'cp_batch', 'cp_loss', 'tensor_parallel', 'LlamaStage', 'pipeline_actions', 'pipeline_timeline',
-           'bubble_fraction', 'MeshParallel', 'sharded_checkpoints', 'train_on_mesh', 'consolidate']
+__all__ = ['RING_KERNELS', 'PIPELINE_SCHEDULES', 'run_ranks', 'fsdp2', 'full_state', 'zigzag_chunks', 'zigzag_shard',
+           'zigzag_unshard', 'merge_partials', 'ring_kernel', 'block_attention', 'block_attention_grads',
+           'ring_attention', 'ring_attention_one_process', 'allgather_attention', 'register_cp_backends',
+           'context_parallel', 'cp_batch', 'cp_loss', 'tensor_parallel', 'LlamaStage', 'pipeline_actions',
+           'pipeline_timeline', 'bubble_fraction', 'MeshParallel', 'sharded_checkpoints', 'train_on_mesh',
+           'consolidate']
 
 # %% ../nbs/10_distributed.ipynb #47f6063b
 def _rank_main(rank: int, world: int, init: str, fn: Callable, args: tuple, q):
@@ -205,58 +213,99 @@ def _block_grads(
     )  # repeated heads' gradients onto their shared head
     return ds @ kr * scale, fold(ds.transpose(-1, -2) @ q * scale), fold(p.transpose(-1, -2) @ do)
 
+
+RING_KERNELS = (
+    "reference",
+    "triton",
+)  # what computes each block: chapter 08's reference or its Triton kernel
+
+
+def ring_kernel(kernel: str, t: torch.Tensor) -> str:  # "auto" or one of RING_KERNELS; a tensor of the run
+    "The block kernel: `auto` is chapter 08's Triton kernel for CUDA tensors, the reference otherwise."
+    if kernel == "auto":
+        return "triton" if t.is_cuda and _kernels.triton is not None else "reference"
+    if kernel not in RING_KERNELS:
+        raise ValueError(f"unknown block kernel {kernel!r}: expected 'auto' or one of {RING_KERNELS}")
+    return kernel
+
+
+def block_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, kernel: str
+) -> tuple[torch.Tensor, torch.Tensor]:  # output (float32), lse (float32, natural log)
+    "Attention of one query chunk over one key chunk, with its log-sum-exp (reference or Triton kernel)."
+    if kernel == "triton":
+        o, lse = flash_attention_forward(q, k, v, causal)
+        return o.float(), lse
+    return naive_attention(q.float(), k.float(), v.float(), causal=causal)
+
+
+def block_attention_grads(
+    q, k, v, do, out, lse, causal: bool, kernel: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # dq, dk, dv of this block's share (float32)
+    "One block's share of the gradients, from the row's final output and lse (FlashAttention-2's backward)."
+    if kernel == "triton":
+        return tuple(g.float() for g in flash_attention_backward(do.to(q.dtype), q, k, v, out, lse, causal))
+    delta = (do.float() * out.float()).sum(-1)
+    return _block_grads(
+        q.float(), k.float(), v.float(), do.float(), lse, delta, causal, 1 / math.sqrt(q.shape[-1])
+    )
+
+
+def _attend_block(qs, kv, rank, world, src, out, lse, kernel):  # into out[i], lse[i]: this rank's 2 chunks
+    ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
+    for i, j, causal in _pairs(rank, world, src):
+        o, l = block_attention(qs[i], ks[j], vs[j], causal, kernel)
+        out[i], lse[i] = (o, l) if out[i] is None else merge_partials(out[i], lse[i], o, l)
+
+
+def _block_backward(qs, kv, dos, outs, lses, rank, world, src, kernel, dq, dkv):  # adds into dq, dkv
+    ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
+    dks, dvs = list(dkv[0].chunk(2, 2)), list(dkv[1].chunk(2, 2))  # views: adding into them adds into dkv
+    for i, j, causal in _pairs(rank, world, src):
+        gq, gk, gv = block_attention_grads(qs[i], ks[j], vs[j], dos[i], outs[i], lses[i], causal, kernel)
+        dq[i] += gq
+        dks[j] += gk
+        dvs[j] += gv
+
 # %% ../nbs/10_distributed.ipynb #5c4016b5
 class _RingAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, group):
+    def forward(ctx, q, k, v, group, kernel):
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        qs, kv = q.float().chunk(2, 2), torch.stack([k, v]).float()
+        cast = (lambda t: t) if kernel == "triton" else (lambda t: t.float())  # the kernel takes bf16 as is
+        qs, kv = cast(q).chunk(2, 2), cast(torch.stack([k, v]))
         out, lse = [None, None], [None, None]
         for step in range(world):
             if step < world - 1:
                 nxt, reqs = _ring_pass(kv, group)  # the next block travels while this one is used
-            ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
-            for i, j, causal in _pairs(rank, world, (rank - step) % world):
-                o, l = naive_attention(
-                    qs[i], ks[j], vs[j], causal=causal
-                )  # chapter 08: output and log-sum-exp
-                out[i], lse[i] = (o, l) if out[i] is None else merge_partials(out[i], lse[i], o, l)
+            _attend_block(qs, kv, rank, world, (rank - step) % world, out, lse, kernel)
             if step < world - 1:
                 for r in reqs:
                     r.wait()
                 kv = nxt
         out, lse = torch.cat(out, 2), torch.cat(lse, 2)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.group = group
+        ctx.group, ctx.kernel = group, kernel
         return out.to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
-        (q, k, v, out, lse), group = ctx.saved_tensors, ctx.group
+        (q, k, v, out, lse), group, kernel = ctx.saved_tensors, ctx.group, ctx.kernel
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        scale, do = 1 / math.sqrt(q.shape[-1]), do.float()
-        delta = (do * out).sum(-1)
-        qs, dos, lses, deltas = q.float().chunk(2, 2), do.chunk(2, 2), lse.chunk(2, 2), delta.chunk(2, 2)
-        dq = [torch.zeros_like(qs[0]), torch.zeros_like(qs[1])]
-        kv, dkv = torch.stack([k, v]).float(), torch.zeros(2, *k.shape, device=k.device)
+        cast = (lambda t: t) if kernel == "triton" else (lambda t: t.float())
+        qs, dos, outs, lses = cast(q).chunk(2, 2), do.chunk(2, 2), out.chunk(2, 2), lse.chunk(2, 2)
+        dq = [torch.zeros_like(qs[0], dtype=torch.float32), torch.zeros_like(qs[1], dtype=torch.float32)]
+        kv, dkv = cast(torch.stack([k, v])), torch.zeros(2, *k.shape, device=k.device)
         for step in range(world):
             if step < world - 1:
                 nxt, reqs = _ring_pass(kv, group)
-            ks, vs = kv[0].chunk(2, 2), kv[1].chunk(2, 2)
-            dks, dvs = list(dkv[0].chunk(2, 2)), list(dkv[1].chunk(2, 2))
-            for i, j, causal in _pairs(rank, world, (rank - step) % world):
-                gq, gk, gv = _block_grads(qs[i], ks[j], vs[j], dos[i], lses[i], deltas[i], causal, scale)
-                dq[i] += gq
-                dks[j] = dks[j] + gk
-                dvs[j] = dvs[j] + gv
-            dkv, dreqs = _ring_pass(
-                torch.stack([torch.cat(dks, 2), torch.cat(dvs, 2)]), group
-            )  # gradients follow their block
+            _block_backward(qs, kv, dos, outs, lses, rank, world, (rank - step) % world, kernel, dq, dkv)
+            dkv, dreqs = _ring_pass(dkv, group)  # gradients follow their block
             for r in dreqs + (reqs if step < world - 1 else []):
                 r.wait()
             if step < world - 1:
                 kv = nxt
-        return torch.cat(dq, 2).to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None
+        return torch.cat(dq, 2).to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None
 
 
 def ring_attention(
@@ -264,9 +313,46 @@ def ring_attention(
     k: torch.Tensor,
     v: torch.Tensor,  # this rank's zig-zag part: (B, H, 2C, d), (B, Hkv, 2C, d) x2
     group=None,  # the context-parallel process group (default: every rank)
+    kernel: str = "auto",  # each block: "reference", "triton" (chapter 08) or "auto" (Triton on a GPU)
 ) -> torch.Tensor:  # (B, H, 2C, d): causal attention of these queries over the whole sequence
     "Causal attention over a sequence split zig-zag across the group, passing K/V blocks around a ring."
-    return _RingAttention.apply(q, k, v, group or dist.group.WORLD)
+    return _RingAttention.apply(q, k, v, group or dist.group.WORLD, ring_kernel(kernel, q))
+
+
+def ring_attention_one_process(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,  # the whole sequence: (B, H, T, d), (B, Hkv, T, d) x2
+    do: torch.Tensor,  # the gradient of the output (B, H, T, d)
+    world: int,  # ranks to play
+    kernel: str = "auto",
+) -> tuple[torch.Tensor, ...]:  # output, dq, dk, dv over the whole sequence (float32)
+    "The ring's arithmetic for `world` ranks in one process, without communication: blocks in ring order."
+    kernel = ring_kernel(kernel, q)
+    cast = (lambda t: t) if kernel == "triton" else (lambda t: t.float())
+    part = lambda t, r: cast(zigzag_shard(t, r, world))
+    kvs = [torch.stack([part(k, r), part(v, r)]) for r in range(world)]
+    dkvs = [torch.zeros_like(kv, dtype=torch.float32) for kv in kvs]
+    outs, dqs = [], []
+    for rank in range(world):
+        qs, out, lse = part(q, rank).chunk(2, 2), [None, None], [None, None]
+        for step in range(world):
+            src = (rank - step) % world
+            _attend_block(qs, kvs[src], rank, world, src, out, lse, kernel)
+        dq = [torch.zeros_like(qs[0], dtype=torch.float32), torch.zeros_like(qs[1], dtype=torch.float32)]
+        for step in range(world):
+            src = (rank - step) % world
+            _block_backward(
+                qs, kvs[src], part(do, rank).chunk(2, 2), out, lse, rank, world, src, kernel, dq, dkvs[src]
+            )
+        outs.append(torch.cat(out, 2))
+        dqs.append(torch.cat(dq, 2))
+    return (
+        zigzag_unshard(outs, 2),
+        zigzag_unshard(dqs, 2),
+        zigzag_unshard([d[0] for d in dkvs], 2),
+        zigzag_unshard([d[1] for d in dkvs], 2),
+    )
 
 # %% ../nbs/10_distributed.ipynb #61fc2947
 def allgather_attention(
@@ -274,29 +360,35 @@ def allgather_attention(
     k: torch.Tensor,
     v: torch.Tensor,  # this rank's zig-zag part, as for ring_attention
     group=None,  # the context-parallel process group
+    kernel: str = "auto",  # as for ring_attention
 ) -> torch.Tensor:  # (B, H, 2C, d)
     "Causal attention over a zig-zag-split sequence, gathering every rank's keys and values (Llama 3's way)."
     from torch.distributed.nn.functional import all_gather
 
     group = group or dist.group.WORLD
     rank, world = dist.get_rank(group), dist.get_world_size(group)
+    attend = (
+        flash_attention
+        if ring_kernel(kernel, q) == "triton"
+        else lambda *a, **kw: naive_attention(*a, **kw)[0]
+    )
     k_all, v_all = (zigzag_unshard(list(all_gather(t.contiguous(), group=group)), 2) for t in (k, v))
     C, outs = q.shape[2] // 2, []
     for i, c in enumerate(
         zigzag_chunks(rank, world)
     ):  # chunk c sees keys [0, (c + 1)·C), causally at its end
         outs.append(
-            naive_attention(
+            attend(
                 q[:, :, i * C : (i + 1) * C],
                 k_all[:, :, : (c + 1) * C],
                 v_all[:, :, : (c + 1) * C],
                 causal=True,
-            )[0]
+            )
         )
     return torch.cat(outs, 2)
 
 # %% ../nbs/10_distributed.ipynb #afe9ceb6
-_CP: dict = {"group": None}
+_CP: dict = {"group": None, "kernel": "auto"}
 
 
 def _cp_backend(fn: Callable) -> Callable:
@@ -307,7 +399,7 @@ def _cp_backend(fn: Callable) -> Callable:
             )
         if not causal or doc_ids is not None:
             raise ValueError("context-parallel attention here is causal over whole rows (no doc_ids)")
-        return fn(q, k, v, _CP["group"])
+        return fn(q, k, v, _CP["group"], _CP["kernel"])
 
     return backend
 
@@ -321,13 +413,17 @@ def register_cp_backends() -> list[str]:
 
 
 @contextlib.contextmanager
-def context_parallel(group=None):  # the process group the sequence is split over (default: every rank)
+def context_parallel(
+    group=None,  # the process group the sequence is split over (default: every rank)
+    kernel: str = "auto",  # each block's attention, as for `ring_attention`
+):
     "Within this block, the `ring` and `allgather` attention backends split sequences over `group`."
-    old, _CP["group"] = _CP["group"], group or dist.group.WORLD
+    old = dict(_CP)
+    _CP.update(group=group or dist.group.WORLD, kernel=kernel)
     try:
         yield
     finally:
-        _CP["group"] = old
+        _CP.update(old)
 
 
 def cp_batch(
@@ -463,10 +559,12 @@ def pipeline_actions(
 # %% ../nbs/10_distributed.ipynb #a8f40c17
 def pipeline_timeline(
     actions: list[list[str]],  # `pipeline_actions`
-    backward: float = 2.0,  # time of a backward pass; a forward takes 1
+    backward: float | list[float] = 2.0,  # time of a backward pass: one for all stages, or one per stage
+    forward: float | list[float] = 1.0,  # time of a forward pass, likewise
 ) -> list[list[tuple[float, float, str]]]:  # per stage: (start, end, action)
     "Each action as early as its stage is free and its input is ready: a forward needs the stage before's."
     p, end, out = len(actions), {}, [[] for _ in actions]
+    fwd, bwd = ([t] * p if isinstance(t, (int, float)) else list(t) for t in (forward, backward))
     while sum(map(len, out)) < sum(map(len, actions)):
         for s in range(p):
             if len(out[s]) == len(actions[s]):
@@ -476,7 +574,7 @@ def pipeline_timeline(
             if needs[0] >= 0 and needs not in end:
                 continue  # its input is not computed yet
             start = max(out[s][-1][1] if out[s] else 0.0, end.get(needs, 0.0))
-            end[(s, a)] = start + (1.0 if a[0] == "F" else backward)
+            end[(s, a)] = start + (fwd[s] if a[0] == "F" else bwd[s])
             out[s].append((start, end[(s, a)], a))
     return out
 

@@ -18,9 +18,9 @@ from .samples import TRAIN_FILES, load_samples, stdlib_code_documents, stdlib_pr
 # %% auto #0
 __all__ = ['BYTE_TO_CHAR', 'CHAR_TO_BYTE', 'BASE_BYTES', 'GPT2_PATTERN', 'DIGITS_PATTERN', 'SPAM_BLOCKLIST', 'is_heldout',
            'tokenizer_corpus', 'bytes_to_unicode', 'bytes_to_chars', 'chars_to_bytes', 'pretokenize',
-           'special_splitter', 'count_words', 'merge_word', 'train_bpe', 'Tokenizer', 'hf_pre_tokenizer',
-           'train_hf_tokenizer', 'hf_merges', 'compression_by_group', 'hf_counter', 'reserved_special_tokens',
-           'padded_vocab_size', 'audit_vocabulary']
+           'special_splitter', 'count_words', 'merge_word', 'learn_merges', 'train_bpe', 'Tokenizer',
+           'hf_pre_tokenizer', 'train_hf_tokenizer', 'hf_merges', 'compression_by_group', 'hf_counter',
+           'reserved_special_tokens', 'extend_bpe', 'padded_vocab_size', 'audit_vocabulary']
 
 # %% ../nbs/02_tokenizer.ipynb #2e7f87b5
 def is_heldout(doc_id: str, frac: float = 0.1) -> bool:  # a document id; the share held out
@@ -153,6 +153,65 @@ def merge_word(
     return out
 
 # %% ../nbs/02_tokenizer.ipynb #519e857f
+def learn_merges(
+    words: list[list[int]],  # each distinct pre-token as token ids (rewritten as merges apply)
+    freqs: list[int],  # how often each occurs
+    vocab: dict[int, bytes],  # id -> bytes; each new token is added to it with the next free id
+    n_merges: int,  # merges to learn, at most
+    min_frequency: int = 2,  # stop when the best pair occurs fewer times than this
+    skip_existing: bool = False,  # pass over pairs whose bytes are already a token (extending a vocabulary)
+    show_progress: bool = False,  # a progress bar over merges
+) -> list[tuple[int, int]]:  # the merges learned, as (left id, right id), in order
+    "BPE's training loop: merge the most frequent adjacent pair, again and again; ties to the smaller pair."
+    pair_counts, where = Counter(), defaultdict(set)  # pair -> count; pair -> words that (may) contain it
+    for wi, (w, f) in enumerate(zip(words, freqs)):
+        for p in zip(w, w[1:]):
+            pair_counts[p] += f
+            where[p].add(wi)
+    pair_counts = dict(pair_counts)
+    heap = [(-c, p) for p, c in pair_counts.items()]
+    heapq.heapify(heap)
+    known = {b for b in vocab.values()} if skip_existing else set()
+    merges, new = [], max(vocab) + 1  # the next free id
+    bar = progress(None, "BPE merges", total=n_merges) if show_progress else None
+    while len(merges) < n_merges and heap:
+        neg, p = heapq.heappop(heap)
+        c = pair_counts.get(p, 0)
+        if c != -neg:  # stale entry: put it back with its real count
+            if c > 0:
+                heapq.heappush(heap, (-c, p))
+            continue
+        if c < min_frequency:
+            break
+        if vocab[p[0]] + vocab[p[1]] in known:  # the token exists, reached by other merges: not a new one
+            del pair_counts[p]
+            continue
+        vocab[new] = vocab[p[0]] + vocab[p[1]]
+        if skip_existing:
+            known.add(vocab[new])  # a later pair making the same bytes is passed over too
+        merges.append(p)
+        if bar:
+            bar.update(1)
+        fresh = set()
+        for wi in where.pop(p):
+            w = words[wi]
+            out = merge_word(w, p, new, freqs[wi], pair_counts)
+            if len(out) == len(w):
+                continue  # the index is allowed to be stale
+            words[wi] = out
+            for q in zip(out, out[1:]):
+                if new in q:
+                    where[q].add(wi)
+                    fresh.add(q)
+        del pair_counts[p]
+        for q in fresh:
+            heapq.heappush(heap, (-pair_counts[q], q))
+        new += 1
+    if bar:
+        bar.close()
+    return merges
+
+
 def train_bpe(
     texts: Iterable[str],  # training documents
     vocab_size: int,  # final size: 256 bytes + merges + special tokens
@@ -178,47 +237,10 @@ def train_bpe(
     byte_id = {b: i for i, b in enumerate(BASE_BYTES)}
     vocab = {i: bytes([b]) for i, b in enumerate(BASE_BYTES)}
     words = [[byte_id[b] for b in w.encode("utf-8")] for w in counts]  # valid text: `count_words` checked
-    freqs = list(counts.values())
-    pair_counts, where = Counter(), defaultdict(set)  # pair -> count; pair -> words that (may) contain it
-    for wi, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w, w[1:]):
-            pair_counts[p] += f
-            where[p].add(wi)
-    pair_counts = dict(pair_counts)
-    heap = [(-c, p) for p, c in pair_counts.items()]
-    heapq.heapify(heap)
-    merges, n_merges = [], vocab_size - 256 - len(special_tokens)
-    bar = progress(None, "BPE merges", total=n_merges) if show_progress else None
-    while len(merges) < n_merges and heap:
-        neg, p = heapq.heappop(heap)
-        c = pair_counts.get(p, 0)
-        if c != -neg:  # stale entry: put it back with its real count
-            if c > 0:
-                heapq.heappush(heap, (-c, p))
-            continue
-        if c < min_frequency:
-            break
-        new = len(vocab)
-        vocab[new] = vocab[p[0]] + vocab[p[1]]
-        merges.append(p)
-        if bar:
-            bar.update(1)
-        fresh = set()
-        for wi in where.pop(p):
-            w = words[wi]
-            out = merge_word(w, p, new, freqs[wi], pair_counts)
-            if len(out) == len(w):
-                continue  # the index is allowed to be stale
-            words[wi] = out
-            for q in zip(out, out[1:]):
-                if new in q:
-                    where[q].add(wi)
-                    fresh.add(q)
-        del pair_counts[p]
-        for q in fresh:
-            heapq.heappush(heap, (-pair_counts[q], q))
-    if bar:
-        bar.close()
+    n_merges = vocab_size - 256 - len(special_tokens)
+    merges = learn_merges(
+        words, list(counts.values()), vocab, n_merges, min_frequency, show_progress=show_progress
+    )
     for s in special_tokens:
         vocab[len(vocab)] = s.encode("utf-8")
     return vocab, [(vocab[a], vocab[b]) for a, b in merges]
@@ -655,6 +677,24 @@ def hf_counter(hf):  # a `tokenizers.Tokenizer`
 def reserved_special_tokens(n: int, start: int = 0) -> list[str]:  # how many; the first index
     "Placeholder special tokens `<|reserved_i|>`, to be given a meaning later."
     return [f"<|reserved_{i}|>" for i in range(start, start + n)]
+
+# %% ../nbs/02_tokenizer.ipynb #b2f6c8d4
+def extend_bpe(
+    tok: Tokenizer,  # a trained tokenizer
+    texts: Iterable[str],  # text of the new language or domain
+    n_tokens: int,  # new tokens to add (fewer if no pair occurs min_frequency times)
+    min_frequency: int = 2,  # as train_bpe's
+) -> Tokenizer:  # the extended tokenizer: the old ids and merges unchanged, the new ones after them
+    "Learn merges on new text, starting from `tok`'s tokens, and append them: no old token is shadowed."
+    counts = count_words(texts, list(tok.specials), tok.pattern)
+    words = [list(tok._bpe(w.encode("utf-8"))) for w in counts]  # every word as the old tokenizer cuts it
+    vocab = dict(tok.vocab)
+    new = learn_merges(words, list(counts.values()), vocab, n_tokens, min_frequency, skip_existing=True)
+    out = Tokenizer(
+        vocab, tok.merges + [(vocab[a], vocab[b]) for a, b in new], list(tok.specials), tok.pattern
+    )
+    out.added = dict(tok.added)
+    return out
 
 # %% ../nbs/02_tokenizer.ipynb #5b55a8c6
 def padded_vocab_size(

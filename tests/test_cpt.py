@@ -307,3 +307,40 @@ def test_continuation_probes(data):
         assert any(p["context"] + p["options"][p["answer"]] in t for t in few)
     with pytest.raises(ValueError, match="36 tokens"): continuation_probes(["a short text", "def f(): pass"], tok, 3)
     with pytest.raises(ValueError, match="uniform"): continuation_probes([" a" * 200], tok, 1, context_tokens=4, option_tokens=2)
+
+
+def test_extend_vocabulary_rows(data, base, tmp_path, repo_root):
+    "New embedding and output rows: old rows kept bit for bit; each init gives exactly its rule; the run continues."
+    from llmcourse.cpt import VOCAB_INITS, extend_vocabulary
+    from llmcourse.evaluation import load_trained_model
+    from llmcourse.tokenizer import extend_bpe
+    zh = [d["text"] for d in tokenizer_corpus(repo_root / "data_samples", 0) if d["group"] == "knowledge/zh"][:200]
+    old, new = data["tok"], extend_bpe(data["tok"], zh, 64)
+    assert len(new) == len(old) + 64
+    path = new.save(tmp_path / "tok.json")
+    tokenize_to_shards([{"id": f"z{i}", "text": t, "group": "zh"} for i, t in enumerate(zh)], path, tmp_path / "zh", workers=1)
+    ref, _ = load_trained_model(base)
+    E, W = ref.embed.weight.detach(), ref.lm_head.weight.detach()
+    new_ids = range(len(old), len(new))
+    for init in VOCAB_INITS:
+        run = extend_vocabulary(base, old, new, tmp_path / "zh", tmp_path / init, init, seed=3)
+        m, cfg = load_trained_model(run)
+        assert cfg.shards == str(tmp_path / "zh") and m.embed.weight.shape[0] == 576     # 576 ids: a multiple of 64 already
+        for got, was in ((m.embed.weight, E), (m.lm_head.weight, W)):
+            assert torch.equal(got[: len(was)], was)                                       # the old rows, padding rows included
+            for i in new_ids:
+                if init == "mean":
+                    torch.testing.assert_close(got[i], was[: len(old)].mean(0))
+                elif init == "pieces":
+                    torch.testing.assert_close(got[i], was[old._bpe(new.vocab[i])].mean(0))
+            if init == "random":
+                assert 0.015 < got[len(old):].std().item() < 0.025                          # N(0, 0.02²), the model's init
+    cfg = cpt_config(tmp_path / "pieces", tmp_path / "zh", tmp_path / "cont", {"zh": 1.0}, max_steps=2, eval_every=0, ckpt_every=0)
+    train(cfg)                                                                              # the trainer accepts the grown tables
+    with pytest.raises(ValueError, match="init must be one of"):
+        extend_vocabulary(base, old, new, tmp_path / "zh", tmp_path / "x", "zeros")
+    with pytest.raises(ValueError, match="has vocabulary size 512, the extended tokenizer 576"):
+        extend_vocabulary(base, old, new, data["train"], tmp_path / "y")
+    other = Tokenizer(*train_bpe(zh, 600, ["<|endoftext|>"]), ["<|endoftext|>"])
+    with pytest.raises(ValueError, match="does not keep old_tok's ids"):
+        extend_vocabulary(base, old, other, tmp_path / "zh", tmp_path / "z")

@@ -6,14 +6,14 @@ import torch.nn.functional as F
 
 from llmcourse.attention import naive_attention
 from llmcourse.distributed import (allgather_attention, context_parallel, cp_batch, cp_loss, fsdp2, full_state, ring_attention,
-                                   run_ranks, zigzag_shard, zigzag_unshard)
+                                   ring_attention_one_process, ring_kernel, run_ranks, zigzag_shard, zigzag_unshard)
 from llmcourse.model import Llama, preset
 
 
-def _attn_worker(rank, world, name, q, k, v, w):
+def _attn_worker(rank, world, name, q, k, v, w, kernel="auto"):
     fn = {"ring": ring_attention, "allgather": allgather_attention}[name]
     ql, kl, vl = (zigzag_shard(t, rank, world).clone().requires_grad_() for t in (q, k, v))
-    out = fn(ql, kl, vl)
+    out = fn(ql, kl, vl, kernel=kernel)
     (out * zigzag_shard(w, rank, world)).sum().backward()
     return out.detach(), ql.grad, kl.grad, vl.grad
 
@@ -31,6 +31,41 @@ def test_cp_attention_equals_one_process(world, name, heads):
     parts = run_ranks(_attn_worker, world, name, q, k, v, w)
     for got, want in zip(zip(*parts), (o.detach(), qq.grad, kk.grad, vv.grad)):   # output, dq, dk, dv gathered back to full length
         torch.testing.assert_close(zigzag_unshard(list(got)), want, atol=2e-6, rtol=1e-5)
+
+
+def _reference(q, k, v, w):  # one process: output, dq, dk, dv of sum(attention * w)
+    qq, kk, vv = (t.clone().requires_grad_() for t in (q, k, v))
+    o, _ = naive_attention(qq, kk, vv, causal=True); (o * w).sum().backward()
+    return o.detach(), qq.grad, kk.grad, vv.grad
+
+
+def _qkvw(seed, H, Hkv, T, d):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, n, T, d, generator=g) for n in (H, Hkv, Hkv, H)]
+
+
+@pytest.mark.parametrize("name", ["ring", "allgather"])
+def test_cp_attention_with_triton_blocks(name):
+    "Chapter 08's Triton kernels (Triton's interpreter on a CPU) as the blocks: the same answer as one process."
+    q, k, v, w = _qkvw(3, 8, 2, 40, 16)                                  # 2 ranks: chunks of 10 tokens, tiles of 16
+    parts = run_ranks(_attn_worker, 2, name, q, k, v, w, "triton")
+    for got, want in zip(zip(*parts), _reference(q, k, v, w)):
+        torch.testing.assert_close(zigzag_unshard(list(got)), want, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("world", [1, 3])
+@pytest.mark.parametrize("kernel", ["reference", "triton"])
+def test_ring_in_one_process_equals_attention(world, kernel):
+    "The ring's arithmetic for `world` ranks in one process (how one GPU checks it) equals plain attention."
+    q, k, v, w = _qkvw(world, 4, 2, 12 * world, 16)
+    for got, want in zip(ring_attention_one_process(q, k, v, w, world, kernel), _reference(q, k, v, w)):
+        torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+
+
+def test_ring_kernel_choice():
+    assert ring_kernel("auto", torch.zeros(1)) == "reference"           # CPU tensors: the float32 reference
+    assert ring_kernel("triton", torch.zeros(1)) == "triton"
+    with pytest.raises(ValueError, match="unknown block kernel 'flash'"): ring_kernel("flash", torch.zeros(1))
 
 
 def _model(backend):
