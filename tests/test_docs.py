@@ -177,7 +177,8 @@ def test_links_and_images_resolve_and_nothing_comes_from_the_network(site):
             if not target.exists():
                 problems.append(f"{page.relative_to(site)}: {ref} does not exist")
             elif parts.fragment and target.suffix == ".html" and "slides" not in target.parts:
-                ids.setdefault(target, _parse(target).ids)
+                if target not in ids:  # parsed once (setdefault would parse it for every link)
+                    ids[target] = _parse(target).ids
                 if parts.fragment not in ids[target]:
                     problems.append(
                         f"{page.relative_to(site)}: {ref}: no id {parts.fragment!r} in {target.name}"
