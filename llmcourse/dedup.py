@@ -29,7 +29,8 @@ __all__ = ['FACT_COLUMNS', 'LABEL_COLUMNS', 'fingerprint', 'exact_duplicates', '
            'band_candidate_pairs', 'near_duplicates_by_sorting', 'decide', 'document_outputs', 'jsonl_files',
            'write_decisions', 'dedup_stats', 'dedup_corpus', 'shuffle', 'ranges_dataset', 'scan_ranges', 'first_of_id',
            'first_of_text', 'band_records', 'verified_bucket_pairs', 'distinct_pairs', 'local_stars',
-           'connected_components', 'near_duplicates_on_ray', 'outputs_of_ranges', 'outputs_on_ray']
+           'connected_components', 'near_duplicates_on_ray', 'outputs_of_ranges', 'outputs_on_ray',
+           'semantic_duplicates']
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
@@ -1059,3 +1060,33 @@ def outputs_on_ray(
     ds = ds.map_batches(outputs_of_ranges, batch_format="pandas", batch_size=1, fn_kwargs=args)
     for r in ds.iter_rows():
         yield r["domain"], json.loads(r["records"])
+
+# %% ../nbs/04_dedup.ipynb #26495e4c
+def semantic_duplicates(
+    emb: np.ndarray,  # (n, d) document embeddings, in the order of `ids`
+    ids: list[str],  # document ids
+    threshold: float = 0.95,  # cosine similarity at which a document duplicates a kept one
+    n_clusters: int = 8,  # k-means clusters (1: compare every pair)
+    seed: int = 0,  # k-means initialisation
+) -> dict[str, tuple[str, float]]:  # removed id -> (the kept id it duplicates, their cosine)
+    "SemDeDup: k-means on unit-length embeddings, then greedy removal by cosine within each cluster."
+    from scipy.cluster.vq import kmeans2
+
+    if len(emb) != len(ids):
+        raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
+    x = np.asarray(emb, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    k = max(1, min(n_clusters, len(ids)))
+    groups = kmeans2(x, k, seed=seed, minit="++")[1] if k > 1 else np.zeros(len(ids), int)
+    removed = {}
+    for c in np.unique(groups):
+        members = np.flatnonzero(groups == c)
+        sims = x[members] @ x[members].T
+        kept: list[int] = []  # positions in `members`
+        for j in range(len(members)):
+            best = max(kept, key=lambda i: sims[j, i], default=None)
+            if best is not None and sims[j, best] >= threshold:
+                removed[ids[members[j]]] = (ids[members[best]], float(sims[j, best]))
+            else:
+                kept.append(j)
+    return removed

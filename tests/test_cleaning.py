@@ -102,3 +102,41 @@ def test_documents_from_python_without_id_or_text_are_rejected(tmp_path):
     stats = clean_corpus(iter(docs), tmp_path, CleanConfig(workers=1))
     assert (stats["read"], stats["kept"], stats["rejected"]) == (5, 1, 4)
     assert stats["by_rule"] == {"bad_document": 4}
+
+
+def _web_batch(repo_root, n=48):
+    from llmcourse.cleaning import prepare_document
+
+    docs = list(load_samples(["web_en.jsonl"], repo_root / "data_samples"))[:n]
+    return [prepare_document(d) for d in docs]
+
+
+def test_batched_finish_equals_one_at_a_time(repo_root, tmp_path):
+    "The quality model scores a batch in one call; each document's verdict is the one it gets alone."
+    import copy
+
+    from llmcourse.cleaning import finish_document, finish_documents, train_text_classifier
+
+    prepared = [d for d in _web_batch(repo_root) if "reason" not in d]
+    clf = train_text_classifier([d["text"] for d in prepared], ["high" if i % 3 else "low" for i in range(len(prepared))])
+    cfg = CleanConfig(quality_model=str(clf.save(tmp_path / "q.pt")), quality_thresholds=0.5)
+    batched = finish_documents(copy.deepcopy(prepared), frozenset(), cfg)
+    alone = [finish_document(copy.deepcopy(d), frozenset(), cfg) for d in prepared]
+    assert [d.get("reason") for d in batched] == [d.get("reason") for d in alone]
+    assert [d.get("text") for d in batched] == [d.get("text") for d in alone]
+    assert {"quality"} <= {d.get("rule") for d in batched} and any("reason" not in d for d in batched)
+    kept = [d for d in batched if "reason" not in d]
+    assert all(d["quality"] >= 0.5 for d in kept)
+
+
+def test_quality_model_failure_rejects_the_batch_with_its_reason(repo_root, tmp_path):
+    "A quality model that cannot be read rejects each document that reached it, naming the error."
+    from llmcourse.cleaning import finish_documents
+
+    prepared = [d for d in _web_batch(repo_root, 12) if "reason" not in d]
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    out = finish_documents(prepared, frozenset(), CleanConfig(quality_model=str(tmp_path / "broken.pt")))
+    assert len(out) == len(prepared)
+    errors = [d for d in out if d.get("rule") == "error"]
+    assert errors and all(d["reason"].startswith("error in finish: quality model: ") for d in errors)
+    assert all(d.get("rule") for d in out)  # none kept without a score
