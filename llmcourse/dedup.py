@@ -17,7 +17,7 @@ import numpy as np
 
 from .core import atomic_file, chunked, line_ranges, progress, read_jsonl, save_json, start_ray
 from .core import check_engine, write_jsonl
-from .cleaning import words
+from .cleaning import encode_batch, words
 
 # %% auto #0
 __all__ = ['FACT_COLUMNS', 'LABEL_COLUMNS', 'fingerprint', 'exact_duplicates', 'repeated_lines', 'remove_repeated_lines',
@@ -30,7 +30,7 @@ __all__ = ['FACT_COLUMNS', 'LABEL_COLUMNS', 'fingerprint', 'exact_duplicates', '
            'write_decisions', 'dedup_stats', 'dedup_corpus', 'shuffle', 'ranges_dataset', 'scan_ranges', 'first_of_id',
            'first_of_text', 'band_records', 'verified_bucket_pairs', 'distinct_pairs', 'local_stars',
            'connected_components', 'near_duplicates_on_ray', 'outputs_of_ranges', 'outputs_on_ray',
-           'semantic_duplicates']
+           'semantic_duplicates', 'contrastive_tune']
 
 # %% ../nbs/04_dedup.ipynb #c3428fcd
 def fingerprint(text: str) -> str:  # a document's text
@@ -1090,3 +1090,38 @@ def semantic_duplicates(
             else:
                 kept.append(j)
     return removed
+
+# %% ../nbs/04_dedup.ipynb #b701f207
+def contrastive_tune(
+    scorer,  # chapter 03's `EncoderScorer` (its encoder is tuned in place)
+    pairs: list[tuple[str, str]],  # texts that should embed close together: (a, b), a positive pair each
+    steps: int = 200,  # optimiser steps
+    batch_size: int = 32,  # pairs per step; the other pairs of the batch are the negatives
+    lr: float = 1e-4,  # AdamW learning rate
+    temperature: float = 0.05,  # softmax temperature of the cosine similarities
+    seed: int = 0,
+) -> list[float]:  # the loss of every step
+    "Teach an encoder which texts mean the same: InfoNCE with in-batch negatives (SimCSE, Gao et al., 2021)."
+    import torch
+    import torch.nn.functional as F
+
+    model, g = scorer.model, torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.bert.parameters(), lr=lr, weight_decay=0.01)
+    model.train()
+    losses = []
+    for _ in progress(range(steps), "encoder: contrastive tuning"):
+        pick = torch.randperm(len(pairs), generator=g)[:batch_size].tolist()  # distinct pairs
+        a, b = ([pairs[i][k] for i in pick] for k in (0, 1))
+        za, zb = (
+            F.normalize(model.embed(*encode_batch(scorer.hf, x, scorer.max_tokens)), dim=-1) for x in (a, b)
+        )
+        logits = za @ zb.T / temperature  # row i: pair i's positive on the diagonal, the rest negatives
+        target = torch.arange(batch_size)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -215,3 +215,33 @@ def test_remove_domains_none_removes_contamination_everywhere(tmp_path):
         st = dedup_corpus(tmp_path / "in.jsonl", tmp_path / str(domains), DedupConfig(workers=1), [tmp_path / "eval.jsonl"], domains)
         rows = [json.loads(l) for l in (tmp_path / str(domains) / "removed.jsonl").read_text().splitlines()]
         assert {r["id"] for r in rows} == removed and st["contamination"]["removed_docs"] == len(removed)
+
+
+def test_contrastive_tune_pulls_each_pair_together():
+    "Pairs that share no word: after tuning, each a_i's nearest b is its own b_i, which it was not before."
+    import numpy as np
+    import torch
+
+    from llmcourse.cleaning import EncoderConfig, EncoderScorer, QualityEncoder, bert_config, train_hf_tokenizer
+    from llmcourse.cleaning import ENCODER_SPECIALS
+    from llmcourse.dedup import contrastive_tune
+
+    names = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "heron", "indigo", "jasper",
+             "kelp", "lichen", "marble", "nectar", "onyx", "pollen"]
+    a = [f"the {n} sat by the old wall" for n in names]
+    b = [f"a {n} was seen near the river" for n in names[5:] + names[:5]]  # linked by the pairs only
+    cfg = EncoderConfig(vocab_size=300, dim=32, layers=1, heads=2, max_tokens=16)
+    hf = train_hf_tokenizer(a + b, "bpe", cfg.vocab_size, ENCODER_SPECIALS)
+    torch.manual_seed(0)
+    enc = EncoderScorer(["-"], hf, QualityEncoder(bert_config(cfg), 1).eval(), cfg.max_tokens)
+
+    def hits():
+        ea, eb = enc.embed(a), enc.embed(b)
+        ea /= np.linalg.norm(ea, axis=1, keepdims=True)
+        eb /= np.linalg.norm(eb, axis=1, keepdims=True)
+        return int(((ea @ eb.T).argmax(1) == np.arange(len(a))).sum())
+
+    before = hits()
+    losses = contrastive_tune(enc, list(zip(a, b)), steps=150, batch_size=16, lr=3e-3)
+    assert hits() == len(a) > before
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) and not enc.model.training
