@@ -912,7 +912,7 @@ def encode_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # ids (B, T) padded with [PAD] = 0; mask (B, T), 1 on real tokens
     "A batch of documents as [CLS]-first token ids and an attention mask."
     cls = hf.token_to_id("[CLS]")
-    encoded = hf.encode_batch([t[: 8 * max_tokens] for t in texts])  # a token spans < 8 characters here
+    encoded = hf.encode_batch([t[: 8 * max_tokens] for t in texts])  # only the start: 8 characters a token
     rows = [[cls, *e.ids[: max_tokens - 1]] for e in encoded]
     ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
     for i, r in enumerate(rows):
