@@ -757,6 +757,18 @@ class TextClassifier:
         return cls(d["labels"], d["kind"], d["buckets"], m)
 
 
+def _class_targets(texts: list[str], labels: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    "Checked labels as (class names, class index per document, class weights by inverse frequency)."
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError(f"need at least 2 classes to train a classifier, got {names}")
+    y = torch.tensor([names.index(l) for l in labels])
+    counts = torch.bincount(y, minlength=len(names)).float()
+    return names, y, counts.sum() / (len(names) * counts)
+
+
 def train_text_classifier(
     texts: list[str],  # training documents
     labels: list[str],  # one label per document
@@ -770,18 +782,12 @@ def train_text_classifier(
     seed: int = 0,  # shuffling and initialisation
 ) -> TextClassifier:
     "Train a fastText-style classifier on labelled documents."
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    names = sorted(set(labels))
-    if len(names) < 2:
-        raise ValueError(f"need at least 2 classes to train a classifier, got {names}")
+    names, y, weight = _class_targets(texts, labels)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    y = torch.tensor([names.index(l) for l in labels])
     feats = [hashed_features(t, kind, buckets) for t in texts]
     model = FastTextClassifier(len(names), buckets, dim)
-    counts = torch.bincount(y, minlength=len(names)).float()
-    loss_fn = torch.nn.CrossEntropyLoss(weight=(counts.sum() / (len(names) * counts)) if balance else None)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight if balance else None)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         for b in torch.randperm(len(texts), generator=g).split(batch_size):
@@ -1018,17 +1024,11 @@ def train_quality_encoder(
     cfg: EncoderConfig = EncoderConfig(),
 ) -> EncoderScorer:
     "Pre-train a small encoder on unlabelled text, then fine-tune it with a linear head on the labels."
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-    names = sorted(set(labels))
-    if len(names) < 2:
-        raise ValueError(f"need at least 2 classes to train a classifier, got {names}")
+    names, y, weight = _class_targets(texts, labels)
     hf, bert, mlm_losses = pretrain_encoder(unlabelled, cfg)
     model = QualityEncoder(bert.config, len(names))
     model.bert.load_state_dict(bert.state_dict())
-    y = torch.tensor([names.index(l) for l in labels])
-    counts = torch.bincount(y, minlength=len(names)).float()
-    loss_fn = torch.nn.CrossEntropyLoss(weight=counts.sum() / (len(names) * counts))  # classes balanced
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)  # classes balanced
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(cfg.seed)
     batches = [(torch.randperm(len(texts), generator=g).split(cfg.batch_size)) for _ in range(cfg.epochs)]
