@@ -5,7 +5,7 @@
 # %% ../nbs/12_scaling_laws.ipynb #2b6349c4
 from __future__ import annotations
 
-import json, math, multiprocessing, time
+import contextlib, json, math, multiprocessing, time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -16,18 +16,20 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 import torch
 
-from .core import pick_device, progress, read_jsonl, save_json
+from .core import pick_device, progress, read_jsonl, save_json, seed_everything
 from .data import TokenShards
-from .model import ModelConfig, matmul_parameters, training_flops
+from .model import Llama, ModelConfig, matmul_parameters, training_flops
 from .training import TrainConfig, train, read_metrics, model_config
+from .training import lr_multiplier, param_groups, save_checkpoint, token_losses
 
 # %% auto #0
-__all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss', 'huber',
-           'check_points', 'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima',
+__all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'SMALL_BATCH_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss',
+           'huber', 'check_points', 'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima',
            'fit_isoflop', 'bootstrap', 'sweep_shape', 'batch_lr_rule', 'critical_batch_rule', 'isoflop_grid',
            'run_name', 'sweep_config', 'train_point', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces',
-           'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture', 'sweep_base', 'sweep_points',
-           'prediction_point']
+           'fit_with_intervals', 'show_fit', 'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture',
+           'sweep_base', 'plan_rule', 'sweep_points', 'prediction_point', 'scaled_batch_rule', 'bracket_points',
+           'token_stream', 'heldout_rows', 'rows_loss', 'train_together']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -502,6 +504,26 @@ def text_pieces(text: str, max_chars: int = 2000) -> list[str]:  # a document; l
         cur += line
     return out + [cur] if cur else out
 
+# %% ../nbs/12_scaling_laws.ipynb #2048f766
+def fit_with_intervals(N, D, L, n_boot: int = 100) -> ChinchillaFit:
+    "Approach 3 with bootstrap intervals (kept in .ci, the resampled parameters in .samples)."
+    f = fit_chinchilla(N, D, L)
+    b = bootstrap(lambda n, d, l: fit_chinchilla(n, d, l, top_k=2, init=f.theta), N, D, L, n_boot=n_boot)
+    f.ci = {k: v for k, v in b.items() if k not in ("samples", "failed")}
+    f.samples = b["samples"]
+    return f
+
+
+def show_fit(f: ChinchillaFit):  # a fit from fit_with_intervals
+    "Print the fitted parameters with their intervals, and the compute-optimal exponent."
+    for k in ("E", "A", "B", "alpha", "beta"):
+        print(f"{k:6s} {getattr(f, k):10.3f}   90% interval [{f.ci[k][0]:10.3f}, {f.ci[k][1]:10.3f}]")
+    a_s = [s["beta"] / (s["alpha"] + s["beta"]) for s in f.samples]
+    print(
+        f"N* ∝ C^{f.a:.2f} (90% interval {np.percentile(a_s, 5):.2f}–{np.percentile(a_s, 95):.2f}), "
+        f"D* ∝ C^{f.b:.2f}"
+    )
+
 # %% ../nbs/12_scaling_laws.ipynb #84d1ceca
 def predict_loss(
     fit: ChinchillaFit, N: float, D: float, samples: list[dict] | None = None, level: float = 0.9
@@ -697,15 +719,21 @@ def sweep_base(
     )
 
 
+def plan_rule(plan: dict) -> Callable:  # e.g. GPU_SWEEP
+    "A plan's batch and lr rule: scaled_batch_rule(batch_scale) if it has one, else batch_lr_rule."
+    return scaled_batch_rule(plan["batch_scale"]) if "batch_scale" in plan else batch_lr_rule
+
+
 def sweep_points(
     plan: dict,  # e.g. GPU_SWEEP
     base: TrainConfig,  # from sweep_base
-    rule: Callable = batch_lr_rule,  # C, seq_len -> (rows, peak lr), e.g. critical_batch_rule(...)
+    rule: Callable | None = None,  # C, seq_len -> (rows, peak lr); None: plan_rule(plan)
 ) -> list[dict]:  # the IsoFLOP grid (lr_factor 1), then the learning-rate check
     "Every run of a planned sweep: the grid by the rule, and one size of one budget at other rates."
     shards = TokenShards(base.shards)
     train_tokens = shards.index["n_tokens"]
     family = [sweep_shape(d, n) for d, n in plan["family"]]
+    tpp = plan.get("tokens_per_param", 20.0)
     grid = isoflop_grid(
         plan["budgets"],
         family,
@@ -713,12 +741,13 @@ def sweep_points(
         shards.index["vocab_size"],
         train_tokens,
         plan["per_budget"],
-        rule=rule,
+        tokens_per_param=tpp,
+        rule=rule or plan_rule(plan),
     )
     grid = [p | {"lr_factor": 1.0} for p in grid]
     check = plan["lr_check"]
     same = [p for p in grid if p["budget"] == check["budget"]]
-    mid = min(same, key=lambda p: abs(math.log(p["N"] / math.sqrt(check["budget"] / 120))))
+    mid = min(same, key=lambda p: abs(math.log(p["N"] / math.sqrt(check["budget"] / (6 * tpp)))))
     return grid + [mid | {"lr": mid["lr"] * f, "lr_factor": f} for f in check["factors"]]
 
 
@@ -727,11 +756,279 @@ def prediction_point(
     plan: dict,  # e.g. GPU_SWEEP; its predict_budget is the run's compute
     base: TrainConfig,  # from sweep_base
     vocab_size: int,  # the tokenizer's size
-    rule: Callable = batch_lr_rule,  # C, seq_len -> (rows, peak lr), as the sweep's
+    rule: Callable | None = None,  # C, seq_len -> (rows, peak lr), as the sweep's; None: plan_rule(plan)
 ) -> dict:  # a sweep point, batch and lr by the rule
     "The run that checks a fit: the family's shape nearest the fitted N* at the plan's prediction budget."
     family = [sweep_shape(d, n) for d, n in plan["family"]]
     C = plan["predict_budget"]
+    rule = rule or plan_rule(plan)
     points = isoflop_grid([C], family, base, vocab_size, 1, None, max_epochs=math.inf, rule=rule)
     n_star = fit.optimal(C)[0]
     return min(points, key=lambda p: abs(math.log(p["N"] / n_star))) | {"lr_factor": 1.0}
+
+# %% ../nbs/12_scaling_laws.ipynb #dbbf632b
+def scaled_batch_rule(
+    batch_scale: float = 0.25,  # the batch as a share of DeepSeek-AI's
+) -> Callable:  # C, seq_len -> (rows, peak lr): a `rule` for isoflop_grid
+    "DeepSeek-AI's batch × batch_scale (a power of two rows, >= 8) and their peak lr × √batch_scale."
+
+    def rule(C: float, seq_len: int) -> tuple[int, float]:
+        tokens = batch_scale * 0.2920 * C**0.3271
+        rows = 2 ** max(3, round(math.log2(tokens / seq_len)))
+        return rows, batch_lr_rule(C, seq_len)[1] * math.sqrt(batch_scale)  # Adam's square-root rule
+
+    return rule
+
+
+SMALL_BATCH_SWEEP = dict(  # the sweep of section 10: GPU_SWEEP's family, smaller batches, more sizes
+    seq_len=256,
+    budgets=[6e13, 2e14, 6e14, 2e15],  # FLOPs by 6ND: 1.5 decades
+    family=GPU_SWEEP["family"],
+    per_budget=7,  # sizes per budget, centred on D = 40·N
+    tokens_per_param=40.0,
+    batch_scale=0.25,  # a quarter of DeepSeek-AI's batch, half their lr (scaled_batch_rule)
+    lr_check=dict(budget=6e14, factors=[0.5, 2.0]),
+    predict_budget=8e15,  # 4× the largest budget
+    eval_rows=4096,
+    precision="bf16",
+)
+
+
+def bracket_points(
+    runs: list[dict],  # finished runs of a plan (train_together's records)
+    plan: dict,  # e.g. SMALL_BATCH_SWEEP
+    base: TrainConfig,  # from sweep_base
+    vocab_size: int,  # the tokenizer's size
+    train_tokens: int,  # tokens in the training shards (for the epochs limit)
+) -> list[dict]:  # the runs to add: at most one per budget
+    "For each budget whose lowest loss is at its smallest or largest size, the family's next size beyond it."
+    family = [sweep_shape(d, n) for d, n in plan["family"]]
+    out = []
+    for c in plan["budgets"]:
+        rs = sorted(
+            (r for r in runs if r["budget"] == c and r.get("lr_factor", 1.0) == 1.0), key=lambda r: r["N"]
+        )
+        if len(rs) < 3:
+            continue
+        best = min(range(len(rs)), key=lambda k: rs[k]["loss"])
+        if 0 < best < len(rs) - 1:
+            continue  # bracketed
+        every = isoflop_grid([c], family, base, vocab_size, train_tokens, None, rule=plan_rule(plan))
+        beyond = [p for p in every if (p["N"] < rs[0]["N"] if best == 0 else p["N"] > rs[-1]["N"])]
+        if beyond:
+            out.append(min(beyond, key=lambda p: abs(math.log(p["N"] / rs[best]["N"]))) | {"lr_factor": 1.0})
+    return out
+
+# %% ../nbs/12_scaling_laws.ipynb #a94cbb5b
+def token_stream(folder: str | Path) -> np.ndarray:  # a shard folder (chapter 06)
+    "Every document of a shard folder in order, each followed by the end-of-text token: one int32 array."
+    sh = TokenShards(folder)
+    eos = np.array([sh.index["specials"]["<|endoftext|>"]], dtype=np.int32)
+    parts = [p for i in range(len(sh)) for p in (sh.doc(i).astype(np.int32), eos)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+
+def heldout_rows(
+    stream: np.ndarray,  # token_stream of the held-out shards
+    seq_len: int,  # tokens a row predicts
+    rows: int,  # how many rows
+) -> np.ndarray:  # (rows, seq_len + 1) token ids
+    "Rows of seq_len + 1 tokens at evenly spaced starts: the same held-out rows for every run and batch."
+    if len(stream) <= seq_len + 1:
+        raise ValueError(f"a held-out stream of {len(stream)} tokens is too short for rows of {seq_len + 1}")
+    starts = np.linspace(0, len(stream) - seq_len - 1, rows).astype(np.int64)
+    return stream[starts[:, None] + np.arange(seq_len + 1)]
+
+
+@torch.no_grad()
+def rows_loss(
+    model: torch.nn.Module,  # a language model (chapter 07)
+    rows: torch.Tensor,  # (R, T + 1) token ids on the model's device
+    precision: str = "fp32",  # "fp32" or "bf16" (autocast)
+    chunk: int = 256,  # rows per forward pass
+) -> float:  # mean cross-entropy, nats per token
+    "A model's loss on token rows: each row's first T tokens predict its last T."
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=rows.device)
+    for i in range(0, len(rows), chunk):
+        t = rows[i : i + chunk].long()
+        with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            total += token_losses(model, t[:, :-1], t[:, 1:]).double().sum()
+    model.train(was_training)
+    return total.item() / (rows.shape[0] * (rows.shape[1] - 1))
+
+# %% ../nbs/12_scaling_laws.ipynb #c6c6caab
+class _Run:
+    "One run of `train_together`: model, AdamW, schedule, its own data draws and (CUDA) its step as a graph."
+
+    def __init__(self, p: dict, cfg: TrainConfig, vocab: int, tokens: torch.Tensor, graph: bool, save: bool):
+        dev = tokens.device
+        self.p, self.cfg, self.tokens, self.steps, self.save = p, cfg, tokens, cfg.max_steps, save
+        if cfg.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train_together trains in fp32 or bf16, not {cfg.precision!r}")
+        seed_everything(cfg.seed)  # as the trainer: the same initial weights for the same shape and seed
+        self.model = Llama(model_config(cfg, vocab)).to(dev)
+        self.params = list(self.model.parameters())
+        self.lr = torch.zeros((), device=dev)  # a tensor, so that a replayed graph reads each step's rate
+        groups = param_groups(self.model, cfg.weight_decay, cfg.decay_embeddings)
+        if dev.type == "cuda":  # fused AdamW, as the trainer, made capturable for the graph
+            self.opt = torch.optim.AdamW(
+                groups, lr=self.lr, betas=tuple(cfg.betas), fused=True, capturable=True
+            )
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr  # both groups read this one tensor
+        else:
+            self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        self.lrs = [  # the trainer's schedule, step by step
+            cfg.lr * lr_multiplier(i, cfg.max_steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
+            for i in range(cfg.max_steps)
+        ]
+        self.high = len(tokens) - cfg.seq_len - 1  # rows start in [0, high)
+        if self.high <= 0:
+            raise ValueError(f"{len(tokens)} training tokens cannot fill one row of {cfg.seq_len + 1}")
+        self.gen = torch.Generator(device=dev)
+        self.starts = torch.zeros(cfg.batch_size, dtype=torch.int64, device=dev)  # this step's row starts
+        self.span = torch.arange(cfg.seq_len + 1, device=dev)
+        every = max(1, self.steps // 100)  # about 100 readings of the training loss, the last step's kept
+        self.log_at = {
+            s: k for k, s in enumerate(sorted({*range(every - 1, self.steps, every), self.steps - 1}))
+        }
+        self.log = torch.zeros(len(self.log_at), device=dev)
+        self.stream = torch.cuda.Stream(dev) if graph else None
+        self.graph = self._capture() if graph else None
+        self.gen.manual_seed(cfg.seed)  # the draws start afresh after the warm-up
+
+    def _step(self) -> torch.Tensor:  # rows from the drawn starts, forward, backward, clip, AdamW
+        tok = self.tokens[self.starts[:, None] + self.span].long()
+        bf16 = self.cfg.precision == "bf16"
+        with torch.autocast(tok.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            loss = token_losses(self.model, tok[:, :-1], tok[:, 1:]).mean()
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        self.opt.step()
+        return loss.detach()
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        "Two warm-up steps at lr 0 (the weights stay), the optimizer's state cleared, one step recorded."
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            for _ in range(2):
+                self.starts.random_(0, self.high, generator=self.gen)
+                self._step()
+                self.opt.zero_grad(set_to_none=True)  # the recorded backward writes fresh gradients
+        torch.cuda.current_stream().wait_stream(self.stream)
+        for state in self.opt.state.values():  # moments and step counts back to zero: as if never stepped
+            for t in state.values():
+                t.zero_()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=self.stream):
+            self.loss = self._step()
+        return g
+
+    def step(self, i: int):  # queue optimizer step i (on the run's own stream on CUDA)
+        if self.graph is None:
+            self.starts.random_(0, self.high, generator=self.gen)
+            if self.tokens.is_cuda:
+                self.lr.fill_(self.lrs[i])
+            else:
+                for g in self.opt.param_groups:
+                    g["lr"] = self.lrs[i]
+            self.loss = self._step()
+            self.opt.zero_grad(set_to_none=True)
+            if i in self.log_at:
+                self.log[self.log_at[i]] = self.loss
+            return
+        with torch.cuda.stream(self.stream):
+            self.starts.random_(0, self.high, generator=self.gen)
+            self.lr.fill_(self.lrs[i])
+            self.graph.replay()
+            if i in self.log_at:
+                self.log[self.log_at[i]].copy_(self.loss)
+            if i == self.steps - 1:
+                self.done = torch.cuda.Event()
+                self.done.record(self.stream)
+
+    def finished(self) -> bool:  # its last step has run on the device
+        return self.graph is None or self.done.query()
+
+    def record(
+        self, held: torch.Tensor, seconds: float
+    ) -> dict:  # held-out rows; wall seconds since the start
+        "The run's point with its held-out loss, training-loss curve, speed and device."
+        stream = torch.cuda.stream(self.stream) if self.stream else contextlib.nullcontext()
+        with stream:
+            loss = rows_loss(self.model, held, self.cfg.precision)
+            curve = [(s + 1, v) for s, v in zip(self.log_at, self.log.tolist())]
+        dev = held.device
+        if self.save:  # a chapter-09 checkpoint: TrainConfig(init_from=<the run folder>) starts from it
+            state = {"model": self.model.state_dict(), "step": self.steps, "config": asdict(self.cfg)}
+            save_checkpoint(Path(self.cfg.out), self.steps, state, keep=1)
+        self.graph = self.model = self.opt = None  # free the memory for the runs still training
+        return self.p | {
+            "loss": loss,
+            "seconds": seconds,
+            "tokens_per_s": self.p["D"] / seconds,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "curve": curve,
+        }
+
+
+def train_together(
+    points: list[dict],  # sweep points (shape, steps, batch_size, lr, D …), e.g. from sweep_points
+    base: TrainConfig,  # shared settings: shards, heldout_shards, seq_len, precision, AdamW, clip, schedule
+    eval_rows: int = 4096,  # held-out rows every run is scored on (`heldout_rows`)
+    warmup_share: float = 0.1,  # warmup steps as a share of each run
+    results: str | Path | None = None,  # JSONL: each finished run is appended; runs already in it are kept
+    deadline_s: float | None = None,  # stop after this many seconds; unfinished runs are not recorded
+    graphs: bool | None = None,  # record each run's step as a CUDA graph (None: on CUDA)
+    save: bool = False,  # write each run's final weights as a checkpoint in its folder (base.out / run_name)
+) -> list[dict]:  # the finished points with loss, seconds, tokens_per_s, device, curve, in the order given
+    "Train many small runs at once in one process: on CUDA, each replays its recorded step on its own stream."
+    done = (
+        {run_name(r): r for r in read_jsonl(results, schema=None)}
+        if results and Path(results).exists()
+        else {}
+    )
+    todo = [p for p in points if run_name(p) not in done]
+    dev = pick_device(base.device)
+    graphs = dev.type == "cuda" if graphs is None else graphs
+    if graphs and dev.type != "cuda":
+        raise ValueError("CUDA graphs need a CUDA device")
+    if base.threads:
+        torch.set_num_threads(base.threads)
+    tokens = torch.from_numpy(token_stream(base.shards)).to(dev)
+    held = torch.from_numpy(heldout_rows(token_stream(base.heldout_shards), base.seq_len, eval_rows)).to(dev)
+    vocab = TokenShards(base.shards).index["vocab_size"]
+    runs = []
+    for p in todo:
+        cfg = sweep_config(p, base, warmup_share)
+        try:
+            runs.append(_Run(p, cfg, vocab, tokens, graphs, save))
+        except RuntimeError as e:  # a step that cannot be captured still trains, one kernel at a time
+            if not graphs:
+                raise
+            print(f"{run_name(p)}: no CUDA graph ({str(e).splitlines()[0]}); eager steps")
+            runs.append(_Run(p, cfg, vocab, tokens, False, save))
+    t0, i = time.perf_counter(), 0
+    active, ending = sorted(runs, key=lambda r: r.steps), []
+    while active or ending:
+        if active and deadline_s is not None and time.perf_counter() - t0 > deadline_s:
+            print(f"deadline: {len(active)} runs stopped unfinished and not recorded")
+            active = []
+        for r in active:
+            r.step(i)
+        i += 1
+        while active and active[0].steps == i:  # sorted by length: the ones that just queued their last step
+            ending.append(active.pop(0))
+        for r in [r for r in ending if r.finished()]:
+            ending.remove(r)
+            rec = r.record(held, time.perf_counter() - t0)
+            done[run_name(rec)] = rec
+            if results:
+                with open(results, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if not active and ending:
+            time.sleep(0.01)
+    return [done[run_name(p)] for p in points if run_name(p) in done]
