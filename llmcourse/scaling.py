@@ -26,10 +26,10 @@ from .training import lr_multiplier, param_groups, save_checkpoint, token_losses
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'SMALL_BATCH_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss',
            'huber', 'check_points', 'ChinchillaFit', 'fit_chinchilla', 'PowerLaw', 'fit_power_law', 'isoflop_minima',
            'fit_isoflop', 'bootstrap', 'sweep_shape', 'batch_lr_rule', 'critical_batch_rule', 'isoflop_grid',
-           'run_name', 'sweep_config', 'train_point', 'run_sweep', 'save_sweep', 'load_sweep', 'text_pieces',
-           'fit_with_intervals', 'show_fit', 'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt', 'optimal_mixture',
-           'sweep_base', 'plan_rule', 'sweep_points', 'prediction_point', 'scaled_batch_rule', 'bracket_points',
-           'token_stream', 'heldout_rows', 'rows_loss', 'train_together']
+           'run_name', 'sweep_config', 'train_point', 'recorded_runs', 'run_sweep', 'save_sweep', 'load_sweep',
+           'text_pieces', 'fit_with_intervals', 'show_fit', 'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt',
+           'optimal_mixture', 'sweep_base', 'plan_rule', 'sweep_points', 'prediction_point', 'scaled_batch_rule',
+           'bracket_points', 'token_stream', 'heldout_rows', 'rows_loss', 'train_together']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -433,6 +433,15 @@ def train_point(
     }
 
 
+def recorded_runs(results: str | Path | None) -> dict:  # a results JSONL of run_sweep or train_together
+    "The runs a results file already holds, by run_name (empty when there is no file)."
+    return (
+        {run_name(r): r for r in read_jsonl(results, schema=None)}
+        if results and Path(results).exists()
+        else {}
+    )
+
+
 def run_sweep(
     points: list[dict],  # from isoflop_grid (or any list with "shape" and "steps")
     base: TrainConfig,  # shared settings; out is the parent folder of the runs
@@ -444,11 +453,7 @@ def run_sweep(
     deadline_s: float | None = None,  # start no run after this many seconds (the rest: call again)
 ) -> list[dict]:  # the finished points, with "loss", "seconds", "run", …, in the order given
     "Train the runs of a sweep, several at once if asked, and record each one's final held-out loss."
-    done = (
-        {run_name(r): r for r in read_jsonl(results, schema=None)}
-        if results and Path(results).exists()
-        else {}
-    )
+    done = recorded_runs(results)
     todo = [p for p in points if run_name(p) not in done]
     deadline = time.time() + deadline_s if deadline_s else None
     kw = dict(base=base, loss_key=loss_key, warmup_share=warmup_share, eval_rows=eval_rows, deadline=deadline)
@@ -986,11 +991,7 @@ def train_together(
     save: bool = False,  # write each run's final weights as a checkpoint in its folder (base.out / run_name)
 ) -> list[dict]:  # the finished points with loss, seconds, tokens_per_s, device, curve, in the order given
     "Train many small runs at once in one process: on CUDA, each replays its recorded step on its own stream."
-    done = (
-        {run_name(r): r for r in read_jsonl(results, schema=None)}
-        if results and Path(results).exists()
-        else {}
-    )
+    done = recorded_runs(results)
     todo = [p for p in points if run_name(p) not in done]
     dev = pick_device(base.device)
     graphs = dev.type == "cuda" if graphs is None else graphs
