@@ -87,8 +87,11 @@ def _chinchilla_objective(
 ):
     a, b, e, alpha, beta = theta
     z = np.stack([a - alpha * logN, b - beta * logD, np.full_like(logN, e)])
-    h, dh = huber(logsumexp(z, axis=0) - logL, delta)
-    w = softmax(z, axis=0) * dh  # d objective / d each term
+    top = z.max(axis=0)  # log-sum-exp over the three terms, and their softmax weights, in plain numpy:
+    ez = np.exp(z - top)  # L-BFGS calls this thousands of times per fit, on a few dozen runs
+    total = ez.sum(axis=0)
+    h, dh = huber(top + np.log(total) - logL, delta)
+    w = ez / total * dh  # d objective / d each term
     return h.sum(), np.array([w[0].sum(), w[1].sum(), w[2].sum(), -(w[0] * logN).sum(), -(w[1] * logD).sum()])
 
 
@@ -273,6 +276,7 @@ def bootstrap(
     level: float = 0.9,  # two-sided interval
     seed: int = 0,
     groups=None,  # optional group label per point: resample whole groups (e.g. runs of one budget)
+    strata=None,  # optional label per point: resample points within each stratum (each keeps its size)
 ) -> dict:  # parameter -> (low, high), plus "samples" and "failed"
     "Bootstrap percentile intervals of a fit's parameters."
     arrays = [np.asarray(a) for a in arrays]
@@ -282,9 +286,17 @@ def bootstrap(
         if groups is not None
         else [np.array([i]) for i in range(n)]
     )
+    if groups is not None and strata is not None:
+        raise ValueError("resample whole groups or within strata, not both")
+    layers = (
+        [np.flatnonzero(np.asarray(strata) == s) for s in np.unique(strata)] if strata is not None else []
+    )
     samples, failed = [], 0
     for _ in range(n_boot):
-        idx = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
+        if strata is not None:
+            idx = np.concatenate([rng.choice(m, len(m)) for m in layers])
+        else:
+            idx = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
         try:
             r = fit_fn(*[a[idx] for a in arrays])
         except ValueError:
@@ -733,17 +745,20 @@ def sweep_points(
     plan: dict,  # e.g. GPU_SWEEP
     base: TrainConfig,  # from sweep_base
     rule: Callable | None = None,  # C, seq_len -> (rows, peak lr); None: plan_rule(plan)
+    vocab_size: int | None = None,  # the tokenizer's size (None: read from base.shards)
+    train_tokens: int | None = None,  # tokens in the training shards (None: read from base.shards)
 ) -> list[dict]:  # the IsoFLOP grid (lr_factor 1), then the learning-rate check
     "Every run of a planned sweep: the grid by the rule, and one size of one budget at other rates."
-    shards = TokenShards(base.shards)
-    train_tokens = shards.index["n_tokens"]
+    if vocab_size is None or train_tokens is None:
+        index = TokenShards(base.shards).index
+        vocab_size, train_tokens = index["vocab_size"], index["n_tokens"]
     family = [sweep_shape(d, n) for d, n in plan["family"]]
     tpp = plan.get("tokens_per_param", 20.0)
     grid = isoflop_grid(
         plan["budgets"],
         family,
         base,
-        shards.index["vocab_size"],
+        vocab_size,
         train_tokens,
         plan["per_budget"],
         tokens_per_param=tpp,
