@@ -885,6 +885,8 @@ class _Run:
     def __init__(self, p: dict, cfg: TrainConfig, vocab: int, tokens: torch.Tensor, graph: bool, save: bool):
         dev = tokens.device
         self.p, self.cfg, self.tokens, self.steps, self.save = p, cfg, tokens, cfg.max_steps, save
+        self.i, self.state_file = 0, Path(cfg.out) / "together.pt"  # steps queued; state kept at a deadline
+        self.first_step = 0  # where this call took the run up (> 0: resumed from a saved state)
         if cfg.precision not in ("fp32", "bf16"):
             raise ValueError(f"train_together trains in fp32 or bf16, not {cfg.precision!r}")
         seed_everything(cfg.seed)  # as the trainer: the same initial weights for the same shape and seed
@@ -918,6 +920,8 @@ class _Run:
         self.stream = torch.cuda.Stream(dev) if graph else None
         self.graph = self._capture() if graph else None
         self.gen.manual_seed(cfg.seed)  # the draws start afresh after the warm-up
+        if self.state_file.exists():  # an earlier call stopped this run part-way: go on from there
+            self._restore(torch.load(self.state_file, weights_only=True))  # tensors where they were saved
 
     def _step(self) -> torch.Tensor:  # rows from the drawn starts, forward, backward, clip, AdamW
         tok = self.tokens[self.starts[:, None] + self.span].long()
@@ -947,7 +951,38 @@ class _Run:
             self.loss = self._step()
         return g
 
-    def step(self, i: int):  # queue optimizer step i (on the run's own stream on CUDA)
+    def _restore(self, saved: dict):  # what save_state wrote
+        "Copy a saved state into this run's tensors in place (a recorded graph reads them where they are)."
+        self.model.load_state_dict(saved["model"])
+        for p, state in zip(self.params, saved["opt"]):
+            for k, v in state.items():
+                if k in self.opt.state[p]:
+                    self.opt.state[p][k].copy_(v)
+                else:  # on the CPU, AdamW creates its state at the first step
+                    self.opt.state[p][k] = v.clone()
+        self.gen.set_state(saved["gen"])
+        self.log.copy_(saved["log"])
+        self.i = self.first_step = saved["i"]
+        if self.stream is not None:  # the run's own stream replays only after these copies
+            self.stream.wait_stream(torch.cuda.current_stream())
+
+    def save_state(self):
+        "Write what the run needs to go on later: weights, AdamW state, step, its generator, its losses."
+        if self.stream is not None:
+            self.stream.synchronize()
+        state = {
+            "i": self.i,
+            "model": self.model.state_dict(),
+            "opt": [self.opt.state[p] for p in self.params],
+            "gen": self.gen.get_state(),
+            "log": self.log,
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, self.state_file.with_suffix(".tmp"))
+        self.state_file.with_suffix(".tmp").replace(self.state_file)  # never half a file
+
+    def step(self):  # queue the next optimizer step (on the run's own stream on CUDA)
+        i, self.i = self.i, self.i + 1
         if self.graph is None:
             self.starts.random_(0, self.high, generator=self.gen)
             if self.tokens.is_cuda:
@@ -986,12 +1021,14 @@ class _Run:
             state = {"model": self.model.state_dict(), "step": self.steps, "config": asdict(self.cfg)}
             save_checkpoint(Path(self.cfg.out), self.steps, state, keep=1)
         self.graph = self.model = self.opt = None  # free the memory for the runs still training
+        self.state_file.unlink(missing_ok=True)
         return self.p | {
             "loss": loss,
             "seconds": seconds,
             "tokens_per_s": self.p["D"] / seconds,
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "curve": curve,
+            "first_step": self.first_step,
         }
 
 
@@ -1001,9 +1038,10 @@ def train_together(
     eval_rows: int = 4096,  # held-out rows every run is scored on (`heldout_rows`)
     warmup_share: float = 0.1,  # warmup steps as a share of each run
     results: str | Path | None = None,  # JSONL: each finished run is appended; runs already in it are kept
-    deadline_s: float | None = None,  # stop after this many seconds; unfinished runs are not recorded
+    deadline_s: float | None = None,  # stop after this many seconds; unfinished runs save their state
     graphs: bool | None = None,  # record each run's step as a CUDA graph (None: on CUDA)
     save: bool = False,  # write each run's final weights as a checkpoint in its folder (base.out / run_name)
+    max_steps_now: int | None = None,  # queue at most this many steps of each run now; then as at a deadline
 ) -> list[dict]:  # the finished points with loss, seconds, tokens_per_s, device, curve, in the order given
     "Train many small runs at once in one process: on CUDA, each replays its recorded step on its own stream."
     done = recorded_runs(results)
@@ -1027,16 +1065,19 @@ def train_together(
                 raise
             print(f"{run_name(p)}: no CUDA graph ({str(e).splitlines()[0]}); eager steps")
             runs.append(_Run(p, cfg, vocab, tokens, False, save))
-    t0, i = time.perf_counter(), 0
-    active, ending = sorted(runs, key=lambda r: r.steps), []
+    t0, queued = time.perf_counter(), 0
+    active, ending = sorted(runs, key=lambda r: r.steps - r.i), []
     while active or ending:
-        if active and deadline_s is not None and time.perf_counter() - t0 > deadline_s:
-            print(f"deadline: {len(active)} runs stopped unfinished and not recorded")
+        late = deadline_s is not None and time.perf_counter() - t0 > deadline_s
+        if active and (late or queued == max_steps_now):
+            for r in active:
+                r.save_state()
+            print(f"stopped: {len(active)} runs saved part-way; calling again resumes them")
             active = []
         for r in active:
-            r.step(i)
-        i += 1
-        while active and active[0].steps == i:  # sorted by length: the ones that just queued their last step
+            r.step()
+        queued += 1
+        while active and active[0].i == active[0].steps:  # by steps left: the ones that queued their last
             ending.append(active.pop(0))
         for r in [r for r in ending if r.finished()]:
             ending.remove(r)
