@@ -50,6 +50,7 @@ from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .model import PRESETS
 from .training import TrainConfig, read_metrics, train
 from .evaluation import EvalConfig, evaluate_run
+from .scaling import SMALL_BATCH_SWEEP, reference_models, run_name, train_reference
 from llmcourse.tokenizer import (
     DIGITS_PATTERN,
     GPT2_PATTERN,
@@ -1765,6 +1766,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out whole packages, this share of bytes (0.05)",
     )
     c.add_argument("--dedup-threshold", type=float, default=0.7, help="Jaccard threshold of near dedup (0.7)")
+    f = sub.add_parser(
+        "reference",
+        help="list the course's reference models (chapter 12's GPU sweep), or train one again",
+        description="Train a reference model again as chapter 12's sweep trained it (train_together, "
+        "section 10's plan), on the installed corpus, and keep its weights as a training run folder "
+        "that `llmcourse eval` and TrainConfig(init_from=…) read. Without BUDGET, list the models.",
+    )
+    f.add_argument("budget", nargs="?", help="the model's compute budget as listed, e.g. 8e15")
+    f.add_argument(
+        "--sweep",
+        default="nbs/data/12_isoflop_small_batch.json",
+        help="the sweep's results (default: nbs/data/12_isoflop_small_batch.json of the course repository)",
+    )
+    f.add_argument(
+        "--corpus",
+        default="runs/corpus",
+        help="the installed corpus, built at the sweep's vocabulary size if missing (default runs/corpus)",
+    )
+    f.add_argument(
+        "--out", default="runs/reference", help="parent folder of the run (default runs/reference)"
+    )
+    f.add_argument(
+        "--seconds",
+        type=float,
+        help="stop after this many seconds of training, saving the run; the same command again resumes it",
+    )
+    f.add_argument("--device", help="cuda, cpu, … (default: the best available)")
     return p
 
 # %% ../nbs/15_pipeline.ipynb #abaff53a
@@ -1810,6 +1838,49 @@ def _cmd_corpus(a) -> int:
         f"documents ({t['heldout_tokens']:,} tokens) in {rep['heldout_shards']}"
     )
     print(f"done in {time.perf_counter() - t0:.1f} s; report: {Path(rep['run_dir']) / 'corpus.md'}")
+    return 0
+
+
+def _cmd_reference(a) -> int:
+    sweep = Path(a.sweep)
+    if not sweep.is_file():
+        raise FileNotFoundError(
+            f"{sweep}: no such file (the course repository's nbs/data/12_isoflop_small_batch.json lists the "
+            "reference models; run from the repository's root or pass --sweep PATH)"
+        )
+    recorded = json.loads(sweep.read_text(encoding="utf-8"))
+    meta, models = recorded["meta"], reference_models(recorded["runs"])
+    if a.budget is None:
+        for k, r in models.items():
+            s = r["shape"]
+            print(
+                f"{k:>6}  {run_name(r)}  dim {s['dim']} × {s['n_layers']}  N {r['N'] / 1e6:.2f}M  "
+                f"D {r['D'] / 1e6:.0f}M tokens  {r['steps']:,} steps of {r['batch_size']}  "
+                f"held-out loss {r['loss']:.4f} ({r['device']})"
+            )
+        return 0
+    key = a.budget.replace("e+", "e")
+    if key not in models:
+        raise ValueError(f"no reference model at budget {a.budget}; the budgets are {', '.join(models)}")
+    model, corpus = models[key], Path(a.corpus)
+    if not (corpus / "corpus.json").is_file():
+        print(f"building the installed corpus in {corpus} (vocabulary {meta['vocab_size']}) …")
+        seq_len, workers = SMALL_BATCH_SWEEP["seq_len"], os.cpu_count() or 1
+        build_installed_corpus(corpus, None, workers, meta["vocab_size"], seq_len, 0.05, 0.7)
+    have = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))["totals"]["train_tokens"]
+    want = meta.get("corpus", {}).get("train_tokens")
+    if want is not None and have != want:  # other installed packages: another corpus, another loss
+        print(f"note: this corpus has {have:,} training tokens; the sweep's had {want:,}")
+    t0 = time.perf_counter()
+    rec = train_reference(model, SMALL_BATCH_SWEEP, corpus, a.out, a.seconds, a.device)
+    if rec is None:
+        print(f"stopped after {time.perf_counter() - t0:.0f} s, the run saved; the same command resumes it")
+        return 0
+    print(
+        f"{run_name(rec)}: held-out loss {rec['loss']:.4f} on {rec['device']} "
+        f"(recorded: {model['loss']:.4f} on {model['device']}); "
+        f"weights and config.json in {Path(a.out) / run_name(rec)}"
+    )
     return 0
 
 
@@ -1918,7 +1989,7 @@ def main(argv: list[str] | None = None) -> int:  # arguments (default: sys.argv[
     "Entry point of the `llmcourse` command."
     a = build_parser().parse_args(argv)
     commands = {"run": _cmd_run, "corpus": _cmd_corpus, "train": _cmd_train, "eval": _cmd_eval}
-    commands["samples"] = _cmd_samples
+    commands |= {"samples": _cmd_samples, "reference": _cmd_reference}
     try:
         return commands[a.command](a)
     except (DataError, ValueError, FolderBusyError) as e:

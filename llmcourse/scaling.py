@@ -16,11 +16,11 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 import torch
 
-from .core import pick_device, progress, read_jsonl, save_json, seed_everything
+from .core import pick_device, progress, read_jsonl, save_config, save_json, seed_everything
 from .data import TokenShards
 from .model import Llama, ModelConfig, matmul_parameters, training_flops
 from .training import TrainConfig, train, read_metrics, model_config
-from .training import lr_multiplier, param_groups, save_checkpoint, token_losses
+from .training import absolute_paths, lr_multiplier, param_groups, save_checkpoint, token_losses
 
 # %% auto #0
 __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'SMALL_BATCH_SWEEP', 'compute_6nd', 'compute_check', 'chinchilla_loss',
@@ -29,7 +29,8 @@ __all__ = ['CHINCHILLA_GRID', 'DCPT_PARAMS', 'GPU_SWEEP', 'SMALL_BATCH_SWEEP', '
            'run_name', 'sweep_config', 'train_point', 'recorded_runs', 'run_sweep', 'save_sweep', 'load_sweep',
            'text_pieces', 'fit_with_intervals', 'show_fit', 'predict_loss', 'dcpt_loss', 'DCPTFit', 'fit_dcpt',
            'optimal_mixture', 'sweep_base', 'plan_rule', 'sweep_points', 'prediction_point', 'scaled_batch_rule',
-           'bracket_points', 'token_stream', 'heldout_rows', 'rows_loss', 'train_together']
+           'bracket_points', 'token_stream', 'heldout_rows', 'rows_loss', 'train_together', 'reference_models',
+           'train_reference']
 
 # %% ../nbs/12_scaling_laws.ipynb #0532d3e8
 def compute_6nd(
@@ -1015,11 +1016,14 @@ class _Run:
         stream = torch.cuda.stream(self.stream) if self.stream else contextlib.nullcontext()
         with stream:
             loss = rows_loss(self.model, held, self.cfg.precision)
-            curve = [(s + 1, v) for s, v in zip(self.log_at, self.log.tolist())]
+            curve = [[s + 1, v] for s, v in zip(self.log_at, self.log.tolist())]  # as read back from JSON
         dev = held.device
-        if self.save:  # a chapter-09 checkpoint: TrainConfig(init_from=<the run folder>) starts from it
+        if (
+            self.save
+        ):  # a chapter-09 run folder: `llmcourse eval` scores it, TrainConfig(init_from=…) starts from it
             state = {"model": self.model.state_dict(), "step": self.steps, "config": asdict(self.cfg)}
             save_checkpoint(Path(self.cfg.out), self.steps, state, keep=1)
+            save_config(absolute_paths(self.cfg), Path(self.cfg.out) / "config.json")
         self.graph = self.model = self.opt = None  # free the memory for the runs still training
         self.state_file.unlink(missing_ok=True)
         return self.p | {
@@ -1089,3 +1093,43 @@ def train_together(
         if not active and ending:
             time.sleep(0.01)
     return [done[run_name(p)] for p in points if run_name(p) in done]
+
+# %% ../nbs/12_scaling_laws.ipynb #05aede2f
+def reference_models(
+    runs: list[dict],  # a sweep's records (`load_sweep`'s or save_sweep's "runs")
+) -> dict[str, dict]:  # budget ("8e15") -> the run, smallest budget first
+    "The course's reference models: at each budget, the run with the lowest held-out loss at the rule's lr."
+    best: dict[str, dict] = {}
+    for r in runs:
+        if r.get("lr_factor", 1.0) != 1.0:  # the learning-rate checks are not candidates
+            continue
+        k = f"{r['budget']:.0e}".replace("e+", "e")
+        if k not in best or r["loss"] < best[k]["loss"]:
+            best[k] = r
+    return dict(sorted(best.items(), key=lambda kv: kv[1]["budget"]))
+
+
+def train_reference(
+    model: dict,  # a value of `reference_models`: a recorded run
+    plan: dict,  # the plan its sweep followed, e.g. SMALL_BATCH_SWEEP
+    corpus: str | Path,  # a run folder of `llmcourse corpus installed` with the sweep's vocabulary
+    out: str | Path,  # parent folder: the run goes to out/run_name, its record to out/reference.jsonl
+    deadline_s: float | None = None,  # stop after this many seconds, saving the run; call again to resume
+    device: str | None = None,  # None: the best available
+) -> dict | None:  # the new record (loss, curve, device, …); None if stopped at the deadline
+    "Train a reference model again as its sweep did (`train_together`), its weights kept as a chapter-09 run."
+    base = sweep_base(plan, corpus, out, device)
+    vocab = TokenShards(base.shards).index["vocab_size"]
+    shape = {"max_seq_len": plan["seq_len"], **model["shape"]}
+    n = matmul_parameters(model_config(TrainConfig(model_overrides=shape), vocab))
+    if n != model["N"]:  # the vocabulary sets the output layer, so N, so the budget's split
+        raise ValueError(
+            f"{corpus}: its vocabulary of {vocab} gives {run_name(model)} {n:,} parameters, not the "
+            f"recorded {model['N']:,}; build the corpus with the sweep's vocabulary size"
+        )
+    keep = ("budget", "shape", "N", "D", "steps", "C", "batch_size", "lr", "lr_factor")
+    point = {k: model[k] for k in keep if k in model}
+    results = Path(out) / "reference.jsonl"  # a finished run is read back, not trained again
+    results.parent.mkdir(parents=True, exist_ok=True)
+    runs = train_together([point], base, plan["eval_rows"], results=results, deadline_s=deadline_s, save=True)
+    return runs[0] if runs else None

@@ -1,4 +1,5 @@
 "`llmcourse corpus installed` end to end, on a small slice of this Python's installed packages."
+
 import json, subprocess
 from collections import Counter
 
@@ -85,3 +86,50 @@ def test_report_totals_match_the_files(corpus):
     md = (out / "corpus.md").read_text()
     assert "## Licences" in md and "## Duplicates" in md and f"{t['train_tokens']:,} tokens" in md
     assert str(out / "05_shards") in stdout and "corpus.md" in stdout
+
+
+def test_reference_command_trains_a_recorded_run_again(corpus, llmcourse_exe, tmp_path):
+    "`llmcourse reference` lists the models, trains one again and ends where its record ended."
+    from llmcourse.model import matmul_parameters
+    from llmcourse.scaling import SMALL_BATCH_SWEEP, run_name, sweep_base, sweep_shape, train_together
+    from llmcourse.training import TrainConfig, model_config
+
+    out, _ = corpus
+    shape = sweep_shape(32, 1)
+    n = matmul_parameters(model_config(TrainConfig(model_overrides={"max_seq_len": 256, **shape}), 600))
+    points = [
+        {"budget": 1e10, "shape": shape, "N": n, "steps": s, "batch_size": 2, "lr": 3e-3, "lr_factor": 1.0}
+        for s in (6, 12)
+    ]
+    for p in points:
+        p["D"] = p["steps"] * 2 * 256
+        p["C"] = 6.0 * n * p["D"]
+    # the record, made in this process as the sweep made it
+    base = sweep_base(SMALL_BATCH_SWEEP, out, tmp_path / "sweep", "cpu")
+    runs = train_together(points, base, SMALL_BATCH_SWEEP["eval_rows"])
+    best = min(runs, key=lambda r: r["loss"])
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"meta": {"vocab_size": 600, "corpus": {}}, "runs": runs}), encoding="utf-8")
+
+    def cli(*args):
+        return subprocess.run(
+            [llmcourse_exe, "reference", *args, "--sweep", str(sweep), "--corpus", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    listed = cli()
+    assert listed.returncode == 0 and run_name(best) in listed.stdout and "1e10" in listed.stdout
+    r = cli("1e10", "--out", str(tmp_path / "again"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    again = [json.loads(x) for x in (tmp_path / "again" / "reference.jsonl").read_text().splitlines()]
+    assert len(again) == 1 and again[0]["loss"] == best["loss"] and again[0]["curve"] == best["curve"]
+    run = tmp_path / "again" / run_name(best)
+    assert (run / "config.json").is_file() and (run / "latest").is_file()
+    wrong = cli("3e21")
+    assert wrong.returncode == 2 and "the budgets are 1e10" in wrong.stderr
+    missing = subprocess.run(
+        [llmcourse_exe, "reference", "--sweep", str(tmp_path / "none.json")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "none.json: no such file" in missing.stderr
