@@ -18,13 +18,16 @@ import torch
 from .core import new_figure, read_jsonl, save_figure, save_json
 from .tokenizer import Tokenizer, is_heldout
 from .model import Llama, generate
+from .data import TokenShards
 from .training import TrainConfig, load_checkpoint, model_config
+from .long_context import binomial_interval
 
 # %% auto #0
 __all__ = ['NAMES', 'COLOURS', 'DOORS', 'checkpoint_steps', 'load_trained_model', 'token_nll', 'sliding_window_nll', 'perplexity',
-           'split_encode', 'continuation_logprob', 'ProbeSuite', 'fact_probes', 'mcq_prompt', 'score_mcq',
-           'evaluate_mcq', 'niah_case', 'niah_prompt', 'niah_grid', 'repeated_ngram_share', 'generation_samples',
-           'EvalConfig', 'split_eval_items', 'evaluate_run']
+           'training_stream', 'ngram_baselines', 'baseline_standing', 'split_encode', 'continuation_logprob',
+           'continuation_logprobs', 'ProbeSuite', 'fact_probes', 'against_chance', 'mcq_prompt', 'score_mcq',
+           'evaluate_mcq', 'continuation_mcq', 'niah_case', 'niah_prompt', 'niah_grid', 'repeated_ngram_share',
+           'degeneration', 'generation_samples', 'EvalConfig', 'split_eval_items', 'pool_scores', 'evaluate_run']
 
 # %% ../nbs/13_evaluation.ipynb #e17f7373
 def checkpoint_steps(run: str | Path) -> list[int]:  # a training run folder (chapter 09)
@@ -134,6 +137,66 @@ def perplexity(
         "bits_per_byte": nll / (math.log(2) * nbytes),
     }
 
+# %% ../nbs/13_evaluation.ipynb #ce4e7aab
+def training_stream(
+    shards: str | Path | TokenShards,  # token shards (chapter 06)
+    bos: int,  # the id put before every document, as in the packed rows
+) -> np.ndarray:  # int64: bos, document, bos, document, ...
+    "The training tokens in the order the shards hold them, each document after `bos`."
+    s = shards if isinstance(shards, TokenShards) else TokenShards(shards)
+    parts = [np.concatenate([[bos], s.doc(i)]) for i in range(len(s))]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def ngram_baselines(
+    train: np.ndarray,  # training tokens (`training_stream`)
+    tok: Tokenizer,  # the tokenizer that made them
+    texts: list[str],  # held-out documents, scored as `perplexity` scores them
+    discount: float = 0.75,  # bigram: the absolute discount d, 0 < d < 1
+) -> dict:  # {"unigram": {...}, "bigram": {...}}, each with nll, tokens, bytes, nats_per_token, bits_per_byte
+    "Held-out NLL of an add-one unigram and an interpolated absolute-discount bigram, on the model's tokens."
+    V, bos = len(tok), tok.special_id("<|endoftext|>")  # ids run from 0 to len(tok) − 1
+    uni = np.bincount(train, minlength=V).astype(np.float64)
+    p_uni = (uni + 1) / (uni.sum() + V)
+    keys, counts = np.unique(train[:-1] * V + train[1:], return_counts=True)  # the pair (v, w) as v·V + w
+    c_v = np.bincount(keys // V, weights=counts, minlength=V)  # pairs that start with v
+    n_v = np.bincount(keys // V, minlength=V)  # different tokens seen after v
+    nll, tokens, nbytes = {"unigram": 0.0, "bigram": 0.0}, 0, 0
+    for t in texts:
+        ids = np.array([bos, *tok.encode(t)], dtype=np.int64)
+        if len(ids) < 2:
+            continue
+        v, w = ids[:-1], ids[1:]
+        j = np.minimum(np.searchsorted(keys, v * V + w), len(keys) - 1)
+        c_vw = np.where(keys[j] == v * V + w, counts[j], 0)
+        seen = c_v[v] > 0
+        freed = np.where(seen, discount * n_v[v] / np.maximum(c_v[v], 1), 1.0)  # the unigram's share
+        p_bi = np.maximum(c_vw - discount, 0) / np.maximum(c_v[v], 1) + freed * p_uni[w]
+        nll["unigram"] -= float(np.log(p_uni[w]).sum())
+        nll["bigram"] -= float(np.log(p_bi).sum())
+        tokens += len(w)
+        nbytes += len(t.encode("utf-8"))
+    if tokens == 0:
+        raise ValueError("no tokens to score: all texts were empty")
+    per = {"tokens": tokens, "bytes": nbytes}
+    return {
+        k: {"nll": v, **per, "nats_per_token": v / tokens, "bits_per_byte": v / (math.log(2) * nbytes)}
+        for k, v in nll.items()
+    }
+
+
+def baseline_standing(
+    model_bpb: float,  # a model's bits per byte
+    base: dict,  # `ngram_baselines` of the same text
+) -> str:
+    "Where a model's bits per byte lie against the unigram and bigram baselines."
+    uni, bi = base["unigram"]["bits_per_byte"], base["bigram"]["bits_per_byte"]
+    if model_bpb < bi:
+        return f"below the bigram ({bi:.3f}): it beats both baselines"
+    if model_bpb < uni:
+        return f"between the unigram ({uni:.3f}) and the bigram ({bi:.3f}): it beats only the unigram"
+    return f"above the unigram ({uni:.3f}): it beats neither baseline"
+
 # %% ../nbs/13_evaluation.ipynb #34114490
 def split_encode(
     tok: Tokenizer, context: str, continuation: str
@@ -156,11 +219,37 @@ def continuation_logprob(
     bos: int | None = None,  # id before the context (default: <|endoftext|>)
 ) -> tuple[float, int]:  # (sum of log-probabilities of the continuation's tokens, their number)
     "log p(continuation | context) under the model."
+    return continuation_logprobs(model, tok, context, [continuation], bos)[0]
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: Llama,
+    tok: Tokenizer,
+    context: str,
+    continuations: list[str],  # several continuations of the same context
+    bos: int | None = None,  # id before the context (default: <|endoftext|>)
+) -> list[tuple[float, int]]:  # one (log-probability, tokens) per continuation
+    "`continuation_logprob` of several continuations at once: one forward pass over the padded rows."
     bos = tok.special_id("<|endoftext|>") if bos is None else bos
-    ctx, cont = split_encode(tok, context, continuation)
-    ids = [bos, *ctx, *cont][-model.cfg.max_seq_len - 1 :]
-    nll = token_nll(model, ids)[-len(cont) :]
-    return -float(nll.sum()), len(cont)
+    rows = []
+    for c in continuations:
+        ctx, cont = split_encode(tok, context, c)
+        rows.append(([bos, *ctx, *cont][-model.cfg.max_seq_len - 1 :], len(cont)))
+    x = torch.zeros(len(rows), max(len(ids) for ids, _ in rows), dtype=torch.long)
+    for i, (ids, _) in enumerate(rows):
+        x[i, : len(ids)] = torch.tensor(ids)  # padded on the right: causal attention never looks there
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    inp, tgt = x[:, :-1].to(dev), x[:, 1:].to(dev)
+    row = torch.tensor([i for i, (_, k) in enumerate(rows) for _ in range(k)], device=dev)
+    pos = torch.tensor([t for ids, k in rows for t in range(len(ids) - 1 - k, len(ids) - 1)], device=dev)
+    if hasattr(model, "hidden"):  # the output layer only where a continuation's token is predicted
+        logits = model.lm_head(model.hidden(inp)[row, pos])
+    else:  # a stand-in model with only a forward
+        logits = model(inp)[row, pos]
+    lp = torch.log_softmax(logits.double(), -1).gather(-1, tgt[row, pos][:, None])[:, 0].cpu()
+    ends = np.cumsum([k for _, k in rows]).tolist()
+    return [(float(lp[e - k : e].sum()), k) for (_, k), e in zip(rows, ends)]
 
 # %% ../nbs/13_evaluation.ipynb #ba6edb88
 @dataclass
@@ -173,7 +262,7 @@ class ProbeSuite:
         self, model: Llama, tok: Tokenizer, p: dict
     ) -> float:  # one probe -> 1.0/0.0 (right/wrong) or a probability
         if p["kind"] in ("choice", "contrast"):
-            lps = [continuation_logprob(model, tok, p["context"], c)[0] for c in p["options"]]
+            lps = [lp for lp, _ in continuation_logprobs(model, tok, p["context"], p["options"])]
             return float(int(np.argmax(lps)) == p["answer"])
         if p["kind"] == "pair":
             mean_nll = [
@@ -230,6 +319,17 @@ def fact_probes(
         )
     return out
 
+# %% ../nbs/13_evaluation.ipynb #7823df30
+def against_chance(
+    acc: float,  # an accuracy
+    n: int,  # the trials behind it
+    chance: float,  # the accuracy of guessing
+) -> str:  # e.g. "0.310 [0.250, 0.377]: above chance (0.250)"
+    "An accuracy over n trials with its 95% Wilson interval, and whether that is above, at or below chance."
+    lo, hi = binomial_interval(round(acc * n), n)
+    verdict = "above" if lo > chance else "below" if hi < chance else "at"
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]: {verdict} chance ({chance:.3f})"
+
 # %% ../nbs/13_evaluation.ipynb #99f19018
 def mcq_prompt(question: str) -> str:  # the harness's generic format
     return f"Question: {question}\nAnswer:"
@@ -237,11 +337,13 @@ def mcq_prompt(question: str) -> str:  # the harness's generic format
 
 def score_mcq(
     model: Llama, tok: Tokenizer, item: dict
-) -> dict:  # {"text": question, "choices": [...], "answer": index}
+) -> dict:  # {"text": question | "context": text, "choices": [...], "answer": index}
     "Log-likelihood of every choice; acc and acc_norm (log-likelihood per character of the choice)."
-    ll = [
-        continuation_logprob(model, tok, mcq_prompt(item["text"]), " " + str(c))[0] for c in item["choices"]
-    ]
+    if "context" in item:  # a text to continue: the choices follow it as they are
+        prompt, sep = item["context"], ""
+    else:  # a question: the harness's prompt, and a space before each choice
+        prompt, sep = mcq_prompt(item["text"]), " "
+    ll = [lp for lp, _ in continuation_logprobs(model, tok, prompt, [sep + str(c) for c in item["choices"]])]
     norm = [
         l / len(str(c)) for l, c in zip(ll, item["choices"])
     ]  # the harness divides by the choice's length in characters
@@ -270,6 +372,60 @@ def evaluate_mcq(model: Llama, tok: Tokenizer, items: list[dict]) -> dict:  # re
             "acc_norm": float(np.mean([s["acc_norm"] for s in sel])),
         }
     return out
+
+# %% ../nbs/13_evaluation.ipynb #04ca4a3b
+def _candidate_lines(
+    text: str, min_chars: int, max_chars: int, min_context: int
+) -> list[tuple[int, str]]:  # (where the line starts, the line)
+    "Lines of a document that can be asked for: not too short or long, with context before them."
+    out, start = [], 0
+    for line in text.split("\n"):
+        if start >= min_context and min_chars <= len(line.strip()) <= max_chars:
+            out.append((start, line))
+        start += len(line) + 1
+    return out
+
+
+def continuation_mcq(
+    groups: dict[str, list[str]],  # held-out documents by group (e.g. domain/lang)
+    n: int = 200,  # items to make (fewer if the documents hold fewer)
+    n_choices: int = 4,
+    context_chars: int = 400,  # the context: up to this many characters before the line
+    min_chars: int = 16,  # a line to guess has at least this many characters, spaces stripped ...
+    max_chars: int = 160,  # ... and at most this many
+    min_context: int = 50,  # ... and at least this many characters of its document before it
+    seed: int = 0,
+) -> list[dict]:  # {"context", "choices", "answer", "source"}, scored by `evaluate_mcq`
+    "Which line comes next? A document's true next line against lines of other documents of its group."
+    rng = random.Random(seed)
+    lines = {
+        g: [(i, *c) for i, t in enumerate(ts) for c in _candidate_lines(t, min_chars, max_chars, min_context)]
+        for g, ts in sorted(groups.items())
+    }
+    pool = [(g, c) for g, cs in lines.items() if len({c[0] for c in cs}) >= n_choices for c in cs]
+    rng.shuffle(pool)
+    items, used = [], set()
+    for g, (i, start, line) in pool:
+        if len(items) == n or (g, i) in used:  # one item per document
+            continue
+        others = sorted({ln for j, _, ln in lines[g] if j != i and ln.strip() != line.strip()})
+        alike = [ln for ln in others if 0.5 <= len(ln) / len(line) <= 2]
+        pick = alike if len(alike) >= n_choices - 1 else others
+        if len(pick) < n_choices - 1:
+            continue
+        choices = [line, *rng.sample(pick, n_choices - 1)]
+        order = rng.sample(range(n_choices), n_choices)
+        context = groups[g][i][max(0, start - context_chars) : start]
+        items.append(
+            {
+                "context": context,
+                "choices": [choices[k] for k in order],
+                "answer": order.index(0),
+                "source": g,
+            }
+        )
+        used.add((g, i))
+    return items
 
 # %% ../nbs/13_evaluation.ipynb #1cc29729
 NAMES = [
@@ -400,7 +556,7 @@ def niah_grid(
                     except ValueError:
                         hits = float("nan")
                         break  # too short for this kind's needles: no measurement
-                    lps = [continuation_logprob(model, tok, prompt, o)[0] for o in case["options"]]
+                    lps = [lp for lp, _ in continuation_logprobs(model, tok, prompt, case["options"])]
                     hits += int(np.argmax(lps)) == case["answer"]
                 acc[i, j] = hits / trials
         out[kind] = acc.tolist()
@@ -413,21 +569,41 @@ def repeated_ngram_share(ids: list[int], n: int = 4) -> float:  # token ids; n-g
     return 0.0 if not grams else 1 - len(set(grams)) / len(grams)
 
 
+def degeneration(
+    text: str, ids: list[int], max_repeated: float = 0.5
+) -> str:  # a continuation, its ids; the largest share of repeated 4-grams allowed
+    "Why a continuation is degenerate, or '' if it is not: empty, only whitespace, or looping."
+    if not ids:
+        return "empty"
+    if not text.strip():
+        return "only whitespace"
+    share = repeated_ngram_share(ids)
+    return f"loops: {share:.0%} of its 4-grams repeat earlier ones" if share > max_repeated else ""
+
+
 @torch.no_grad()
 def generation_samples(
-    model: Llama, tok: Tokenizer, prompts: list[str], max_new_tokens: int = 40
-) -> list[dict]:  # fixed prompts
-    "Greedy continuations of fixed prompts, with their repeated-4-gram share."
-    bos = tok.special_id("<|endoftext|>")
+    model: Llama,
+    tok: Tokenizer,
+    prompts: list[str],  # fixed prompts
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,  # 0: greedy
+    top_p: float = 0.95,  # nucleus mass when sampling
+    seed: int = 0,  # the sampling generator's seed
+) -> list[dict]:  # prompt, continuation, repeated_4gram_share, degenerate (a reason, or '')
+    "Continuations of fixed prompts (greedy or sampled), each with its repetition check."
+    bos, dev = tok.special_id("<|endoftext|>"), next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
     out = []
     for p in prompts:
         ids = [bos, *tok.encode(p)][-(model.cfg.max_seq_len - max_new_tokens) :]
-        new = generate(model, torch.tensor([ids]), max_new_tokens)[0, len(ids) :].tolist()
+        x = torch.tensor([ids], device=dev)
+        new = generate(model, x, max_new_tokens, temperature, top_p, generator=gen)[0, len(ids) :].tolist()
         if bos in new:
             new = new[: new.index(bos)]
-        out.append(
-            {"prompt": p, "continuation": tok.decode(new), "repeated_4gram_share": repeated_ngram_share(new)}
-        )
+        text = tok.decode(new)
+        share, why = repeated_ngram_share(new), degeneration(text, new)
+        out.append({"prompt": p, "continuation": text, "repeated_4gram_share": share, "degenerate": why})
     return out
 
 # %% ../nbs/13_evaluation.ipynb #828a93d6
@@ -441,6 +617,9 @@ class EvalConfig:
     niah_depths: tuple = (0.0, 0.5, 1.0)
     niah_trials: int = 4  # per kind, depth and length (0: skip)
     max_docs_per_group: int = 200  # held-out documents per group for perplexity
+    baselines: bool = True  # unigram and bigram bits per byte of the same held-out text (the run's shards)
+    continuations: int = 200  # next-line questions from the held-out documents (0: skip)
+    temperature: float = 0.8  # sampled generations beside the greedy ones (0: greedy only)
     seed: int = 0
 
 
@@ -455,6 +634,20 @@ def split_eval_items(
         elif isinstance(it.get("answer"), str) and isinstance(it.get("distractors"), list):
             probes.append(it)
     return probes, mcq
+
+
+def pool_scores(parts: list[dict]) -> dict:  # `perplexity` or `ngram_baselines` results of disjoint texts
+    "The score of all their texts together, from the sums, without scoring them again."
+    nll, tokens, nbytes = (sum(p[k] for p in parts) for k in ("nll", "tokens", "bytes"))
+    return {
+        "nll": nll,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "docs": sum(p.get("docs", 0) for p in parts),
+        "nats_per_token": nll / tokens,
+        "ppl": math.exp(nll / tokens),
+        "bits_per_byte": nll / (math.log(2) * nbytes),
+    }
 
 
 def _group(doc: dict) -> str:
@@ -493,13 +686,21 @@ def evaluate_run(
     groups = defaultdict(list)
     if heldout:
         for d in read_jsonl(heldout, schema={"id": str, "text": str}):
-            if (
-                is_heldout(d["id"])
-                and len(groups[g := d.get("group") or _group(d)]) < cfg.max_docs_per_group
-            ):
+            if is_heldout(d["id"]) and len(groups[g := d.get("group") or _group(d)]) < cfg.max_docs_per_group:
                 groups[g].append(d["text"])
         res["perplexity"] = {g: perplexity(model, tok, ts) for g, ts in sorted(groups.items())}
-        res["perplexity_all"] = perplexity(model, tok, [t for ts in groups.values() for t in ts])
+        texts = [t for ts in groups.values() for t in ts]
+        res["perplexity_all"] = pool_scores(list(res["perplexity"].values()))
+        if cfg.baselines:
+            stream = training_stream(tcfg.shards, tok.special_id("<|endoftext|>"))
+            res["baselines"] = ngram_baselines(stream, tok, texts)
+            res["standing"] = baseline_standing(res["perplexity_all"]["bits_per_byte"], res["baselines"])
+        if cfg.continuations and (items := continuation_mcq(groups, cfg.continuations, seed=cfg.seed)):
+            res["continuations"] = evaluate_mcq(model, tok, items)
+        elif cfg.continuations:
+            res["skipped"]["continuations"] = "the held-out documents hold too few lines to ask for"
+    elif cfg.baselines or cfg.continuations:
+        res["skipped"]["baselines and next-line questions"] = "no held-out documents given"
     if eval_items is not None:
         probes, mcq = split_eval_items(read_jsonl(eval_items, schema={"id": str, "text": str}))
     else:
@@ -523,9 +724,10 @@ def evaluate_run(
             res["niah"] = niah_grid(model, tok, hay, **grid)
         else:
             res["skipped"]["niah"] = "no haystack: no long.jsonl and too little held-out text"
-    res["generations"] = generation_samples(
-        model, tok, ["The capital of", "def add(a, b):", "Question: What is 12 + 7?\nAnswer:", "今天天气"]
-    )
+    prompts = ["The capital of", "def add(a, b):", "Question: What is 12 + 7?\nAnswer:", "今天天气"]
+    res["generations"] = generation_samples(model, tok, prompts)
+    if cfg.temperature:
+        res["generations_sampled"] = generation_samples(model, tok, prompts, temperature=cfg.temperature)
     res["figures"] = _eval_figures(res, out)
     save_json(res, out / "eval.json")
     return res
@@ -545,6 +747,13 @@ def _eval_figures(res: dict, out: Path) -> list[str]:
         a2.set_xlabel("bits per byte")
         a2.invert_yaxis()
         a2.set_title("Held-out bits per byte")
+        for k, ls in (("unigram", ":"), ("bigram", "--")):
+            if "baselines" in res:  # the baselines of all held-out text, as the last line's reference
+                a2.axvline(
+                    res["baselines"][k]["bits_per_byte"], color="k", ls=ls, lw=1, label=f"{k}, all text"
+                )
+        if "baselines" in res:
+            a2.legend(fontsize=7)
         figs.append(save_figure(fig, out / "perplexity.png").name)
     if "niah" in res:
         kinds = [k for k in ("single", "multi", "reasoning", "ancestral") if k in res["niah"]]

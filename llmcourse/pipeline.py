@@ -49,7 +49,7 @@ from .dedup import DedupConfig, candidate_probability, dedup_corpus
 from .data import PackedLoader, TokenShards, padding_waste, tokenize_to_shards
 from .model import PRESETS
 from .training import TrainConfig, read_metrics, train
-from .evaluation import EvalConfig, evaluate_run
+from .evaluation import EvalConfig, against_chance, evaluate_run
 from .scaling import SMALL_BATCH_SWEEP, reference_models, run_name, train_reference
 from llmcourse.tokenizer import (
     DIGITS_PATTERN,
@@ -106,7 +106,7 @@ class RunConfig:
     engine: str = "pool"
     ray_address: str | None = None  # engine "ray": a running cluster to join; None: a local instance
     seq_len: int = 256  # shards, train: tokens per training row
-    train_steps: int = 150  # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
+    train_steps: int = 1200  # train: optimizer steps of the tiny CPU run (0: skip training and evaluation)
     model: str = "tiny"  # train: a model preset (chapter 07)
     dedup_threshold: float = 0.7  # dedup: Jaccard threshold of near-duplicate removal (chapter 04)
 
@@ -896,7 +896,12 @@ def stage_evaluate(ctx: RunContext) -> dict:
     summary = {
         "ppl": res["perplexity_all"]["ppl"],
         "bits_per_byte": res["perplexity_all"]["bits_per_byte"],
+        "baselines": {k: v["bits_per_byte"] for k, v in res.get("baselines", {}).items()},
         "mcq": res.get("mcq"),
+        "continuations": res.get("continuations"),
+        "degenerate": [
+            g["prompt"] for g in res["generations"] + res.get("generations_sampled", []) if g["degenerate"]
+        ],
         "probes": res.get("probes"),
         "skipped": res["skipped"],
     }
@@ -908,16 +913,31 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         f"| {g} | {r['docs']} | {r['ppl']:.1f} | {r['bits_per_byte']:.3f} |"
         for g, r in res["perplexity"].items()
     ]
-    gens = [f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}`" for g in res["generations"]]
     whole, parts = res["perplexity_all"], []
+    if "baselines" in res:
+        b = res["baselines"]
+        parts += [
+            f"Baselines on the same tokens: unigram {b['unigram']['bits_per_byte']:.3f} bits per byte, "
+            f"bigram {b['bigram']['bits_per_byte']:.3f} (counted on the training shards, chapter 13). "
+            f"The model's {whole['bits_per_byte']:.3f} lie {res['standing']}.",
+            "",
+        ]
+    if "continuations" in res:
+        c = res["continuations"]
+        parts += [
+            f"Which line comes next ({c['n']} questions from held-out documents, 4 choices): "
+            f"acc {against_chance(c['acc'], c['n'], c['chance'])}; "
+            f"acc_norm {against_chance(c['acc_norm'], c['n'], c['chance'])}.",
+            "",
+        ]
     if "probes" in res:
         probes = ", ".join(f"{g} {v:.2f}" for g, v in res["probes"].items())
         parts += [f"Fact probes (accuracy, chance 0.25): {probes}.", ""]
     if "mcq" in res:
         m = res["mcq"]
         parts += [
-            f"Multiple choice ({m['n']} items): acc {m['acc']:.3f}, acc_norm {m['acc_norm']:.3f}, "
-            f"chance {m['chance']:.3f}.",
+            f"Multiple choice ({m['n']} items): acc {against_chance(m['acc'], m['n'], m['chance'])}; "
+            f"acc_norm {against_chance(m['acc_norm'], m['n'], m['chance'])}.",
             "",
         ]
     if "niah" in res:
@@ -935,12 +955,26 @@ def _evaluate_report(res: dict, out: Path, run_dir: Path) -> list[str]:
         "",
         *parts,
         "",
-        "Greedy generations:",
-        "",
-        *gens,
-        "",
+        *_generations_report(res),
         *[f"![{f}]({report_link((out / f), run_dir)})" for f in res["figures"]],
     ]
+
+
+def _generations_report(res: dict) -> list[str]:
+    "The generations as a list, each with its repetition check (chapter 13's `degeneration`)."
+    out = []
+    for title, key in (("Greedy generations", "generations"), ("Sampled generations", "generations_sampled")):
+        if key not in res:
+            continue
+        gens = res[key]
+        bad = sum(bool(g["degenerate"]) for g in gens)
+        out += [f"{title} ({bad} of {len(gens)} degenerate):", ""]
+        out += [
+            f"- `{g['prompt']!r}` → `{g['continuation'][:80]!r}` ({g['degenerate'] or 'not degenerate'})"
+            for g in gens
+        ]
+        out.append("")
+    return out
 
 # %% ../nbs/15_pipeline.ipynb #edd1864f
 SOURCE_KEYS = ("seed", "stdlib_files", "data", "eval_data", "text_field", "id_field", "domain_field")
@@ -1644,7 +1678,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--dedup-threshold", type=float, help="Jaccard threshold of near-duplicate removal (default 0.7)"
     )
-    r.add_argument("--train-steps", type=int, help="optimizer steps of the training stage (default 150)")
+    r.add_argument(
+        "--train-steps",
+        type=int,
+        help=f"optimizer steps of the training stage (default {RunConfig.train_steps})",
+    )
     r.add_argument("--workers", type=int, help="worker processes of clean, dedup and shards (default 2)")
     r.add_argument(
         "--engine",
@@ -1733,6 +1771,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for eval.json and figures (default: RUN/eval)")
     e.add_argument("--probes", type=int, default=200, help="fact probes to score (default 200; 0 skips)")
     e.add_argument("--mcq", type=int, help="multiple-choice items to score (default: all; 0 skips)")
+    e.add_argument(
+        "--continuations",
+        type=int,
+        default=200,
+        help="next-line questions from the held-out text (default 200; 0 skips)",
+    )
     s = sub.add_parser(
         "samples",
         help="generate the sample data",
@@ -1935,7 +1979,7 @@ def _cmd_eval(a) -> int:
         data = samples[0].location if samples else None  # its long.jsonl is the needles' haystack
     heldout = a.heldout or (run / "03_dedup" / "kept.jsonl" if pipeline_run else None)
     out = Path(a.out) if a.out else run / "eval"
-    cfg = EvalConfig(probes=a.probes, mcq=a.mcq)
+    cfg = EvalConfig(probes=a.probes, mcq=a.mcq, continuations=a.continuations)
     res = evaluate_run(train_dir, tokenizer, data, heldout, out, cfg, eval_items=items)
     ppl = res.get("perplexity_all", {})
     summary = {

@@ -60,10 +60,16 @@ def test_run_on_committed_samples(llmcourse_exe, repo_root, tmp_path):
     ev = json.loads((out / "07_evaluate" / "eval.json").read_text())
     assert "## 7. evaluate" in report and "](07_evaluate/niah.png)" in report and ev["mcq"]["n"] == 600
     assert set(ev["perplexity"]) >= {"web/en", "knowledge/zh", "code/python"} and all(0 < v["bits_per_byte"] < 20 for v in ev["perplexity"].values())
-    r = _run(llmcourse_exe, "eval", str(out), "--data", str(repo_root / "data_samples"), "--probes", "20", "--mcq", "20", "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    base, whole = ev["baselines"], ev["perplexity_all"]  # n-gram baselines on exactly the tokens the model was scored on
+    assert all((base[k]["tokens"], base[k]["bytes"]) == (whole["tokens"], whole["bytes"]) for k in ("unigram", "bigram"))
+    assert base["bigram"]["bits_per_byte"] < base["unigram"]["bits_per_byte"] and f"bigram {base['bigram']['bits_per_byte']:.3f}" in report
+    assert ev["continuations"]["n"] == 200 and "Which line comes next (200 questions" in report
+    assert len(ev["generations"]) == len(ev["generations_sampled"]) == 4 and "Sampled generations (" in report
+    assert all(g["degenerate"] == "" or g["degenerate"] in report for g in ev["generations"])
+    r = _run(llmcourse_exe, "eval", str(out), "--data", str(repo_root / "data_samples"), "--probes", "20", "--mcq", "20", "--continuations", "20", "--out", str(tmp_path / "ev"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     ev2 = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert ev2["mcq"]["n"] == 20 and abs(ev2["perplexity_all"]["ppl"] - ev["perplexity_all"]["ppl"]) < 1e-6  # same model, same held-out text
+    assert ev2["mcq"]["n"] == ev2["continuations"]["n"] == 20 and abs(ev2["perplexity_all"]["ppl"] - ev["perplexity_all"]["ppl"]) < 1e-6  # same model, same held-out text
 
 
 def test_run_tokenizer_loads_in_transformers(llmcourse_exe, repo_root, tmp_path):
