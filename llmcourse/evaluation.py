@@ -598,7 +598,8 @@ def generation_samples(
     for p in prompts:
         ids = [bos, *tok.encode(p)][-(model.cfg.max_seq_len - max_new_tokens) :]
         x = torch.tensor([ids], device=dev)
-        new = generate(model, x, max_new_tokens, temperature, top_p, generator=gen)[0, len(ids) :].tolist()
+        out_ids = generate(model, x, max_new_tokens, temperature, top_p, generator=gen, vocab=len(tok))
+        new = out_ids[0, len(ids) :].tolist()  # the vocabulary may be padded: only the tokenizer's ids
         if bos in new:
             new = new[: new.index(bos)]
         text = tok.decode(new)

@@ -635,6 +635,7 @@ def generate(
     top_p: float = 1.0,  # nucleus sampling mass
     use_cache: bool = True,  # False: recompute the whole prefix each step (the reference)
     generator: torch.Generator | None = None,  # for reproducible sampling
+    vocab: int | None = None,  # only ids below this: a padded output layer's extra rows are never chosen
 ) -> torch.Tensor:  # (B, T + max_new_tokens)
     "Extend the prompt token by token."
     B, T = ids.shape
@@ -649,7 +650,7 @@ def generate(
     )
     logits = model(ids, cache)[:, -1]
     for step in range(max_new_tokens):
-        nxt = sample_next(logits, temperature, top_p, generator)
+        nxt = sample_next(logits[:, :vocab], temperature, top_p, generator)
         ids = torch.cat([ids, nxt[:, None]], 1)
         if step == max_new_tokens - 1:
             break
