@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json, math, random
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from .evaluation import ProbeSuite, load_trained_model
 
 # %% auto #0
 __all__ = ['RELATION_WORDS', 'VOCAB_INITS', 'replay_shares', 'ratio_shares', 'instruction_documents', 'cpt_config',
-           'continuation_probes', 'measure_run', 'tradeoff_table', 'stability_gap', 'dcpt_points', 'extend_vocabulary']
+           'continuation_probes', 'measure_run', 'tradeoff_table', 'stability_gap', 'dcpt_points', 'extend_vocabulary',
+           'domain_split']
 
 # %% ../nbs/14_continued_pretraining.ipynb #198b025f
 def replay_shares(
@@ -322,3 +324,51 @@ def extend_vocabulary(
     save_config(cfg, out / "config.json")
     save_checkpoint(out, 0, {"model": state})
     return out
+
+# %% ../nbs/14_continued_pretraining.ipynb #3a15afa9
+def domain_split(
+    docs: Iterable[dict],  # a corpus's documents with "id", "text", "package", "heldout" (its kept.jsonl)
+    domain: Sequence[str],  # the new domain: the packages named by, or starting with, one of these
+    eval_share: float = 0.2,  # of the domain's documents, the share kept out of training to measure the gain
+    replay_docs: int | None = None,  # keep this many of the base's training documents to replay (None: all)
+    seed: int = 0,  # the draw of the domain's held-out documents and of the replayed ones
+) -> dict[str, list[dict]]:  # "train" and "heldout": documents with "group" = "general" or "domain"
+    "A corpus split for continued pre-training: the base's data to replay, a new domain, held-out general"
+    rng = random.Random(seed)
+    replay, dom, general, seen, leaked = [], [], [], 0, set()
+    for d in docs:
+        d = {"id": d["id"], "text": d["text"], "package": d["package"], "heldout": d["heldout"]}
+        if any(d["package"].startswith(name) for name in domain):
+            if not d["heldout"]:
+                leaked.add(d["package"])
+            dom.append(d)
+        elif d["heldout"]:
+            general.append(d)
+        else:  # a training document of the base: kept with probability replay_docs / seen (reservoir)
+            seen += 1
+            if replay_docs is None or len(replay) < replay_docs:
+                replay.append(d)
+            elif (j := rng.randrange(seen)) < replay_docs:
+                replay[j] = d
+    if leaked:
+        raise ValueError(
+            f"the base was trained on the domain package(s) {sorted(leaked)}: choose held-out ones"
+        )
+    if not dom or not general or not replay:
+        held = sorted({d["package"] for d in dom + general})
+        raise ValueError(
+            f"domain {list(domain)} leaves {len(dom)} domain, {len(general)} held-out general and "
+            f"{len(replay)} training documents; every part needs some (held-out packages: {held})"
+        )
+    rng.shuffle(dom)
+    n_eval = min(len(dom) - 1, max(1, round(eval_share * len(dom))))
+    if n_eval < 1:
+        raise ValueError(f"the domain has {len(dom)} document: too few to train on and to measure")
+
+    def tag(ds: list[dict], group: str) -> list[dict]:
+        return [{"id": d["id"], "text": d["text"], "package": d["package"], "group": group} for d in ds]
+
+    return {
+        "train": tag(replay, "general") + tag(dom[n_eval:], "domain"),
+        "heldout": tag(general, "general") + tag(dom[:n_eval], "domain"),
+    }
