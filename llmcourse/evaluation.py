@@ -19,6 +19,7 @@ from .core import new_figure, read_jsonl, save_figure, save_json
 from .tokenizer import Tokenizer, is_heldout
 from .model import Llama, generate
 from .data import TokenShards
+from .dedup import ContaminationIndex, contamination
 from .training import TrainConfig, load_checkpoint, model_config
 from .long_context import binomial_interval
 
@@ -27,7 +28,8 @@ __all__ = ['NAMES', 'COLOURS', 'DOORS', 'checkpoint_steps', 'load_trained_model'
            'training_stream', 'ngram_baselines', 'baseline_standing', 'split_encode', 'continuation_logprob',
            'continuation_logprobs', 'ProbeSuite', 'fact_probes', 'against_chance', 'mcq_prompt', 'score_mcq',
            'evaluate_mcq', 'continuation_mcq', 'niah_case', 'niah_prompt', 'niah_grid', 'repeated_ngram_share',
-           'degeneration', 'generation_samples', 'EvalConfig', 'split_eval_items', 'pool_scores', 'evaluate_run']
+           'degeneration', 'generation_samples', 'EvalConfig', 'split_eval_items', 'pool_scores', 'evaluate_run',
+           'split_by_contamination']
 
 # %% ../nbs/13_evaluation.ipynb #e17f7373
 def checkpoint_steps(run: str | Path) -> list[int]:  # a training run folder (chapter 09)
@@ -768,3 +770,14 @@ def _eval_figures(res: dict, out: Path) -> list[str]:
             ax.set_title(f"needle: {k}")
         figs.append(save_figure(fig, out / "niah.png").name)
     return figs
+
+# %% ../nbs/13_evaluation.ipynb #5e140257
+def split_by_contamination(
+    items: list[dict],  # evaluation records (eval_mcq.jsonl, eval_probes.jsonl) with "id" and "text"
+    docs: Iterable[dict],  # training documents with "id" and "text"
+    n: int = 13,  # n-gram length of chapter 04's ContaminationIndex
+) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:  # found items, clean items, (doc id, item id)
+    "Evaluation items found in training documents (chapter 04's index), the clean rest, and where each was."
+    hits = contamination(docs, ContaminationIndex(items, n))
+    found = {item_id for _, item_id in hits}
+    return [it for it in items if it["id"] in found], [it for it in items if it["id"] not in found], hits
