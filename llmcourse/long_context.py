@@ -242,6 +242,7 @@ def recall_accuracy(
         pred = model(ids[:, :-1]).argmax(-1)
     return (pred[:, -(n - 1) :] == ids[:, -(n - 1) :]).float().mean().item()
 
+
 def binomial_interval(
     hits: int, n: int, z: float = 1.96
 ) -> tuple[float, float]:  # successes; trials; normal quantile (1.96: 95%)
